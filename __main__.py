@@ -1,0 +1,3 @@
+from avdet.cli import main
+
+main()
