@@ -41,3 +41,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def make_clip(
+    path: Path,
+    duration: float = 3.0,
+    *,
+    size: str = "160x90",
+    fps: int = 25,
+    audio: bool = True,
+    video: bool = True,
+    frequency: int = 440,
+    extra: list[str] | None = None,
+) -> Path:
+    """Synthesise a small clip with ffmpeg's test sources (no binary fixtures in the repo)."""
+    import subprocess
+
+    args = ["ffmpeg", "-y", "-nostdin", "-loglevel", "error"]
+    if video:
+        args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={duration}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate=44100:duration={duration}"]
+    if video:
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac", "-ac", "2"]
+    args += (extra or []) + [str(path)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(args, check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A few small generated clips shared by the media / store / extract tests."""
+    root = tmp_path_factory.mktemp("clips")
+    return {
+        "av": make_clip(root / "av.mp4", 3.0),
+        "silent": make_clip(root / "silent.mp4", 2.0, audio=False),
+        "audio_only": make_clip(root / "audio_only.mp4", 2.0, video=False),
+        "dash": make_clip(root / "-dash id.mp4", 2.0),
+    }

@@ -1,0 +1,217 @@
+"""Typed experiment configs: YAML files hold only differences from the code defaults.
+
+Unknown keys and wrong types are one-sentence `ConfigError`s; `--set a.b=c` overrides any field (values parsed
+as YAML); every run writes its resolved config next to its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from avdet.errors import ConfigError
+from avdet.models import registry as model_registry
+from avdet.models.losses import LossConfig
+from avdet.pipeline.postprocess import PostprocessConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class DataConfig:
+    annotations: str = ""  # UnAV-100-format JSON
+    classes: str = ""  # optional TSV (label_id, label); default: names found in the annotations
+    source: Literal["store", "released"] = "store"
+    cache: str = ""  # feature store root (source=store); default $AVDET_CACHE or ~/.cache/avdet/features
+    extractor: str = "lite"  # extractor set the store's features come from (source=store)
+    released_root: str = ""  # folder of released .npy features (source=released)
+    released_layout: Literal["i3d_vggish", "onepeace"] = "i3d_vggish"
+    train_split: str = "train"
+    val_split: str = "validation"
+    test_split: str = "test"
+    crop_ratio: tuple[float, float] = (0.9, 1.0)  # random crop of 90-100 % of a long training sequence
+    crop_keep_event: float = 0.5  # the crop keeps at least this share of one event
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    warmup_epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    clip_grad: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    eval_every: int = 1  # epochs between validations
+    eval_start: int = 0  # first epoch (0-based) to validate
+    log_every: int = 10  # iterations between TensorBoard scalars
+
+
+@dataclass
+class ExperimentConfig:
+    task: Literal["dense", "segment"] = "dense"
+    model: dict = field(default_factory=lambda: {"name": "loco"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def model_config(self) -> Any:
+        """The model section as its model's typed config."""
+        return build_model_config(self.model)
+
+
+def build_model_config(section: dict) -> Any:
+    section = dict(section)
+    entry = model_registry.model_entry(section.pop("name", None))
+    return from_dict(entry.config_cls, section, "model")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently convert: int -> float, list -> tuple) one value against a type annotation."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))}, not {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {' or '.join(_type_name(a) for a in args)}, not {value!r}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where} must be null")
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, not {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, not {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where} must have {len(args)} items, not {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, not {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer, not {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where} must be {_type_name(tp)}, not {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Build dataclass `cls` from a mapping: unknown keys and wrong types are `ConfigError`s."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known keys: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclasses -> plain YAML/JSON-friendly primitives (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` -> ("a.b", parsed c); values are YAML (numbers, booleans, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=0.001")
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, or the name of a file shipped in configs/ (e.g. `tiny` or `tiny.yaml`)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for candidate in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{path}: no such config file")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config (differences from the defaults), apply `--set` overrides, validate."""
+    tree: dict = {}
+    where = "defaults"
+    if path is not None:
+        cfg_path = resolve_config_path(path)
+        where = str(cfg_path)
+        try:
+            tree = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{cfg_path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{cfg_path}: the top level must be a mapping")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    try:
+        cfg = from_dict(ExperimentConfig, tree)
+        cfg.model_config()  # validate the model section now, not at the first forward
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return cfg
+
+
+def save_config(cfg: ExperimentConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,188 @@
+"""Feature extraction over many videos: the per-video function, and running it locally over worker processes.
+
+`extract_one` is the unit of work for every runner (in-process, local worker processes, Ray tasks): it decodes one
+video, computes its features and writes them into the shared store, recording success or the failure's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avdet.errors import AvdetError, DecodeError
+from avdet.extractors.base import AudioInput, ExtractorSet, VisualInput
+from avdet.extractors.registry import build_extractor_set
+from avdet.pipeline import media
+from avdet.pipeline.store import FeatureStore, StoredFeatures, fingerprint
+
+log = logging.getLogger(__name__)
+
+# A decode that yields less than this share of the probed duration is a truncated or corrupt file.
+MIN_DECODED_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    extractor: str = "lite"
+    backend: media.Backend = "ffmpeg"
+    overwrite: bool = False
+    weights_dir: str | None = None
+    random_weights: bool = False
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    path: str
+    video_id: str
+    status: str  # "done" (extracted now) | "cached" (already in the store) | "failed"
+    reason: str | None = None
+    rows: int = 0
+    media_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backend = "ffmpeg") -> StoredFeatures:
+    """Decode one video and run both extractors on it (no caching)."""
+    info = media.probe(path)
+    if not info.has_video:
+        raise DecodeError(path, "no video stream (audio-only file)")
+    req = extractors.media
+    counted = [0]
+
+    def frames() -> Iterator[np.ndarray]:
+        for chunk in media.read_frames(
+            path, req.fps, req.size, resize=req.resize, short_side=req.short_side, backend=backend
+        ):
+            counted[0] += len(chunk)
+            yield chunk
+
+    visual = extractors.visual(VisualInput(frames(), req.fps, info.duration))
+    expected = info.duration * req.fps
+    if counted[0] < MIN_DECODED_SHARE * expected - 1:
+        raise DecodeError(path, f"truncated or corrupt: decoded {counted[0] / req.fps:.2f} s of {info.duration:.2f} s")
+    samples = media.load_audio(path, req.sample_rate, info=info)
+    audio = extractors.audio(AudioInput(samples, req.sample_rate, info.duration))
+    return StoredFeatures(visual=visual, audio=audio, duration=info.duration)
+
+
+def extract_one(
+    path: str | Path, store: FeatureStore, extractors: ExtractorSet, options: ExtractOptions
+) -> ExtractResult:
+    """Extract one video into the store unless it is there already; never raises for a bad video."""
+    path = Path(path)
+    vid = media.video_id(path)
+    key = store.register_spec(extractors.spec)
+    start = time.perf_counter()
+    video_key = f"path:{path.resolve()}"
+    try:
+        video_key = fingerprint(path)
+        with store.lock(video_key, key):
+            if store.has(video_key, key) and not options.overwrite:
+                stored = store.load_key(video_key, key)
+                status = "cached"
+            else:
+                stored = compute_features(path, extractors, options.backend)
+                store.save(video_key, key, stored)
+                status = "done"
+        wall = time.perf_counter() - start
+        rows = len(stored.visual)
+        store.record(
+            video_key=video_key,
+            extractor=key,
+            video_id=vid,
+            path=path,
+            status="done",
+            rows=rows,
+            media_seconds=stored.duration,
+            wall_seconds=wall,
+        )
+        return ExtractResult(str(path), vid, status, None, rows, stored.duration, wall)
+    except AvdetError as err:
+        reason = err.reason if isinstance(err, DecodeError) else str(err)
+        wall = time.perf_counter() - start
+        try:
+            store.record(
+                video_key=video_key,
+                extractor=key,
+                video_id=vid,
+                path=path,
+                status="failed",
+                reason=reason,
+                wall_seconds=wall,
+            )
+        except Exception as db_err:  # the store itself failing must not hide the video's own error
+            log.error("could not record failure of %s: %s", path, db_err)
+        return ExtractResult(str(path), vid, "failed", reason, wall_seconds=wall)
+
+
+# -- local worker processes ------------------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(cache: str, options: ExtractOptions, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _worker["store"] = FeatureStore(cache)
+    _worker["extractors"] = build_extractor_set(
+        options.extractor,
+        weights_dir=options.weights_dir,
+        random_weights=options.random_weights,
+        device=options.device,
+    )
+    _worker["options"] = options
+
+
+def _run_in_worker(path: str) -> ExtractResult:
+    return extract_one(path, _worker["store"], _worker["extractors"], _worker["options"])
+
+
+def extract_videos(
+    paths: Iterable[str | Path],
+    cache: str | Path,
+    options: ExtractOptions,
+    *,
+    workers: int = 1,
+    on_result: Callable[[ExtractResult], None] | None = None,
+) -> list[ExtractResult]:
+    """Extract every video; results arrive through `on_result` as they finish, in completion order."""
+    paths = [str(p) for p in paths]
+    store = FeatureStore(cache)  # fails early and clearly on an unwritable cache
+    extractors = build_extractor_set(
+        options.extractor,
+        weights_dir=options.weights_dir,
+        random_weights=options.random_weights,
+        device=options.device,
+    )
+    results: list[ExtractResult] = []
+
+    def done(res: ExtractResult) -> None:
+        results.append(res)
+        if on_result:
+            on_result(res)
+
+    if workers <= 1:
+        for p in paths:
+            done(extract_one(p, store, extractors, options))
+        return results
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads)
+    ) as pool:
+        futures = {pool.submit(_run_in_worker, p): p for p in paths}
+        for fut in as_completed(futures):
+            try:
+                done(fut.result())
+            except Exception as err:  # a crashed worker process: report the video, keep the others going
+                p = futures[fut]
+                done(ExtractResult(p, media.video_id(p), "failed", f"worker crashed ({type(err).__name__}: {err})"))
+    return results

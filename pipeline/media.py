@@ -1,0 +1,296 @@
+"""Media decoding through the system ffmpeg (ffmpeg-python builds argument lists; no shell), decord optional.
+
+Every failure is a `DecodeError(path, reason)` whose reason is one line. A file without an audio stream is normal
+(silence); a file without a video stream is not a video.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import ffmpeg
+import numpy as np
+
+from avdet.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["ffmpeg", "decord"]
+ResizeMode = Literal["stretch", "short_side_crop"]
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mov",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".flv",
+    ".wmv",
+    ".ts",
+    ".3gp",
+}
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    duration: float  # seconds
+    has_video: bool
+    has_audio: bool
+    fps: float  # native average frame rate (0 when unknown)
+    width: int  # as displayed, i.e. after rotation
+    height: int
+    rotation: int  # degrees the player rotates the stored frames
+    video_codec: str
+    num_frames: int  # from the container (0 when it does not say)
+    audio_rate: int
+    audio_channels: int
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown ffmpeg error"
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DecodeError(path, "no such file")
+    if not path.is_file():
+        raise DecodeError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+def _rate(text: str | None) -> float:
+    if not text or text in {"0/0", "0"}:
+        return 0.0
+    num, _, den = text.partition("/")
+    return float(num) / float(den or 1) if float(den or 1) else 0.0
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:
+            return int(round(-float(side["rotation"]))) % 360
+    return int(stream.get("tags", {}).get("rotate", 0)) % 360
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Streams, duration, frame rate and rotation of a media file."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        meta = ffmpeg.probe(str(path))
+    except ffmpeg.Error as err:
+        raise DecodeError(path, f"not readable media ({_last_line(err.stderr.decode(errors='replace'))})") from None
+    except FileNotFoundError:
+        raise DecodeError(path, "ffprobe not found: install ffmpeg (apt-get install ffmpeg)") from None
+    streams = meta.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None and audio is None:
+        raise DecodeError(path, "no audio or video stream")
+    durations = [float(x) for x in (meta.get("format", {}).get("duration"), (video or {}).get("duration")) if x]
+    duration = durations[0] if durations else 0.0
+    rotation = _rotation(video) if video else 0
+    width, height = (int(video.get("width", 0)), int(video.get("height", 0))) if video else (0, 0)
+    if rotation in (90, 270):
+        width, height = height, width
+    return MediaInfo(
+        path=str(path),
+        duration=duration,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        fps=(_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))) if video else 0.0,
+        width=width,
+        height=height,
+        rotation=rotation,
+        video_codec=video.get("codec_name", "") if video else "",
+        num_frames=int(video.get("nb_frames", 0) or 0) if video else 0,
+        audio_rate=int(audio.get("sample_rate", 0)) if audio else 0,
+        audio_channels=int(audio.get("channels", 0)) if audio else 0,
+    )
+
+
+def _is_cover_art(stream: dict) -> bool:
+    return bool(stream.get("disposition", {}).get("attached_pic"))
+
+
+def _scale_filters(stream: ffmpeg.nodes.FilterableStream, size: tuple[int, int], resize: ResizeMode, short: int):
+    height, width = size
+    if resize == "stretch":
+        return stream.filter("scale", width, height, flags="bilinear")
+    # Short side to `short` (bilinear), then the centre `size` crop: the I3D recipe.
+    scaled = stream.filter(
+        "scale",
+        f"if(lt(iw,ih),{short},-2)",
+        f"if(lt(iw,ih),-2,{short})",
+        flags="bilinear",
+    )
+    return scaled.filter("crop", width, height)
+
+
+def _run_pipe(path: Path, args: list[str], frame_bytes: int, frames_per_chunk: int) -> Iterator[bytes]:
+    """Run ffmpeg, yield stdout in whole frames; raise DecodeError on a non-zero exit (stderr kept in a file)."""
+    with tempfile.TemporaryFile() as errfile:
+        try:
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise DecodeError(path, "ffmpeg not found: install ffmpeg (apt-get install ffmpeg)") from None
+        assert proc.stdout is not None
+        try:
+            while True:
+                buf = proc.stdout.read(frame_bytes * frames_per_chunk)
+                if not buf:
+                    break
+                whole = len(buf) - len(buf) % frame_bytes
+                if whole:
+                    yield buf[:whole]
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            errfile.seek(0)
+            raise DecodeError(path, f"ffmpeg failed ({_last_line(errfile.read().decode(errors='replace'))})")
+
+
+def read_frames(
+    path: str | Path,
+    fps: float,
+    size: tuple[int, int],
+    *,
+    resize: ResizeMode = "stretch",
+    short_side: int = 256,
+    chunk: int = 64,
+    backend: Backend = "ffmpeg",
+) -> Iterator[np.ndarray]:
+    """RGB frames resampled to `fps` and resized to `size` = (height, width), as uint8 chunks (n, H, W, 3).
+
+    Streams: memory holds one chunk, whatever the video's length. decord is used only when asked and able
+    (not for rotated videos or codecs it cannot open); it selects the same frames as ffmpeg's fps filter.
+    """
+    path = Path(path)
+    info = probe(path)
+    if not info.has_video:
+        raise DecodeError(path, "no video stream (audio-only file)")
+    if backend == "decord":
+        frames = _decord_frames(path, info, fps, size, resize, short_side, chunk)
+        if frames is not None:
+            yield from frames
+            return
+    height, width = size
+    stream = ffmpeg.input(str(path)).video.filter("fps", fps=fps)
+    stream = _scale_filters(stream, size, resize, short_side)
+    args = (
+        ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", **{"fps_mode": "passthrough"})
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .compile()
+    )
+    frame_bytes = height * width * 3
+    got = 0
+    for buf in _run_pipe(path, args, frame_bytes, chunk):
+        arr = np.frombuffer(buf, dtype=np.uint8).reshape(-1, height, width, 3)  # (n, H, W, 3)
+        got += len(arr)
+        yield arr
+    if got == 0:
+        raise DecodeError(path, "no decodable video frames")
+
+
+def _select_like_fps_filter(src_times: np.ndarray, fps: float, end_time: float) -> np.ndarray:
+    """Indices of source frames that ffmpeg's fps filter (round=near) emits for output slots 0, 1, ...
+
+    `src_times` are the source frames' start times; the output runs until the end of the last frame.
+    """
+    slots = np.floor(src_times * fps + 0.5).astype(np.int64)
+    end_slot = max(int(math.floor(end_time * fps + 0.5)), 1)
+    out = np.searchsorted(slots, np.arange(end_slot), side="right") - 1  # last source frame at or before a slot
+    first = int(np.searchsorted(slots, slots[0]))
+    return np.where(out < 0, first, out)
+
+
+def _decord_frames(
+    path: Path, info: MediaInfo, fps: float, size: tuple[int, int], resize: ResizeMode, short: int, chunk: int
+) -> Iterator[np.ndarray] | None:
+    try:
+        import decord
+    except ImportError:
+        log.warning("decord is not installed (pip install 'avdet[decord]'); using ffmpeg")
+        return None
+    if info.rotation:
+        log.info("%s: rotated video; decord does not rotate, using ffmpeg", path)
+        return None
+    height, width = size
+    if resize == "stretch":
+        target = (width, height)
+    else:
+        scale = short / min(info.width, info.height)
+        target = (round(info.width * scale), round(info.height * scale))
+    try:
+        reader = decord.VideoReader(str(path), width=target[0], height=target[1], num_threads=1)
+        stamps = reader.get_frame_timestamp(range(len(reader)))  # (N, 2) start, end seconds
+    except Exception as err:  # decord raises its own DECORDError or RuntimeError for unknown codecs (AV1)
+        log.info("%s: decord cannot open it (%s); using ffmpeg", path, str(err).splitlines()[0][:120])
+        return None
+    indices = _select_like_fps_filter(stamps[:, 0], fps, float(stamps[-1, 1]))
+
+    def gen() -> Iterator[np.ndarray]:
+        for i in range(0, len(indices), chunk):
+            batch = reader.get_batch(indices[i : i + chunk].tolist()).asnumpy()  # (n, h, w, 3)
+            if resize != "stretch":
+                top, left = (batch.shape[1] - height) // 2, (batch.shape[2] - width) // 2
+                batch = batch[:, top : top + height, left : left + width]
+            yield np.ascontiguousarray(batch)
+
+    return gen()
+
+
+def load_audio(path: str | Path, sample_rate: int, *, info: MediaInfo | None = None) -> np.ndarray:
+    """Mono float32 waveform at `sample_rate`; zeros for the file's duration when it has no audio stream.
+
+    The one downmix rule everywhere: the mean of all channels, done here (not by ffmpeg's -ac, whose matrix
+    differs from other decoders' by 3 dB), so training and inference hear the same thing.
+    """
+    path = Path(path)
+    info = info or probe(path)
+    if not info.has_audio:
+        return np.zeros(max(1, int(round(info.duration * sample_rate))), dtype=np.float32)
+    channels = max(1, info.audio_channels)
+    args = (
+        ffmpeg.input(str(path))
+        .audio.output("pipe:", format="f32le", acodec="pcm_f32le", ar=sample_rate, ac=channels)
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .compile()
+    )
+    parts = []
+    for buf in _run_pipe(path, args, 4 * channels, sample_rate):
+        interleaved = np.frombuffer(buf, dtype=np.float32).reshape(-1, channels)  # (samples, channels)
+        parts.append(interleaved.mean(axis=1, dtype=np.float32))
+    if not parts:
+        raise DecodeError(path, "audio stream has no decodable samples")
+    return np.concatenate(parts)
+
+
+def expand_videos(inputs: list[str | Path]) -> list[Path]:
+    """Files as given; directories expand to their video files (by suffix), sorted, recursively."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def video_id(path: str | Path) -> str:
+    """The id of a video file: its name without the suffix (UnAV-100 ids may start with '-' or '_')."""
+    return Path(path).stem

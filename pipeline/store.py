@@ -1,0 +1,270 @@
+"""The feature store: one `.npz` per (video content, extractor config), written atomically, plus a SQLite index.
+
+Layout under the root:
+    index.sqlite                      what was done / failed (with the reason) and how long it took
+    <extractor hash>/spec.json        the extractor spec the hash stands for
+    <extractor hash>/<fp[:2]>/<fp>.npz  features of the video whose content fingerprint is `fp`
+
+A file exists under its final name only once complete (temp file + fsync + rename), so a killed run never leaves
+anything that reads back as done. A per-file `flock` makes concurrent writers (several `extract` processes, Ray
+workers) wait for each other instead of extracting the same video twice; the OS drops the lock if one is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avdet.errors import DecodeError, StoreError
+from avdet.extractors.base import Features
+
+_CHUNK = 1 << 20
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    video_key TEXT NOT NULL,          -- content fingerprint, or 'path:<abs path>' when the file is unreadable
+    extractor TEXT NOT NULL,          -- extractor config hash
+    video_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status TEXT NOT NULL,             -- 'done' | 'failed'
+    reason TEXT,
+    rows INTEGER,
+    media_seconds REAL,
+    wall_seconds REAL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (video_key, extractor)
+);
+CREATE INDEX IF NOT EXISTS entries_by_id ON entries (video_id, extractor);
+"""
+
+
+def fingerprint(path: str | Path) -> str:
+    """Content fingerprint: BLAKE2b of the size and three 1 MiB samples (head, middle, tail).
+
+    Independent of the file's name and location; reading 3 MiB keeps it cheap for multi-GB videos.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        h = hashlib.blake2b(str(size).encode(), digest_size=16)
+        with path.open("rb") as f:
+            for offset in sorted({0, max(0, size // 2 - _CHUNK // 2), max(0, size - _CHUNK)}):
+                f.seek(offset)
+                h.update(f.read(_CHUNK))
+    except FileNotFoundError:
+        raise DecodeError(path, "no such file") from None
+    except OSError as err:
+        raise DecodeError(path, f"cannot read ({err.strerror})") from None
+    return h.hexdigest()
+
+
+def spec_hash(spec: dict) -> str:
+    """Hash of an extractor spec (primitives only): a changed config never reuses stale features."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Entry:
+    video_id: str
+    path: str
+    status: str
+    reason: str | None
+    rows: int | None
+    media_seconds: float | None
+    wall_seconds: float | None
+
+
+@dataclass(frozen=True)
+class StoredFeatures:
+    visual: Features
+    audio: Features
+    duration: float
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FeatureStore:
+    """Features of videos under one cache root; safe for concurrent processes on one filesystem."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise StoreError(f"{self.root}: cache folder is not writable ({err.strerror or err})") from None
+        self._db_path = self.root / "index.sqlite"
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    # -- index ---------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self._db_path, timeout=60.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            yield db
+        finally:
+            db.close()
+
+    def record(
+        self,
+        *,
+        video_key: str,
+        extractor: str,
+        video_id: str,
+        path: str | Path,
+        status: str,
+        reason: str | None = None,
+        rows: int | None = None,
+        media_seconds: float | None = None,
+        wall_seconds: float | None = None,
+    ) -> None:
+        with self._db() as db:
+            if status == "done":  # a fixed file supersedes its earlier failures
+                db.execute(
+                    "DELETE FROM entries WHERE path=? AND extractor=? AND status='failed'",
+                    (str(path), extractor),
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    video_key,
+                    extractor,
+                    video_id,
+                    str(path),
+                    status,
+                    reason,
+                    rows,
+                    media_seconds,
+                    wall_seconds,
+                    time.time(),
+                ),
+            )
+
+    def entries(self, extractor: str, status: str | None = None) -> list[Entry]:
+        query = (
+            "SELECT video_id, path, status, reason, rows, media_seconds, wall_seconds FROM entries WHERE extractor=?"
+        )
+        args: tuple = (extractor,)
+        if status:
+            query += " AND status=?"
+            args += (status,)
+        with self._db() as db:
+            return [Entry(*row) for row in db.execute(query + " ORDER BY video_id", args)]
+
+    def key_for_id(self, video_id: str, extractor: str) -> str | None:
+        """The fingerprint of the newest done entry for `video_id`, if any."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT video_key FROM entries WHERE video_id=? AND extractor=? AND status='done' "
+                "ORDER BY updated DESC LIMIT 1",
+                (video_id, extractor),
+            ).fetchone()
+        return row[0] if row else None
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def register_spec(self, spec: dict) -> str:
+        key = spec_hash(spec)
+        folder = self.root / key
+        folder.mkdir(exist_ok=True)
+        target = folder / "spec.json"
+        if not target.exists():
+            self._atomic_write(target, json.dumps(spec, sort_keys=True, indent=2).encode())
+        self._clean_stale_temps(folder)
+        return key
+
+    def path_for(self, video_key: str, extractor: str) -> Path:
+        return self.root / extractor / video_key[:2] / f"{video_key}.npz"
+
+    def has(self, video_key: str, extractor: str) -> bool:
+        return self.path_for(video_key, extractor).is_file()
+
+    @contextlib.contextmanager
+    def lock(self, video_key: str, extractor: str) -> Iterator[None]:
+        """Exclusive lock for producing one file; waits while another process holds it."""
+        target = self.path_for(video_key, extractor)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_suffix(".lock"), "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def save(self, video_key: str, extractor: str, features: StoredFeatures) -> Path:
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            visual=features.visual.values,
+            visual_times=features.visual.times,
+            audio=features.audio.values,
+            audio_times=features.audio.times,
+            duration=np.float64(features.duration),
+        )
+        target = self.path_for(video_key, extractor)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._atomic_write(target, buf.getvalue())
+        return target
+
+    def load_key(self, video_key: str, extractor: str) -> StoredFeatures:
+        path = self.path_for(video_key, extractor)
+        try:
+            with np.load(path) as z:
+                return StoredFeatures(
+                    visual=Features(z["visual"], z["visual_times"]),
+                    audio=Features(z["audio"], z["audio_times"]),
+                    duration=float(z["duration"]),
+                )
+        except FileNotFoundError:
+            raise StoreError(f"{path}: features not in the cache (run `avdet extract` first)") from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise StoreError(f"{path}: unreadable feature file ({err})") from None
+
+    def load(self, video_id: str, extractor: str) -> StoredFeatures:
+        """Features of an extracted video by its id (the file name without suffix)."""
+        key = self.key_for_id(video_id, extractor)
+        if key is None:
+            raise StoreError(f"{video_id}: no features in {self.root} for extractor {extractor}")
+        return self.load_key(key, extractor)
+
+    def _atomic_write(self, target: Path, data: bytes) -> None:
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"{target}: cannot write ({err.strerror or err})") from None
+
+    def _clean_stale_temps(self, folder: Path) -> None:
+        """Remove temp files left by killed processes (their pid is in the name)."""
+        for tmp in folder.rglob("*.tmp-*"):
+            with contextlib.suppress(ValueError, OSError):
+                if not _pid_alive(int(tmp.name.rsplit("-", 1)[1])):
+                    tmp.unlink()
