@@ -34,10 +34,6 @@ console = Console(stderr=True)
 out = Console()
 
 
-def default_cache() -> Path:
-    return Path(os.environ.get("AVDET_CACHE", Path.home() / ".cache" / "avdet" / "features"))
-
-
 def fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -72,17 +68,22 @@ def extract(
     ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random backbone weights (tests and benchmarks only).")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    ray: Annotated[
+        str, typer.Option("--ray", help="Run as Ray tasks: --ray (local runtime) or --ray ADDRESS.", show_default=False)
+    ] = None,
 ) -> None:
     """Decode videos, compute features and cache them. Re-running does only what is missing."""
     from avdet.pipeline import media
-    from avdet.pipeline.extract import ExtractOptions, ExtractResult, extract_videos
+    from avdet.pipeline.extract import ExtractOptions, ExtractResult, extract_videos, extract_videos_ray
 
     if backend not in ("ffmpeg", "decord"):
         raise fail(f"unknown backend {backend!r}: use ffmpeg or decord")
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
-    cache = cache or default_cache()
+    from avdet.pipeline.store import default_cache_dir
+
+    cache = cache or default_cache_dir()
     options = ExtractOptions(
         extractor=extractor,
         backend=backend,
@@ -116,7 +117,11 @@ def extract(
                 progress.console.print(f"[red]failed[/] {res.path}: {res.reason}", highlight=False, soft_wrap=True)
 
         try:
-            results = extract_videos(paths, cache, options, workers=workers, on_result=on_result)
+            if ray is not None:
+                address = None if ray == RAY_LOCAL else ray
+                results = extract_videos_ray(paths, cache, options, address=address, on_result=on_result)
+            else:
+                results = extract_videos(paths, cache, options, workers=workers, on_result=on_result)
         except AvdetError as err:
             raise fail(str(err)) from None
     _extract_summary(results, progress.get_time() - clock, cache)
@@ -175,9 +180,300 @@ def make_sample(
     out.print(f"wrote {videos} clips and {ann}")
 
 
+# -- train -------------------------------------------------------------------------------------------------------
+@app.command()
+def train(
+    config: Annotated[str, typer.Option("--config", "-c", help="YAML config (a path, or a name in configs/).")],
+    set_: Annotated[list[str], typer.Option("--set", help="Override a field: train.lr=0.001 (repeatable).")] = None,
+    run_dir: Annotated[Path, typer.Option(help="Where checkpoints, config.yaml and TensorBoard logs go.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt.")] = False,
+) -> None:
+    """Train a detector (LoCo, UnAV, CCNet) from cached or released features."""
+    from avdet.pipeline.config import load_config
+    from avdet.pipeline.train import Reporter
+    from avdet.pipeline.train import train as run_train
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    run_dir = run_dir or Path("runs") / Path(config).stem
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task("train", total=None, info="")
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        val = f"  val Avg. mAP {100 * metrics['val_mAP']:.2f}" if "val_mAP" in metrics else ""
+        progress.console.print(f"epoch {epoch:3d}  loss {metrics.get('loss_total', float('nan')):.4f}{val}")
+
+    reporter = Reporter(
+        start=lambda total, first: progress.update(task, total=total, completed=first),
+        step=lambda step, losses: progress.update(task, completed=step, info=f"loss {losses['total']:.4f}"),
+        epoch=on_epoch,
+    )
+    try:
+        with progress:
+            result = run_train(cfg, run_dir, resume=resume, reporter=reporter)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    out.print(
+        f"best validation Avg. mAP {100 * result.best_metric:.2f} (epoch {result.best_epoch}); "
+        f"checkpoints in {result.run_dir}"
+    )
+
+
+# -- detect ------------------------------------------------------------------------------------------------------
+def _pp_overrides(threshold: float | None, sigma: float | None, max_seg: int | None, topk: int | None) -> dict:
+    return {"output_threshold": threshold, "sigma": sigma, "max_seg_num": max_seg, "pre_nms_topk": topk}
+
+
+@app.command()
+def detect(
+    videos: Annotated[list[Path], typer.Argument(help="Video files or folders.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A trained avdet checkpoint.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output file (one video) or folder (several).")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="json | srt | vtt (default: from --out's suffix, else json).")
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="Hide events scoring below this.")] = None,
+    sigma: Annotated[float, typer.Option(help="Soft-NMS Gaussian sigma.")] = None,
+    max_events: Annotated[int, typer.Option(help="Soft-NMS: at most this many events per video.")] = None,
+    plot: Annotated[Path, typer.Option(help="Also draw the event timeline to this PNG (one video).")] = None,
+    cache: Annotated[
+        Path, typer.Option(help="Feature store folder [default: $AVDET_CACHE].", show_default=False)
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 1,
+    weights_dir: Annotated[Path, typer.Option(help="Pretrained extractor weights folder.", show_default=False)] = None,
+    random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
+) -> None:
+    """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table)."""
+    from avdet.pipeline import media
+    from avdet.pipeline.detect import Detector
+    from avdet.pipeline.store import default_cache_dir
+    from avdet.pipeline.writers import output_format, plot_timeline
+
+    paths = media.expand_videos(videos)
+    if not paths:
+        raise fail("no video files found in " + ", ".join(map(str, videos)))
+    try:
+        targets = _detect_targets(paths, out_path, fmt, plot)
+        detector = Detector(
+            checkpoint,
+            cache=cache or default_cache_dir(),
+            device=device,
+            weights_dir=str(weights_dir or "") or None,
+            random_weights=random_weights,
+            postprocess_overrides=_pp_overrides(threshold, sigma, max_events, None),
+        )
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    failures = 0
+    with console.status("detecting..."):
+        for det in detector.detect(paths, batch_size=batch_size):
+            if det.events is None:
+                failures += 1
+                console.print(f"[red]failed[/] {det.path}: {det.error}", highlight=False, soft_wrap=True)
+                continue
+            events = [e for e in det.events if e.score >= detector.pp.output_threshold]
+            target = targets.get(det.path)
+            try:
+                if target is None:
+                    _print_events(det.video_id, det.duration, events)
+                else:
+                    _write_atomic(target, output_format(target) if fmt is None else fmt, det, events, detector)
+                    console.print(f"{det.path}: {len(events)} events -> {target}", highlight=False)
+                if plot is not None:
+                    plot_timeline(events, det.duration, plot, classes=detector.loaded.classes, title=det.video_id)
+            except (AvdetError, OSError) as err:
+                failures += 1
+                console.print(f"[red]failed[/] {det.path}: {err}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
+    """Where each video's events go: one file, files in a folder, or nowhere (terminal table)."""
+    from avdet.errors import DataError
+    from avdet.pipeline.writers import output_format
+
+    if fmt is not None and fmt not in ("json", "srt", "vtt"):
+        raise DataError(f"--format {fmt}: unknown format (use json, srt or vtt)")
+    if plot is not None and len(paths) > 1:
+        raise DataError("--plot draws one video's timeline; give one video")
+    if out_path is None:
+        return {}
+    if len(paths) == 1 and (out_path.suffix or not out_path.is_dir()):
+        if fmt is None:
+            output_format(out_path)  # unknown suffix: fail before any work
+        _check_writable(out_path.parent)
+        return {str(paths[0]): out_path}
+    out_path.mkdir(parents=True, exist_ok=True)
+    _check_writable(out_path)
+    return {str(p): out_path / f"{media_id(p)}.{fmt or 'json'}" for p in paths}
+
+
+def media_id(path: Path) -> str:
+    from avdet.pipeline.media import video_id
+
+    return video_id(path)
+
+
+def _check_writable(folder: Path) -> None:
+    from avdet.errors import DataError
+
+    if not folder.is_dir():
+        raise DataError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"{folder}: output folder is not writable")
+
+
+def _write_atomic(target: Path, fmt: str, det, events: list, detector) -> None:
+    from avdet.pipeline.writers import write_events
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as stream:
+            write_events(
+                stream, fmt, video=det.video_id, duration=det.duration, model=detector.loaded.name, events=events
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _print_events(video: str, duration: float, events: list) -> None:
+    table = Table(title=f"{video} ({duration:.1f} s): {len(events)} events", show_edge=False)
+    for col in ("start", "end", "label", "score"):
+        table.add_column(col, justify="right" if col != "label" else "left")
+    for e in sorted(events, key=lambda e: (e.start, -e.score)):
+        table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", e.label, f"{e.score:.3f}")
+    out.print(table)
+
+
+# -- eval --------------------------------------------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    predictions: Annotated[Path, typer.Option(help="A predictions file in the UnAV-100 results format.")] = None,
+    checkpoint: Annotated[Path, typer.Option(help="Detect over the split's cached features, then score.")] = None,
+    annotations: Annotated[Path, typer.Option(help="UnAV-100-format ground truth [default: the checkpoint's].")] = None,
+    split: Annotated[str, typer.Option(help="Subset to score.")] = "test",
+    json_out: Annotated[Path, typer.Option("--json", help="Write {tiou_thresholds, mAP, average_mAP} here.")] = None,
+    save_predictions: Annotated[Path, typer.Option(help="With --checkpoint: where to write the predictions.")] = None,
+    cache: Annotated[Path, typer.Option(help="Feature store folder [default: the checkpoint's].")] = None,
+    released_root: Annotated[Path, typer.Option(help="Released feature folder [default: the checkpoint's].")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
+) -> None:
+    """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator."""
+    import json
+
+    from avdet.pipeline.detect import evaluate_checkpoint
+    from avdet.pipeline.evaluate import evaluate, events_to_predictions, load_annotations, load_predictions
+
+    if (predictions is None) == (checkpoint is None):
+        raise fail("give exactly one of --predictions and --checkpoint")
+    try:
+        if predictions is not None:
+            if annotations is None:
+                raise fail("--predictions needs --annotations")
+            ann = load_annotations(annotations)
+            preds = load_predictions(predictions, ann)
+            result = evaluate(ann, preds, split=split)
+        else:
+            result, events = evaluate_checkpoint(
+                checkpoint,
+                split=split,
+                annotations=annotations,
+                cache=cache,
+                released_root=released_root,
+                device=device,
+                batch_size=batch_size,
+            )
+            preds_path = save_predictions or checkpoint.with_name(f"predictions_{split}.json")
+            _write_text_atomic(preds_path, json.dumps(events_to_predictions(events)))
+            console.print(f"predictions written to {preds_path}", highlight=False)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    table = Table(title=f"UnAV-100 mAP (%), split {split}", show_edge=False)
+    shown = [(t, ap) for t, ap in zip(result.tiou_thresholds, result.mAP, strict=True) if t >= 0.5 - 1e-9]
+    for t, _ in shown:
+        table.add_column(f"{t:.1f}", justify="right")
+    table.add_column("Avg.", justify="right", style="bold")
+    table.add_row(*[f"{100 * ap:.2f}" for _, ap in shown], f"{100 * result.average_mAP:.2f}")
+    out.print(table)
+    if json_out is not None:
+        payload = {
+            "tiou_thresholds": [float(t) for t in result.tiou_thresholds],
+            "mAP": [float(x) for x in result.mAP],
+            "average_mAP": float(result.average_mAP),
+        }
+        try:
+            _write_text_atomic(json_out, json.dumps(payload, indent=2))
+        except OSError as err:
+            raise fail(f"{json_out}: cannot write ({err.strerror})") from None
+
+
+def _write_text_atomic(target: Path, text: str) -> None:
+    from avdet.errors import DataError
+
+    if not target.parent.is_dir():
+        raise DataError(f"{target.parent}: output folder does not exist")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise DataError(f"{target}: cannot write ({err.strerror})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- plot --------------------------------------------------------------------------------------------------------
+@app.command()
+def plot(
+    events_json: Annotated[Path, typer.Argument(help="An events.json written by `avdet detect`.")],
+    out_png: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("timeline.png"),
+    annotations: Annotated[Path, typer.Option(help="Draw this video's ground truth under the events.")] = None,
+) -> None:
+    """Draw an event timeline: one lane per class, events as bars, ground truth under them."""
+    from avdet.pipeline.writers import plot_events_file
+
+    try:
+        plot_events_file(events_json, out_png, annotations=annotations)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    out.print(f"timeline written to {out_png}")
+
+
+RAY_LOCAL = "local"
+
+
+def _ray_argv(argv: list[str]) -> list[str]:
+    """`--ray` may stand alone (start a local runtime): give it the value `local` unless an address follows."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg != "--ray":
+            continue
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        is_address = nxt is not None and (nxt in ("auto", RAY_LOCAL) or (":" in nxt and not Path(nxt).exists()))
+        if not is_address:
+            out.insert(i + 1, RAY_LOCAL)
+        break
+    return out
+
+
 def main() -> None:
     try:
-        app()
+        app(args=_ray_argv(sys.argv[1:]), prog_name="avdet")
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)

@@ -186,3 +186,76 @@ def extract_videos(
                 p = futures[fut]
                 done(ExtractResult(p, media.video_id(p), "failed", f"worker crashed ({type(err).__name__}: {err})"))
     return results
+
+
+# -- Ray tasks ----------------------------------------------------------------------------------------------------
+_ray_cache: dict = {}
+
+
+def _ray_task(path: str, cache: str, options: ExtractOptions) -> ExtractResult:
+    """One video as a Ray task: the store and extractors are built once per worker process and reused."""
+    key = (cache, options)
+    if key not in _ray_cache:
+        torch.set_num_threads(1)
+        _ray_cache.clear()
+        _ray_cache[key] = (
+            FeatureStore(cache),
+            build_extractor_set(
+                options.extractor,
+                weights_dir=options.weights_dir,
+                random_weights=options.random_weights,
+                device=options.device,
+            ),
+        )
+    store, extractors = _ray_cache[key]
+    return extract_one(path, store, extractors, options)
+
+
+def extract_videos_ray(
+    paths: Iterable[str | Path],
+    cache: str | Path,
+    options: ExtractOptions,
+    *,
+    address: str | None = None,
+    on_result: Callable[[ExtractResult], None] | None = None,
+    max_retries: int = 3,
+) -> list[ExtractResult]:
+    """Run `extract_one` as Ray tasks; `address` None starts a local runtime sized to this machine.
+
+    Workers write into the shared store themselves (on a multi-node cluster the cache must be on a shared
+    filesystem). A task whose worker dies is retried; the store's locks and atomic writes keep a retry from
+    duplicating or half-writing anything.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise AvdetError("--ray needs Ray: pip install 'avdet[dist]'") from None
+    paths = [str(p) for p in paths]
+    cache = str(Path(cache).resolve())
+    FeatureStore(cache)  # fails early and clearly on an unwritable cache
+    started = not ray.is_initialized()
+    if started:
+        if address in (None, "local"):
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, logging_level=logging.WARNING)
+    try:
+        num_gpus = 1 if options.device.startswith("cuda") else 0
+        task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries)(_ray_task)
+        pending = {task.remote(p, cache, options): p for p in paths}
+        results: list[ExtractResult] = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            path = pending.pop(ref)
+            try:
+                res = ray.get(ref)
+            except Exception as err:  # retries exhausted: report the video, keep the others going
+                res = ExtractResult(path, media.video_id(path), "failed", f"ray task failed ({type(err).__name__})")
+            results.append(res)
+            if on_result:
+                on_result(res)
+        return results
+    finally:
+        if started:
+            ray.shutdown()

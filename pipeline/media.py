@@ -139,7 +139,7 @@ def _scale_filters(stream: ffmpeg.nodes.FilterableStream, size: tuple[int, int],
     return scaled.filter("crop", width, height)
 
 
-def _run_pipe(path: Path, args: list[str], frame_bytes: int, frames_per_chunk: int) -> Iterator[bytes]:
+def _run_pipe(path: Path, args: list[str], frame_bytes: int, frames_per_chunk: int) -> Iterator[bytearray]:
     """Run ffmpeg, yield stdout in whole frames; raise DecodeError on a non-zero exit (stderr kept in a file)."""
     with tempfile.TemporaryFile() as errfile:
         try:
@@ -149,12 +149,19 @@ def _run_pipe(path: Path, args: list[str], frame_bytes: int, frames_per_chunk: i
         assert proc.stdout is not None
         try:
             while True:
-                buf = proc.stdout.read(frame_bytes * frames_per_chunk)
-                if not buf:
-                    break
-                whole = len(buf) - len(buf) % frame_bytes
+                # A fresh writable buffer per chunk: numpy/torch views of it need no copy.
+                buf = bytearray(frame_bytes * frames_per_chunk)
+                view, got = memoryview(buf), 0
+                while got < len(buf):
+                    n = proc.stdout.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                whole = got - got % frame_bytes
                 if whole:
-                    yield buf[:whole]
+                    yield buf[:whole] if whole < len(buf) else buf
+                if got < len(buf):
+                    break
         finally:
             proc.stdout.close()
             code = proc.wait()

@@ -49,6 +49,11 @@ CREATE INDEX IF NOT EXISTS entries_by_id ON entries (video_id, extractor);
 """
 
 
+def default_cache_dir() -> Path:
+    """$AVDET_CACHE, else ~/.cache/avdet/features."""
+    return Path(os.environ.get("AVDET_CACHE", Path.home() / ".cache" / "avdet" / "features"))
+
+
 def fingerprint(path: str | Path) -> str:
     """Content fingerprint: BLAKE2b of the size and three 1 MiB samples (head, middle, tail).
 
