@@ -43,20 +43,17 @@ def frame_descriptors(frames: torch.Tensor, previous: torch.Tensor | None) -> to
     x = frames.permute(0, 3, 1, 2).float() / 255.0  # (n, H, W, 3) -> (n, 3, H, W)
     n = x.shape[0]
     thumb = F.adaptive_avg_pool2d(x, THUMB).reshape(n, -1)  # (n, 3*THUMB*THUMB)
-    bins = (x * HIST_BINS).long().clamp_(max=HIST_BINS - 1)  # (n, 3, H, W)
-    hist = F.one_hot(bins.reshape(n, 3, -1), HIST_BINS).float().mean(dim=2).reshape(n, -1)  # (n, 3*HIST_BINS)
+    # Colour histograms: one bincount over (frame, channel, bin) ids.
+    bins = (frames.reshape(n, -1, 3).long() * HIST_BINS) // 256  # (n, H*W, 3)
+    ids = (torch.arange(n)[:, None, None] * 3 + torch.arange(3)) * HIST_BINS + bins  # (n, H*W, 3)
+    hist = torch.bincount(ids.reshape(-1), minlength=n * 3 * HIST_BINS).reshape(n, -1).float() / bins.shape[1]
     gray = x.mean(dim=1, keepdim=True)  # (n, 1, H, W)
     gx = (gray[..., :, 1:] - gray[..., :, :-1]).abs()
     gy = (gray[..., 1:, :] - gray[..., :-1, :]).abs()
-    texture = torch.stack(
-        [
-            gx.mean(dim=(1, 2, 3)),
-            gy.mean(dim=(1, 2, 3)),
-            gray.std(dim=(1, 2, 3)),
-            x.std(dim=1).mean(dim=(1, 2)),
-        ],
-        dim=1,
-    )  # (n, 4)
+    flat = gray.reshape(n, -1)  # (n, H*W)
+    contrast = (flat.square().mean(dim=1) - flat.mean(dim=1).square()).clamp_(min=0).sqrt()
+    saturation = (x.amax(dim=1) - x.amin(dim=1)).reshape(n, -1).mean(dim=1)  # chroma: max - min channel
+    texture = torch.stack([gx.mean(dim=(1, 2, 3)), gy.mean(dim=(1, 2, 3)), contrast, saturation], dim=1)  # (n, 4)
     # Motion: pooled absolute difference with the frame before (the first frame of a video has none).
     before = torch.cat([gray[:1] if previous is None else previous, gray[:-1]], dim=0)
     motion = F.adaptive_avg_pool2d((gray - before).abs(), THUMB).reshape(n, -1)  # (n, THUMB*THUMB)
