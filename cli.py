@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from avdet.errors import AvdetError
+from avdet.errors import AvdetError, ConfigError
 
 app = typer.Typer(
     name="avdet",
@@ -153,18 +153,23 @@ def make_sample(
     classes: Annotated[int, typer.Option(min=2, help="Number of event classes.")] = 5,
     min_duration: Annotated[float, typer.Option(help="Shortest clip, seconds.")] = 10.0,
     max_duration: Annotated[float, typer.Option(help="Longest clip, seconds.")] = 20.0,
+    ave: Annotated[
+        bool, typer.Option(help="Write an AVE-style set instead (10 s clips, Annotations.txt and split files).")
+    ] = False,
 ) -> None:
     """Synthesise clips with overlapping audio-visual events (and distractors) plus UnAV-100-style ground truth."""
-    from avdet.pipeline.sample import SampleConfig
-    from avdet.pipeline.sample import make_sample as run
+    from functools import partial
 
-    cfg = SampleConfig(
-        num_videos=videos,
-        seed=seed,
-        num_classes=classes,
-        min_duration=min_duration,
-        max_duration=max_duration,
-    )
+    from avdet.pipeline.sample import AveSampleConfig, SampleConfig, make_ave_sample
+    from avdet.pipeline.sample import make_sample as make_dense
+
+    if ave:
+        run = partial(make_ave_sample, cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes))
+    else:
+        cfg = SampleConfig(
+            num_videos=videos, seed=seed, num_classes=classes, min_duration=min_duration, max_duration=max_duration
+        )
+        run = partial(make_dense, cfg=cfg)
     with Progress(
         TextColumn("[bold]make-sample"),
         BarColumn(),
@@ -174,7 +179,7 @@ def make_sample(
     ) as progress:
         task = progress.add_task("sample", total=videos)
         try:
-            ann = run(out_dir, cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
+            ann = run(out_dir, progress=lambda done, total: progress.update(task, completed=done, total=total))
         except AvdetError as err:
             raise fail(str(err)) from None
     out.print(f"wrote {videos} clips and {ann}")
@@ -259,7 +264,7 @@ def detect(
     from avdet.pipeline import media
     from avdet.pipeline.detect import Detector
     from avdet.pipeline.store import default_cache_dir
-    from avdet.pipeline.writers import output_format, plot_timeline
+    from avdet.pipeline.writers import plot_timeline, write_events_file
 
     paths = media.expand_videos(videos)
     if not paths:
@@ -289,7 +294,9 @@ def detect(
                 if target is None:
                     _print_events(det.video_id, det.duration, events)
                 else:
-                    _write_atomic(target, output_format(target) if fmt is None else fmt, det, events, detector)
+                    write_events_file(
+                        target, events, video=det.video_id, duration=det.duration, model=detector.loaded.name, fmt=fmt
+                    )
                     console.print(f"{det.path}: {len(events)} events -> {target}", highlight=False)
                 if plot is not None:
                     plot_timeline(events, det.duration, plot, classes=detector.loaded.classes, title=det.video_id)
@@ -336,20 +343,6 @@ def _check_writable(folder: Path) -> None:
         raise DataError(f"{folder}: output folder is not writable")
 
 
-def _write_atomic(target: Path, fmt: str, det, events: list, detector) -> None:
-    from avdet.pipeline.writers import write_events
-
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as stream:
-            write_events(
-                stream, fmt, video=det.video_id, duration=det.duration, model=detector.loaded.name, events=events
-            )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _print_events(video: str, duration: float, events: list) -> None:
     table = Table(title=f"{video} ({duration:.1f} s): {len(events)} events", show_edge=False)
     for col in ("start", "end", "label", "score"):
@@ -378,6 +371,7 @@ def eval_(
 
     from avdet.pipeline.detect import evaluate_checkpoint
     from avdet.pipeline.evaluate import evaluate, events_to_predictions, load_annotations, load_predictions
+    from avdet.pipeline.writers import write_text_atomic
 
     if (predictions is None) == (checkpoint is None):
         raise fail("give exactly one of --predictions and --checkpoint")
@@ -399,7 +393,7 @@ def eval_(
                 batch_size=batch_size,
             )
             preds_path = save_predictions or checkpoint.with_name(f"predictions_{split}.json")
-            _write_text_atomic(preds_path, json.dumps(events_to_predictions(events)))
+            write_text_atomic(preds_path, json.dumps(events_to_predictions(events)))
             console.print(f"predictions written to {preds_path}", highlight=False)
     except AvdetError as err:
         raise fail(str(err)) from None
@@ -411,30 +405,10 @@ def eval_(
     table.add_row(*[f"{100 * ap:.2f}" for _, ap in shown], f"{100 * result.average_mAP:.2f}")
     out.print(table)
     if json_out is not None:
-        payload = {
-            "tiou_thresholds": [float(t) for t in result.tiou_thresholds],
-            "mAP": [float(x) for x in result.mAP],
-            "average_mAP": float(result.average_mAP),
-        }
         try:
-            _write_text_atomic(json_out, json.dumps(payload, indent=2))
-        except OSError as err:
-            raise fail(f"{json_out}: cannot write ({err.strerror})") from None
-
-
-def _write_text_atomic(target: Path, text: str) -> None:
-    from avdet.errors import DataError
-
-    if not target.parent.is_dir():
-        raise DataError(f"{target.parent}: output folder does not exist")
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    except OSError as err:
-        raise DataError(f"{target}: cannot write ({err.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+            write_text_atomic(json_out, json.dumps(result.as_dict(), indent=2))
+        except AvdetError as err:
+            raise fail(str(err)) from None
 
 
 # -- plot --------------------------------------------------------------------------------------------------------
@@ -452,6 +426,78 @@ def plot(
     except AvdetError as err:
         raise fail(str(err)) from None
     out.print(f"timeline written to {out_png}")
+
+
+# -- weights / convert -------------------------------------------------------------------------------------------
+@app.command()
+def weights(
+    weights_dir: Annotated[
+        Path, typer.Option(help="Weights folder [default: $AVDET_WEIGHTS or ~/.cache/avdet/weights].")
+    ] = None,
+    download: Annotated[bool, typer.Option(help="Fetch missing files from their canonical locations.")] = False,
+    extractor: Annotated[str, typer.Option(help="Only the files this extractor set needs (e.g. i3d_vggish).")] = None,
+) -> None:
+    """List the pretrained weight files avdet knows, where they go and whether they are present and intact."""
+    from avdet.extractors.weights import download_weights, files_for, weights_report
+
+    try:
+        names = files_for(extractor) if extractor else None
+        if download:
+            download_weights(names, weights_dir)
+        rows = [r for r in weights_report(weights_dir) if names is None or r["name"] in names]
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    table = Table(
+        title=f"pretrained weights in {Path(rows[0]['file']).parent if rows else weights_dir}", show_edge=False
+    )
+    for col in ("file", "status", "used by", "get it from"):
+        table.add_column(col)
+    missing = 0
+    for r in rows:
+        if not r["present"]:
+            status, missing = "[red]missing[/]", missing + 1
+        elif r["sha_ok"] is False:
+            status, missing = "[red]corrupt[/]", missing + 1
+        else:
+            status = "[green]ok[/]" if r["sha_ok"] else "[green]present[/] (no checksum)"
+        table.add_row(r["name"], status, r["used_by"], r["url"])
+    out.print(table)
+    if missing and download:
+        raise typer.Exit(1)
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="A released reference checkpoint (UnAV or CCNet repository).")],
+    dst: Annotated[Path, typer.Argument(help="The avdet checkpoint to write.")],
+    model: Annotated[str, typer.Option(help="unav | ccnet")] = "unav",
+    classes: Annotated[Path, typer.Option(help="Class list TSV (label_id, label), e.g. unav100_classes.tsv.")] = None,
+    extractor: Annotated[str, typer.Option(help="Features the checkpoint was trained on.")] = "i3d_vggish",
+    config: Annotated[
+        Path, typer.Option(help="The reference YAML the checkpoint was trained with (its model section).")
+    ] = None,
+) -> None:
+    """Turn an officially released UnAV / CCNet checkpoint into an avdet checkpoint (documented key mapping)."""
+    import yaml
+
+    from avdet.models.convert import convert_checkpoint
+    from avdet.pipeline.data import read_classes
+
+    try:
+        if classes is None:
+            raise ConfigError("--classes is required: the reference checkpoints do not store class names")
+        names = read_classes({"database": {}}, classes)
+        model_config = None
+        if config is not None:
+            try:
+                model_config = (yaml.safe_load(config.read_text()) or {}).get("model")
+            except (OSError, yaml.YAMLError) as err:
+                raise ConfigError(f"{config}: cannot read the reference config ({err})") from None
+        released = {"name": extractor, "released": True}
+        convert_checkpoint(src, dst, model, names, released, model_config=model_config)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    out.print(f"wrote {dst}")
 
 
 RAY_LOCAL = "local"

@@ -1,8 +1,8 @@
 """Log-mel front end of VGGish (the AudioSet `mel_features` recipe) in plain torch.
 
 Periodic Hann window, magnitude (not power) STFT without centring or padding, HTK mel triangles between
-`f_lo` and `f_hi` with the DC bin zeroed, `log(mel + offset)`. Computed in float64 like the numpy reference, so
-the float32 result matches it to rounding. torchaudio is not used: it does not load in every environment.
+`f_lo` and `f_hi` with the DC bin zeroed, `log(mel + offset)`. Computed in float64 like the numpy reference,
+so the float32 result matches it to rounding. torchaudio is not used: it does not load in every environment.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def hertz_to_mel(hertz: Tensor | float) -> Tensor:
 
 
 def mel_filterbank(num_bins: int, num_fft_bins: int, sample_rate: int, f_lo: float, f_hi: float) -> Tensor:
-    """(num_fft_bins, num_bins) float64 matrix mapping STFT magnitudes to HTK mel bands (triangles peak at 1)."""
+    """(num_fft_bins, num_bins) float64 matrix: STFT magnitudes -> HTK mel bands (triangles peak at 1)."""
     nyquist = sample_rate / 2.0
     if not 0.0 <= f_lo < f_hi <= nyquist:
         raise ValueError(f"mel band edges must satisfy 0 <= f_lo < f_hi <= {nyquist}; got {f_lo}, {f_hi}")
@@ -38,7 +38,7 @@ def mel_filterbank(num_bins: int, num_fft_bins: int, sample_rate: int, f_lo: flo
 
 
 def stft_magnitude(signal: Tensor, window_len: int, hop_len: int, fft_len: int) -> Tensor:
-    """(frames, fft_len // 2 + 1) |STFT| of frames `signal[t*hop : t*hop + window_len]`, zero-padded to fft_len.
+    """(frames, fft_len // 2 + 1) |STFT| of `signal[t*hop : t*hop + window_len]`, zero-padded to fft_len.
 
     Only whole frames are kept (1 + (N - window_len) // hop of them). torch.stft would centre a short window
     inside `fft_len`; we put the window at the start of an `fft_len` window and pad the signal's tail with
@@ -53,7 +53,13 @@ def stft_magnitude(signal: Tensor, window_len: int, hop_len: int, fft_len: int) 
     used = signal[: (num_frames - 1) * hop_len + window_len]
     padded = torch.nn.functional.pad(used, (0, needed - used.shape[0]))  # zeros under the zero window tail
     spec = torch.stft(
-        padded, n_fft=fft_len, hop_length=hop_len, win_length=fft_len, window=window, center=False, return_complex=True
+        padded,
+        n_fft=fft_len,
+        hop_length=hop_len,
+        win_length=fft_len,
+        window=window,
+        center=False,
+        return_complex=True,
     )  # (F, frames)
     return spec.abs().transpose(0, 1)  # (F, frames) -> (frames, F)
 
@@ -82,7 +88,7 @@ def log_mel(
 
 
 def frame_examples(spectrogram: Tensor, window: int, hop: int) -> Tensor:
-    """(N, window, C) whole windows of `window` rows every `hop` rows of a (frames, C) array (none when short)."""
+    """(N, window, C): whole windows of `window` rows every `hop` rows of a (frames, C) array."""
     if spectrogram.shape[0] < window:
         return spectrogram.new_zeros((0, window, spectrogram.shape[1]))
     return spectrogram.unfold(0, window, hop).transpose(1, 2)  # (N, C, window) -> (N, window, C)

@@ -12,6 +12,7 @@ EXTRACTORS: dict[str, str] = {
     "lite": "avdet.extractors.lite:build",
     "i3d_vggish": "avdet.extractors.i3d_vggish:build",
     "onepeace": "avdet.extractors.onepeace:build",
+    "vgg19_vggish": "avdet.extractors.vgg19_vggish:build",
 }
 
 

@@ -11,6 +11,7 @@ MODEL_MODULES: dict[str, str] = {
     "loco": "avdet.models.loco",
     "unav": "avdet.models.unav",
     "ccnet": "avdet.models.ccnet",
+    "ccln": "avdet.models.ccln",
 }
 
 

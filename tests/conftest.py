@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,53 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "audio_only": make_clip(root / "audio_only.mp4", 2.0, video=False),
         "dash": make_clip(root / "-dash id.mp4", 2.0),
     }
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """A generated sample dataset with its `lite` features already in a feature store."""
+
+    root: Path
+    annotations: Path
+    classes: Path
+    cache: Path
+
+    def overrides(self, **extra: object) -> list[str]:
+        """`--set` overrides pointing configs/tiny.yaml at this dataset (plus `extra`, e.g. train__epochs=3)."""
+        values = {
+            "data.annotations": self.annotations,
+            "data.classes": self.classes,
+            "data.cache": self.cache,
+            "train.device": "cpu",
+            **{k.replace("__", "."): v for k, v in extra.items()},
+        }
+        return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture(scope="session")
+def sample_set(tmp_path_factory: pytest.TempPathFactory) -> SampleSet:
+    """24 generated clips of 6-10 s (train/validation/test) with `lite` features cached: the tiny-training data."""
+    from avdet.pipeline.extract import ExtractOptions, extract_videos
+    from avdet.pipeline.sample import SampleConfig, make_sample
+
+    root = tmp_path_factory.mktemp("sample")
+    ann = make_sample(root, SampleConfig(num_videos=24, seed=7, min_duration=6.0, max_duration=10.0, workers=2))
+    cache = root / "cache"
+    results = extract_videos(sorted((root / "videos").glob("*.mp4")), cache, ExtractOptions(), workers=2)
+    failed = [r for r in results if r.status == "failed"]
+    assert not failed, failed
+    return SampleSet(root, Path(ann), root / "classes.tsv", cache)
+
+
+@pytest.fixture(scope="session")
+def trained_run(sample_set: SampleSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LoCo trained on `sample_set` (the run folder: best.ckpt, last.ckpt, config.yaml, tensorboard/)."""
+    from avdet.pipeline.config import load_config
+    from avdet.pipeline.train import train
+
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = load_config("tiny", sample_set.overrides(train__epochs=14, train__eval_start=4))
+    result = train(cfg, run_dir)
+    result_path = run_dir / "result.json"
+    result_path.write_text(json.dumps({"best": result.best_metric, "history": result.history}))
+    return run_dir

@@ -1,0 +1,234 @@
+"""LoCo: locality-aware cross-modal correspondence learning for dense audio-visual event detection.
+
+    audio, visual (B, T, C) --unimodal encoders--> (B, T, D) each    [+ LCF loss inputs while training]
+        --LAC pyramid--> per level l: audio, visual (B, T_l, D)       (level 0 full rate, then stride 2)
+        --concat + fusion transformer--> (B, T_l, 2D) --UnAV heads--> class logits, class-aware offsets
+
+Every ablation of the paper is a config field: `lcf` (target type or "none"), `attention` (global / fixed /
+adaptive), `window_size`, `lac_heads`; the LCF weight lambda is `loss.lcf_weight`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avdet.models.base import DetectorOutput, register_model
+from avdet.models.blocks import LayerNorm, MaskedConv1d, TransformerBlock, sinusoid_encoding
+from avdet.models.heads import ClassificationHead, RegressionHead
+from avdet.models.lac import ATTENTION_TYPES, LACPyramid
+from avdet.models.lcf import LCF_TYPES, LCFModulation
+
+
+@dataclass
+class LoCoConfig:
+    visual_dim: int = 2048
+    audio_dim: int = 128
+    num_classes: int = 100
+    max_seq_len: int = 224  # training length (crop / pad); 256 for ONE-PEACE features
+    embed_dim: int = 512  # D of each modality stream
+    num_heads: int = 4  # heads of the unimodal and fusion transformers
+    embed_convs: int = 2  # masked conv (k3) + LayerNorm + ReLU projections per modality
+    embed_kernel: int = 3
+    encoder_layers: int = 2  # unimodal self-attention blocks
+    use_abs_pe: bool = True  # sinusoidal position encoding after the projection
+    num_levels: int = 6  # pyramid levels, strides 1, 2, 4, ...
+    attention: Literal["adaptive", "fixed", "global"] = "adaptive"
+    window_size: int = 8  # LAC base window W
+    lac_heads: int = 4  # LAC heads h (each head adapts its own windows)
+    lcf: Literal["adaptive_gaussian", "fixed_gaussian", "softened", "diagonal", "none"] = "adaptive_gaussian"
+    lcf_dim: int | None = None  # LCF projection size; null = embed_dim // 2
+    lcf_sigma_init: float = 1.0  # in segments
+    lcf_sigma_floor: float = 0.25
+    lcf_tau_init: float = 0.07
+    lcf_label_smoothing: float = 0.1  # eps of the "softened" target
+    decoder_layers: int = 1  # fusion transformer blocks on the concatenated streams
+    decoder_shared: bool = True  # one fusion stack for every level (False: one per level)
+    head_dim: int = 512
+    head_layers: int = 3
+    head_kernel: int = 3
+    head_prior_prob: float = 0.01
+    dropout: float = 0.0
+    drop_path: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_TYPES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_TYPES)}, not {self.attention!r}")
+        if self.lcf not in LCF_TYPES:
+            raise ValueError(f"lcf must be one of {', '.join(LCF_TYPES)}, not {self.lcf!r}")
+        if self.num_levels < 1 or self.window_size < 1 or self.encoder_layers < 0 or self.decoder_layers < 0:
+            raise ValueError("num_levels and window_size must be >= 1, encoder/decoder_layers >= 0")
+        if self.max_seq_len % self.max_stride:
+            raise ValueError(f"max_seq_len {self.max_seq_len} is not a multiple of the top stride {self.max_stride}")
+        for name, heads, dim in (
+            ("num_heads", self.num_heads, self.embed_dim),
+            ("lac_heads", self.lac_heads, self.embed_dim),
+        ):
+            if heads < 1 or dim % heads:
+                raise ValueError(f"embed_dim {dim} must be a multiple of {name} {heads}")
+        if self.lcf != "none" and not self.lcf_sigma_init > self.lcf_sigma_floor >= 0:
+            raise ValueError("lcf_sigma_init must exceed lcf_sigma_floor, which must be >= 0")
+        if not 0.0 <= self.lcf_label_smoothing < 1.0:
+            raise ValueError("lcf_label_smoothing must lie in [0, 1)")
+        if self.embed_kernel % 2 == 0 or self.head_kernel % 2 == 0:
+            raise ValueError("embed_kernel and head_kernel must be odd")
+
+    @property
+    def max_stride(self) -> int:
+        return 2 ** (self.num_levels - 1)
+
+    @property
+    def strides(self) -> list[int]:
+        return [2**level for level in range(self.num_levels)]
+
+    def padded_length(self, length: int) -> int:
+        """max_seq_len, or beyond it the next multiple of the top stride (LAC pads each level to whole windows
+        itself, so the stride alone decides)."""
+        if length <= self.max_seq_len:
+            return self.max_seq_len
+        return -(-length // self.max_stride) * self.max_stride
+
+
+class UnimodalEncoder(nn.Module):
+    """Masked conv projections + sinusoidal position encoding + self-attention blocks for one modality."""
+
+    def __init__(self, in_dim: int, cfg: LoCoConfig) -> None:
+        super().__init__()
+        dim = cfg.embed_dim
+        self.max_seq_len = cfg.max_seq_len
+        self.convs = nn.ModuleList(
+            MaskedConv1d(in_dim if i == 0 else dim, dim, cfg.embed_kernel, bias=False) for i in range(cfg.embed_convs)
+        )
+        self.norms = nn.ModuleList(LayerNorm(dim) for _ in range(cfg.embed_convs))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, cfg.num_heads, dropout=cfg.dropout, drop_path=cfg.drop_path)
+            for _ in range(cfg.encoder_layers)
+        )
+        pe = sinusoid_encoding(cfg.max_seq_len, dim) / math.sqrt(dim)  # (max_seq_len, D)
+        self.register_buffer("pos_embed", pe if cfg.use_abs_pe else None, persistent=False)
+
+    def position_encoding(self, length: int) -> Tensor:
+        """(T, D): the table up to max_seq_len; beyond it (inference only) linearly stretched to T."""
+        if length <= self.max_seq_len:
+            return self.pos_embed[:length]
+        if self.training:
+            raise ValueError(f"training sequences must not exceed max_seq_len {self.max_seq_len}, got {length}")
+        table = self.pos_embed.T[None]  # (1, D, max_seq_len)
+        return F.interpolate(table, size=length, mode="linear", align_corners=False)[0].T  # (T, D)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x (B, T, C_in), mask (B, T) -> (B, T, D), zero on padding."""
+        keep = mask[..., None].to(x.dtype)
+        x = x * keep  # whatever the caller padded with reads as zeros
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            # re-mask after the norm: LayerNorm turns zero padding into ReLU(bias), which the next k3 conv would
+            # read at the last valid step only when padding follows (UnAV does not mask; LoCo need not copy it)
+            x = F.relu(norm(conv(x, mask))) * keep
+        if self.pos_embed is not None:
+            x = x + self.position_encoding(x.shape[1]).to(x.dtype) * keep
+        for block in self.blocks:
+            x = block(x, mask)
+        return x * keep
+
+
+class FusionDecoder(nn.Module):
+    """Self-attention over the concatenated streams of each level (shared across levels or per level)."""
+
+    def __init__(self, cfg: LoCoConfig) -> None:
+        super().__init__()
+        dim = 2 * cfg.embed_dim
+        stacks = 1 if cfg.decoder_shared else cfg.num_levels
+        self.shared = cfg.decoder_shared
+        self.stacks = nn.ModuleList(
+            nn.ModuleList(
+                TransformerBlock(dim, cfg.num_heads, dropout=cfg.dropout, drop_path=cfg.drop_path)
+                for _ in range(cfg.decoder_layers)
+            )
+            for _ in range(stacks)
+        )
+
+    def forward(self, feats: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
+        out = []
+        for level, (x, mask) in enumerate(zip(feats, masks, strict=True)):
+            for block in self.stacks[0 if self.shared else level]:
+                x = block(x, mask)
+            out.append(x)
+        return out
+
+
+@register_model("loco", LoCoConfig, ("dense", "segment"))
+class LoCo(nn.Module):
+    """The LoCo detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
+
+    def __init__(self, cfg: LoCoConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.audio_encoder = UnimodalEncoder(cfg.audio_dim, cfg)
+        self.visual_encoder = UnimodalEncoder(cfg.visual_dim, cfg)
+        self.lcf = (
+            None
+            if cfg.lcf == "none"
+            else LCFModulation(
+                cfg.embed_dim,
+                cfg.lcf_dim or cfg.embed_dim // 2,
+                cfg.lcf,
+                sigma_init=cfg.lcf_sigma_init,
+                sigma_floor=cfg.lcf_sigma_floor,
+                smoothing=cfg.lcf_label_smoothing,
+                tau_init=cfg.lcf_tau_init,
+            )
+        )
+        self.pyramid = LACPyramid(
+            cfg.embed_dim, cfg.lac_heads, cfg.num_levels, cfg.window_size, cfg.attention, cfg.dropout
+        )
+        self.decoder = FusionDecoder(cfg)
+        self.cls_head = ClassificationHead(
+            2 * cfg.embed_dim,
+            cfg.head_dim,
+            cfg.num_classes,
+            num_layers=cfg.head_layers,
+            prior_prob=cfg.head_prior_prob,
+        )
+        self.reg_head = RegressionHead(
+            2 * cfg.embed_dim, cfg.head_dim, cfg.num_classes, cfg.num_levels, num_layers=cfg.head_layers
+        )
+
+    def padded_length(self, length: int) -> int:
+        """The length a batch of `length` steps must be padded to (see `LoCoConfig.padded_length`)."""
+        return self.cfg.padded_length(length)
+
+    def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
+        """audio (B, T, Ca), visual (B, T, Cv), mask (B, T) bool with T a multiple of the top stride.
+
+        Up to max_seq_len, outputs on valid steps do not depend on how much padding follows, provided every level
+        keeps at least one padded step (the shared blocks and heads keep UnAV's padding semantics).
+        """
+        length = mask.shape[1]
+        if audio.shape[:2] != mask.shape or visual.shape[:2] != mask.shape:
+            raise ValueError(f"audio {tuple(audio.shape)}, visual {tuple(visual.shape)}, mask {tuple(mask.shape)}")
+        if length % self.cfg.max_stride:
+            raise ValueError(
+                f"sequence length {length} is not a multiple of {self.cfg.max_stride}: "
+                f"pad to padded_length({length}) = {self.padded_length(length)}"
+            )
+        a = self.audio_encoder(audio, mask)
+        v = self.visual_encoder(visual, mask)
+        aux = {}
+        if self.training and self.lcf is not None:
+            aux["lcf"] = self.lcf(a, v, mask)
+
+        audios, visuals, masks = self.pyramid(a, v, mask)
+        feats = [torch.cat([fv, fa], dim=-1) for fv, fa in zip(visuals, audios, strict=True)]  # (B, T_l, 2D)
+        feats = self.decoder(feats, masks)
+        return DetectorOutput(
+            cls_logits=self.cls_head(feats, masks),
+            offsets=self.reg_head(feats, masks),
+            masks=masks,
+            strides=self.cfg.strides,
+            aux=aux,
+        )

@@ -1,0 +1,246 @@
+"""UnAV ("DAVEL", Geng et al. CVPR 2023): the dense audio-visual event localization baseline.
+
+    visual, audio (B, T, C) --masked conv embeddings + sinusoidal PE--> (B, T, D) each
+        --self-attention stem per modality--> --cross-modal attention (full rate)--> level 0
+        --cross-modal attention with stride-2 downsampling, level by level--> levels 1..L-1
+        --concat (visual, audio) per level (B, T_l, 2D)--> dependency block (temporal + co-occurrence attention over
+          class-specific features) --> classification / class-aware regression heads
+
+Reproduces ttgeng233/UnAV `LocPointTransformer` operation by operation (eval mode), including its inference path
+for inputs longer than max_seq_len (padding to a multiple of the top stride, linearly stretched position encoding).
+Reference weights load through `avdet.models.convert.convert_state_dict("unav", ...)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avdet.models.base import DetectorOutput, register_model
+from avdet.models.blocks import LayerNorm, MaskedConv1d, TransformerBlock, downsample_mask, sinusoid_encoding
+from avdet.models.heads import ClassificationHead, RegressionHead
+
+
+@dataclass
+class UnAVConfig:
+    visual_dim: int = 2048
+    audio_dim: int = 128
+    num_classes: int = 100
+    max_seq_len: int = 224  # training length; 256 for ONE-PEACE features
+    embed_dim: int = 512  # D of each modality stream
+    num_heads: int = 4
+    embed_convs: int = 2  # masked conv projections per modality (reference backbone_arch[0])
+    embed_kernel: int = 3
+    embed_with_ln: bool = True
+    self_attn_layers: int = 2  # unimodal self-attention blocks (reference backbone_arch[1] - 1)
+    num_levels: int = 6  # pyramid levels (reference backbone_arch[2] + 1)
+    scale_factor: int = 2  # downsampling between levels
+    use_abs_pe: bool = True
+    use_dependency: bool = True
+    dependency_dim: int = 128  # per-class feature size H of the dependency block
+    dependency_heads: int = 1
+    class_aware: bool = True
+    head_dim: int = 512
+    head_layers: int = 3
+    head_kernel: int = 3
+    head_with_ln: bool = True
+    head_prior_prob: float = 0.01
+    dropout: float = 0.0
+    drop_path: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.num_levels < 1 or self.embed_convs < 1 or self.self_attn_layers < 0:
+            raise ValueError("num_levels and embed_convs must be >= 1, self_attn_layers >= 0")
+        if self.scale_factor < 2 or self.scale_factor % 2:
+            raise ValueError(f"scale_factor must be an even number >= 2, got {self.scale_factor}")
+        if self.embed_dim % self.num_heads or self.dependency_dim % self.dependency_heads:
+            raise ValueError("embed_dim must be a multiple of num_heads, dependency_dim of dependency_heads")
+        if self.max_seq_len % self.max_stride:
+            raise ValueError(f"max_seq_len {self.max_seq_len} is not a multiple of the top stride {self.max_stride}")
+        if self.embed_kernel % 2 == 0 or self.head_kernel % 2 == 0:
+            raise ValueError("embed_kernel and head_kernel must be odd")
+        if not 0.0 < self.head_prior_prob < 1.0:
+            raise ValueError("head_prior_prob must lie in (0, 1)")
+
+    @property
+    def strides(self) -> list[int]:
+        return [self.scale_factor**level for level in range(self.num_levels)]
+
+    @property
+    def max_stride(self) -> int:
+        return self.scale_factor ** (self.num_levels - 1)
+
+    def padded_length(self, length: int) -> int:
+        """max_seq_len, or beyond it the next multiple of the top stride (the reference's inference padding)."""
+        if length <= self.max_seq_len:
+            return self.max_seq_len
+        return -(-length // self.max_stride) * self.max_stride
+
+
+class ConvEmbedding(nn.Module):
+    """embed_convs x [masked conv -> LayerNorm (or identity) -> ReLU] for one modality."""
+
+    def __init__(self, in_dim: int, cfg: UnAVConfig) -> None:
+        super().__init__()
+        dim = cfg.embed_dim
+        self.convs = nn.ModuleList(
+            MaskedConv1d(in_dim if i == 0 else dim, dim, cfg.embed_kernel, bias=not cfg.embed_with_ln)
+            for i in range(cfg.embed_convs)
+        )
+        self.norms = nn.ModuleList(
+            LayerNorm(dim) if cfg.embed_with_ln else nn.Identity() for _ in range(cfg.embed_convs)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = F.relu(norm(conv(x, mask)))
+        return x
+
+
+class DependencyBlock(nn.Module):
+    """UnAV's event-dependency block: class-specific features, attention over time and over classes.
+
+    (B, T, 2D) --masked conv + ReLU--> (B, T, K, H) (K classes, H = dependency_dim);
+    temporal branch: self-attention over T for every (video, class);
+    co-occurrence branch: self-attention over the K classes at every valid step;
+    sum of both --masked conv--> (B, T, 2D).
+    """
+
+    def __init__(self, in_dim: int, cfg: UnAVConfig) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        hidden = cfg.dependency_dim
+        self.expand = MaskedConv1d(in_dim, hidden * cfg.num_classes, cfg.embed_kernel, bias=False)
+        block = lambda: TransformerBlock(  # noqa: E731
+            hidden, cfg.dependency_heads, drop_path=cfg.drop_path, hidden_dim=hidden
+        )
+        self.cooccur = block()
+        self.temporal = block()
+        self.squeeze = MaskedConv1d(hidden * cfg.num_classes, in_dim, cfg.embed_kernel, bias=False)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        k = self.num_classes
+        feats = F.relu(self.expand(x, mask)).unflatten(-1, (k, -1))  # (B, T, K, H)
+        hidden = feats.shape[-1]
+
+        seq_t = feats.transpose(1, 2).reshape(batch * k, length, hidden)  # (B*K, T, H)
+        # the reference pairs rows with masks through mask.repeat(K, 1, 1), which is right only for B = 1;
+        # here every (video, class) row gets its own video's mask
+        mask_t = mask.repeat_interleave(k, dim=0)  # (B*K, T)
+        temporal = self.temporal(seq_t, mask_t).reshape(batch, k, length, hidden).transpose(1, 2)  # (B, T, K, H)
+
+        seq_c = feats.reshape(batch * length, k, hidden)  # (B*T, K, H)
+        mask_c = mask.reshape(batch * length, 1).expand(batch * length, k)  # a padded step masks all its classes
+        cooccur = self.cooccur(seq_c, mask_c).reshape(batch, length, k, hidden)  # (B, T, K, H)
+
+        return self.squeeze((temporal + cooccur).flatten(2), mask)  # (B, T, K*H) -> (B, T, 2D)
+
+
+@register_model("unav", UnAVConfig, ("dense",))
+class UnAV(nn.Module):
+    """The UnAV detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
+
+    def __init__(self, cfg: UnAVConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.embed_dim
+        self.visual_embed = ConvEmbedding(cfg.visual_dim, cfg)
+        self.audio_embed = ConvEmbedding(cfg.audio_dim, cfg)
+        pe = sinusoid_encoding(cfg.max_seq_len, dim) / dim**0.5  # (max_seq_len, D)
+        self.register_buffer("pos_embed", pe if cfg.use_abs_pe else None, persistent=False)
+
+        def block(stride: int = 1) -> TransformerBlock:
+            return TransformerBlock(dim, cfg.num_heads, dropout=cfg.dropout, drop_path=cfg.drop_path, stride=stride)
+
+        self.visual_stem = nn.ModuleList(block() for _ in range(cfg.self_attn_layers))
+        self.audio_stem = nn.ModuleList(block() for _ in range(cfg.self_attn_layers))
+        # cross-modal blocks: keys/values/residual from their own stream, queries from the other one
+        self.visual_cross = block()
+        self.audio_cross = block()
+        self.visual_pyramid = nn.ModuleList(block(cfg.scale_factor) for _ in range(cfg.num_levels - 1))
+        self.audio_pyramid = nn.ModuleList(block(cfg.scale_factor) for _ in range(cfg.num_levels - 1))
+        self.dependency = DependencyBlock(2 * dim, cfg) if cfg.use_dependency else None
+        self.cls_head = ClassificationHead(
+            2 * dim,
+            cfg.head_dim,
+            cfg.num_classes,
+            num_layers=cfg.head_layers,
+            prior_prob=cfg.head_prior_prob,
+            kernel_size=cfg.head_kernel,
+            with_ln=cfg.head_with_ln,
+        )
+        self.reg_head = RegressionHead(
+            2 * dim,
+            cfg.head_dim,
+            cfg.num_classes,
+            cfg.num_levels,
+            num_layers=cfg.head_layers,
+            kernel_size=cfg.head_kernel,
+            with_ln=cfg.head_with_ln,
+            class_aware=cfg.class_aware,
+        )
+
+    def padded_length(self, length: int) -> int:
+        """The length a batch of `length` steps must be padded to (see `UnAVConfig.padded_length`)."""
+        return self.cfg.padded_length(length)
+
+    def position_encoding(self, length: int) -> Tensor:
+        """(T, D): the table; at inference, from max_seq_len on, linearly resampled to T (reference behaviour)."""
+        if self.training:
+            if length > self.cfg.max_seq_len:
+                raise ValueError(f"training sequences must not exceed max_seq_len {self.cfg.max_seq_len}, got {length}")
+            return self.pos_embed[:length]
+        if length < self.cfg.max_seq_len:
+            return self.pos_embed[:length]
+        table = self.pos_embed.T[None]  # (1, D, max_seq_len)
+        return F.interpolate(table, size=length, mode="linear", align_corners=False)[0].T  # (T, D)
+
+    def encode(self, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The backbone: per level the fused features (B, T_l, 2D) (visual, audio concatenated) and masks."""
+        keep = mask[..., None].to(visual.dtype)
+        v = self.visual_embed(visual * keep, mask)  # padded input rows read as zeros, as the reference pads
+        a = self.audio_embed(audio * keep, mask)
+        if self.pos_embed is not None:
+            pe = self.position_encoding(mask.shape[1]).to(v.dtype) * keep  # (B, T, D)
+            v, a = v + pe, a + pe
+        for block_v, block_a in zip(self.visual_stem, self.audio_stem, strict=True):
+            v, a = block_v(v, mask), block_a(a, mask)
+        visuals = [self.visual_cross(v, mask, query=a)]
+        audios = [self.audio_cross(a, mask, query=v)]
+        masks = [mask]
+        for block_v, block_a in zip(self.visual_pyramid, self.audio_pyramid, strict=True):
+            v, a, m = visuals[-1], audios[-1], masks[-1]
+            visuals.append(block_v(v, m, query=a))
+            audios.append(block_a(a, m, query=v))
+            masks.append(downsample_mask(m, self.cfg.scale_factor))
+        feats = [torch.cat([fv, fa], dim=-1) for fv, fa in zip(visuals, audios, strict=True)]  # (B, T_l, 2D)
+        if self.dependency is not None:
+            feats = [self.dependency(x, m) for x, m in zip(feats, masks, strict=True)]
+        return feats, masks
+
+    def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
+        """audio (B, T, Ca), visual (B, T, Cv), mask (B, T) bool with T a multiple of the top stride."""
+        length = mask.shape[1]
+        if audio.shape[:2] != mask.shape or visual.shape[:2] != mask.shape:
+            raise ValueError(f"audio {tuple(audio.shape)}, visual {tuple(visual.shape)}, mask {tuple(mask.shape)}")
+        if visual.shape[-1] != self.cfg.visual_dim or audio.shape[-1] != self.cfg.audio_dim:
+            raise ValueError(
+                f"features of dims (visual {visual.shape[-1]}, audio {audio.shape[-1]}) but the model expects "
+                f"(visual {self.cfg.visual_dim}, audio {self.cfg.audio_dim})"
+            )
+        if length % self.cfg.max_stride:
+            raise ValueError(
+                f"sequence length {length} is not a multiple of {self.cfg.max_stride}: "
+                f"pad to padded_length({length}) = {self.padded_length(length)}"
+            )
+        feats, masks = self.encode(audio, visual, mask.bool())
+        return DetectorOutput(
+            cls_logits=self.cls_head(feats, masks),
+            offsets=self.reg_head(feats, masks),
+            masks=masks,
+            strides=self.cfg.strides,
+        )

@@ -1,0 +1,860 @@
+"""Synthetic sample data: mp4 clips with overlapping audio-visual events, distractors and UnAV-100 ground truth.
+
+Each class is a coloured shape moving over a textured, noisy background together with a sound of its own spectral
+signature. An *event* is a span where a class's object is on screen AND its sound plays; audio-only (sound, no
+object) and visual-only (object, no sound) distractors are in the media but not in the ground truth, as in
+UnAV-100. The classes are told apart by colour, shape, motion and spectrum: what the `lite` extractor sees.
+
+Everything follows from the seed: the plan (ids, durations, events, distractors, subsets) comes from per-video
+`numpy.random.SeedSequence` children, so the first N videos of a larger run are the same N videos; rendering
+uses its own child seeds, so frames and audio are identical whatever the chunking or the number of workers.
+Files are written under a temporary name and renamed, so an interrupted run never leaves a half file behind, and
+a manifest of finished clips (each with a fingerprint of its plan and encoding settings) lets a re-run resume: it
+renders only the clips that are missing or were made with other settings.
+
+`make_ave_sample` writes the segment-level variant: 10 s clips, one event class per clip with integer-second
+boundaries, background segments (possibly holding a distractor), in the AVE annotation format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from avdet.errors import AvdetError, ConfigError
+
+log = logging.getLogger(__name__)
+
+SUBSETS = ("train", "validation", "test")
+ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+ID_LENGTH = 11  # like YouTube ids, as in UnAV-100
+TEMP_MARK = ".tmp-"  # temp files are '<name>.tmp-<pid>': their suffix is no video suffix, so `extract` skips them
+MANIFEST = ".avdet-sample.json"  # in the output folder: fingerprints of the finished clips, for resuming
+GENERATOR_VERSION = 1  # bump when rendering changes, so that resumed runs re-render old clips
+
+Kind = Literal["event", "audio_only", "visual_only"]
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    colour: str
+    rgb: tuple[int, int, int]
+    shape: str
+    sound: str  # a kind `sound()` knows
+    sound_name: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.shape} + {self.sound_name}"
+
+
+# Saturated colours (the background is desaturated), distinct shapes, sounds in separate mel bands / patterns.
+CATALOGUE: tuple[ClassSpec, ...] = (
+    ClassSpec("red", (230, 40, 40), "circle", "tone", "440 Hz tone"),
+    ClassSpec("green", (40, 200, 60), "square", "beeps", "1.2 kHz beeps"),
+    ClassSpec("blue", (50, 80, 235), "triangle", "chirps", "rising chirps"),
+    ClassSpec("yellow", (240, 220, 40), "ring", "buzz", "150 Hz buzz"),
+    ClassSpec("magenta", (220, 50, 220), "cross", "hiss", "4-6 kHz hiss"),
+    ClassSpec("cyan", (40, 220, 230), "diamond", "warble", "700 Hz warble"),
+    ClassSpec("orange", (250, 140, 20), "bar", "clicks", "2 kHz clicks"),
+    ClassSpec("white", (245, 245, 245), "star", "pulse", "90 Hz pulse"),
+)
+
+
+@dataclass
+class SampleConfig:
+    num_videos: int = 60
+    seed: int = 0
+    min_duration: float = 10.0  # seconds
+    max_duration: float = 20.0
+    width: int = 320
+    height: int = 180
+    fps: float = 25.0
+    sample_rate: int = 22050  # AAC encoding dominates the run time: 22.05 kHz is ~1.4x faster than 44.1 kHz
+    channels: int = 2
+    num_classes: int = 5
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, validation, test
+    distractors: bool = True
+    min_event: float = 1.0  # seconds (events and distractors)
+    max_event: float = 8.0
+    max_overlap: int = 2  # at most this many objects/sounds at once
+    workers: int = 0  # parallel clips; 0 = min(2, CPUs)
+    audio_bitrate: str = "96k"
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One class's object and/or sound over [start, end) seconds (frame-aligned), moving on a bouncing path."""
+
+    label_id: int
+    kind: Kind
+    start: float
+    end: float
+    size: float  # half-size of the shape, pixels
+    x0: float  # centre at `start`, pixels
+    y0: float
+    vx: float  # pixels per second
+    vy: float
+    gain: float  # peak amplitude of the sound
+    pan: float  # 0 = left, 1 = right
+
+    @property
+    def visible(self) -> bool:
+        return self.kind != "audio_only"
+
+    @property
+    def audible(self) -> bool:
+        return self.kind != "visual_only"
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    video_id: str
+    subset: str
+    duration: float  # seconds = num_frames / fps
+    num_frames: int
+    occurrences: tuple[Occurrence, ...]
+    render_seed: int  # seeds the background, noise and noise-based sounds
+
+    def events(self) -> list[Occurrence]:
+        return [o for o in self.occurrences if o.kind == "event"]
+
+
+# -- configuration -------------------------------------------------------------------------------------------------
+def class_names(num_classes: int) -> list[str]:
+    """Readable class names by label id, e.g. 'red circle + 440 Hz tone'."""
+    if not 2 <= num_classes <= len(CATALOGUE):
+        raise ConfigError(f"num_classes must be between 2 and {len(CATALOGUE)}, got {num_classes}")
+    return [spec.name for spec in CATALOGUE[:num_classes]]
+
+
+def validate(cfg: SampleConfig) -> None:
+    """Raise a one-sentence ConfigError for a configuration the generator cannot honour."""
+    class_names(cfg.num_classes)
+    checks = [
+        (cfg.num_videos >= 1, f"num_videos must be at least 1, got {cfg.num_videos}"),
+        (cfg.min_event > 0 and cfg.max_event >= cfg.min_event, "need 0 < min_event <= max_event"),
+        (
+            2 * cfg.min_event <= cfg.min_duration <= cfg.max_duration,
+            f"need 2 * min_event ({2 * cfg.min_event:g} s) <= min_duration <= max_duration,"
+            f" got {cfg.min_duration:g} and {cfg.max_duration:g}",
+        ),
+        (
+            cfg.width >= 32 and cfg.height >= 32 and cfg.width % 2 == 0 and cfg.height % 2 == 0,
+            f"width and height must be even and at least 32 (yuv420p), got {cfg.width}x{cfg.height}",
+        ),
+        (0 < cfg.fps <= 120, f"fps must be in (0, 120], got {cfg.fps}"),
+        (
+            cfg.sample_rate >= 16000,
+            f"sample_rate must be at least 16000 (the hiss class reaches 6 kHz), got {cfg.sample_rate}",
+        ),
+        (cfg.channels in (1, 2), f"channels must be 1 or 2, got {cfg.channels}"),
+        (
+            len(cfg.split) == 3 and min(cfg.split) >= 0 and sum(cfg.split) > 0,
+            f"split must be three non-negative shares (train, validation, test), got {cfg.split}",
+        ),
+        (cfg.max_overlap >= 2, f"max_overlap must be at least 2 so that events can overlap, got {cfg.max_overlap}"),
+        (cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+# -- planning ------------------------------------------------------------------------------------------------------
+def split_counts(num_videos: int, shares: tuple[float, float, float]) -> list[int]:
+    """Videos per subset by largest remainder; every subset with a positive share gets one when there are enough."""
+    total = sum(shares)
+    exact = [num_videos * s / total for s in shares]
+    counts = [int(math.floor(x)) for x in exact]
+    for i in sorted(range(3), key=lambda i: exact[i] - counts[i], reverse=True)[: num_videos - sum(counts)]:
+        counts[i] += 1
+    positive = [i for i in range(3) if shares[i] > 0]
+    if num_videos >= len(positive):
+        for i in positive:
+            while counts[i] == 0:
+                donor = max(range(3), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def make_id(rng: np.random.Generator, index: int) -> str:
+    """An 11-character YouTube-like id; every 7th starts with '-' and every 7th (offset) with '_', as in UnAV-100."""
+    chars = [ID_ALPHABET[i] for i in rng.integers(0, 62, size=ID_LENGTH)]  # letters and digits
+    if index % 7 == 1:
+        chars[0] = "-"
+    elif index % 7 == 4:
+        chars[0] = "_"
+    return "".join(chars)
+
+
+def _overlap_count(spans: list[tuple[float, float]], start: float, end: float) -> int:
+    """Most existing spans active at once inside [start, end): the maximum is reached at one of their starts."""
+    points = [start] + [s for s, _ in spans if start < s < end]
+    return max(sum(1 for s, e in spans if s <= t < e) for t in points)
+
+
+def _fits(placed: list[Occurrence], label: int, start: float, end: float, cfg: SampleConfig) -> bool:
+    same = [(o.start, o.end) for o in placed if o.label_id == label]
+    gap = 0.5  # a class's occurrences never touch, so each one has its own clear boundaries
+    if any(start < e + gap and s < end + gap for s, e in same):
+        return False
+    return _overlap_count([(o.start, o.end) for o in placed], start, end) < cfg.max_overlap
+
+
+def _occurrence(
+    rng: np.random.Generator, label: int, kind: Kind, start: float, end: float, cfg: SampleConfig
+) -> Occurrence:
+    short = min(cfg.width, cfg.height)
+    size = short * rng.uniform(0.12, 0.18)
+    speed = short * rng.uniform(0.3, 0.9)  # pixels per second
+    angle = rng.uniform(0, 2 * np.pi)
+    return Occurrence(
+        label_id=label,
+        kind=kind,
+        start=start,
+        end=end,
+        size=float(size),
+        x0=float(rng.uniform(size, cfg.width - size)),
+        y0=float(rng.uniform(size, cfg.height - size)),
+        vx=float(speed * np.cos(angle)),
+        vy=float(speed * np.sin(angle)),
+        gain=float(rng.uniform(0.2, 0.35)),
+        pan=float(rng.uniform(0.2, 0.8)),
+    )
+
+
+def plan_video(ss: np.random.SeedSequence, index: int, subset: str, cfg: SampleConfig) -> VideoPlan:
+    """Draw one clip: its id, duration, events (with one overlapping pair) and distractors."""
+    plan_ss, render_ss = ss.spawn(2)
+    rng = np.random.default_rng(plan_ss)
+    video_id = make_id(rng, index)
+    num_frames = max(1, int(round(rng.uniform(cfg.min_duration, cfg.max_duration) * cfg.fps)))
+    duration = num_frames / cfg.fps
+
+    def span(start: float, length: float) -> tuple[float, float]:
+        """Frame-aligned [start, end) inside the clip, at least `length` long (rounding never shortens it)."""
+        n = min(num_frames, math.ceil(length * cfg.fps - 1e-6))
+        first = min(max(0, round(start * cfg.fps)), num_frames - n)
+        return first / cfg.fps, (first + n) / cfg.fps
+
+    def draw_span(max_len: float) -> tuple[float, float]:
+        length = rng.uniform(cfg.min_event, max(cfg.min_event, min(max_len, duration)))
+        return span(rng.uniform(0, max(0.0, duration - length)), length)
+
+    placed: list[Occurrence] = []
+    labels = rng.permutation(cfg.num_classes)
+    # An overlapping pair first: the second event starts inside the first, so every clip has overlaps.
+    hi_a = max(cfg.min_event, min(cfg.max_event, 0.6 * duration))
+    len_a = rng.uniform(min(max(cfg.min_event, 0.3 * duration), hi_a), hi_a)
+    start_a = rng.uniform(0, duration - len_a)
+    start_b = start_a + rng.uniform(0.2, 0.6) * len_a
+    len_b = rng.uniform(cfg.min_event, max(cfg.min_event, min(cfg.max_event, duration - start_b)))
+    start_b = min(start_b, duration - len_b)
+    for label, start, length in ((labels[0], start_a, len_a), (labels[1], start_b, len_b)):
+        placed.append(_occurrence(rng, int(label), "event", *span(start, length), cfg))
+
+    # Distractors before the extra events, so that even a short, crowded clip gets them.
+    kinds: list[Kind] = []
+    if cfg.distractors:
+        kinds += ["audio_only", "visual_only"] if rng.random() < 0.5 else ["visual_only", "audio_only"]
+        if rng.random() < 0.3:
+            kinds.append("audio_only" if rng.random() < 0.5 else "visual_only")
+    kinds += ["event"] * int(rng.integers(0, 2 + int(duration // 8)))
+    for kind in kinds:
+        for _attempt in range(40):  # rejection sampling; a crowded clip simply gets fewer occurrences
+            label = int(rng.integers(cfg.num_classes))
+            start, end = draw_span(cfg.max_event if kind == "event" else min(cfg.max_event / 2, 0.3 * duration))
+            if _fits(placed, label, start, end, cfg):
+                placed.append(_occurrence(rng, label, kind, start, end, cfg))
+                break
+    placed.sort(key=lambda o: (o.start, o.end, o.label_id))
+    render_seed = int(render_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return VideoPlan(video_id, subset, duration, num_frames, tuple(placed), render_seed)
+
+
+def plan_dataset(cfg: SampleConfig) -> list[VideoPlan]:
+    """Every clip's plan, deterministic for `cfg.seed`; ids are unique."""
+    validate(cfg)
+    video_ss, split_ss = np.random.SeedSequence(cfg.seed).spawn(2)
+    counts = split_counts(cfg.num_videos, cfg.split)
+    subsets = np.repeat(np.arange(3), counts)[np.random.default_rng(split_ss).permutation(cfg.num_videos)]
+    plans, seen = [], set()
+    for index, ss in enumerate(video_ss.spawn(cfg.num_videos)):
+        plan = plan_video(ss, index, SUBSETS[int(subsets[index])], cfg)
+        while plan.video_id in seen:  # astronomically rare; re-draw deterministically
+            ss = ss.spawn(1)[0]
+            plan = plan_video(ss, index, plan.subset, cfg)
+        seen.add(plan.video_id)
+        plans.append(plan)
+    return plans
+
+
+# -- pictures ------------------------------------------------------------------------------------------------------
+def shape_mask(shape: str, size: float) -> np.ndarray:
+    """Boolean (2r+1, 2r+1) mask of a shape with half-size r = round(size)."""
+    r = max(2, int(round(size)))
+    y, x = np.mgrid[-r : r + 1, -r : r + 1] / r  # (2r+1, 2r+1) coordinates in [-1, 1]
+    rho = np.hypot(x, y)
+    if shape == "circle":
+        return rho <= 1.0
+    if shape == "square":
+        return (np.abs(x) <= 0.85) & (np.abs(y) <= 0.85)
+    if shape == "triangle":
+        return (y <= 0.8) & (y >= 2 * np.abs(x) - 1.0)
+    if shape == "ring":
+        return (rho <= 1.0) & (rho >= 0.55)
+    if shape == "cross":
+        return (np.abs(x) <= 0.3) | (np.abs(y) <= 0.3)
+    if shape == "diamond":
+        return np.abs(x) + np.abs(y) <= 1.0
+    if shape == "bar":
+        return (np.abs(x) <= 1.0) & (np.abs(y) <= 0.35)
+    if shape == "star":
+        return rho <= 0.5 + 0.5 * np.cos(5 * np.arctan2(y, x)) ** 2
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _bounce(p0: float, v: float, t: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Positions at times t of a point moving at speed v that reflects off lo and hi (a triangle wave)."""
+    span = max(hi - lo, 1e-6)
+    u = np.mod(p0 - lo + v * t, 2 * span)
+    return lo + np.where(u > span, 2 * span - u, u)
+
+
+def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A desaturated textured background (H, W, 3) float32: gratings and soft blobs around a grey tint."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = rng.uniform(70, 130) + rng.uniform(-12, 12, size=3)  # grey with a slight tint
+    texture = np.zeros((height, width), np.float32)
+    for _ in range(3):
+        angle, freq = rng.uniform(0, np.pi), rng.uniform(0.02, 0.12)  # cycles per pixel
+        phase = rng.uniform(0, 2 * np.pi)
+        texture += rng.uniform(4, 10) * np.sin(2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+    coarse = rng.normal(0, 12, size=(height // 8 + 2, width // 8 + 2)).astype(np.float32)
+    texture += np.kron(coarse, np.ones((8, 8), np.float32))[:height, :width]  # blocky patches
+    return base[None, None, :].astype(np.float32) + texture[:, :, None]
+
+
+def render_frames(plan: VideoPlan, cfg: SampleConfig, chunk: int = 25) -> Iterator[np.ndarray]:
+    """The clip's RGB frames as uint8 chunks (n, H, W, 3); frame i shows time i / fps."""
+    rng = np.random.default_rng(np.random.SeedSequence(plan.render_seed).spawn(2)[0])
+    h, w = cfg.height, cfg.width
+    bg = background(rng, h, w)
+    # A bank of noisy backgrounds, cycled at random: per-frame sensor noise without drawing it per frame.
+    bank = np.clip(bg[None] + rng.normal(0, 5, size=(8, h, w, 3)), 0, 255).astype(np.uint8)  # (8, H, W, 3)
+    pick = rng.integers(0, len(bank), size=plan.num_frames)
+    times = np.arange(plan.num_frames) / cfg.fps
+    tracks = []
+    for occ in (o for o in plan.occurrences if o.visible):
+        spec = CATALOGUE[occ.label_id]
+        mask = shape_mask(spec.shape, occ.size)
+        r = mask.shape[0] // 2
+        first, last = round(occ.start * cfg.fps), round(occ.end * cfg.fps)  # frames [first, last)
+        local = times[first:last] - occ.start
+        cx = np.rint(_bounce(occ.x0, occ.vx, local, r, w - 1 - r)).astype(np.int64)
+        cy = np.rint(_bounce(occ.y0, occ.vy, local, r, h - 1 - r)).astype(np.int64)
+        shade = np.clip(np.asarray(spec.rgb)[None] + rng.normal(0, 4, size=(len(local), 1)), 0, 255)
+        tracks.append((first, last, mask, r, cx, cy, shade.astype(np.uint8)))
+    for lo in range(0, plan.num_frames, chunk):
+        out = bank[pick[lo : lo + chunk]]  # (n, H, W, 3) copy
+        for i in range(len(out)):
+            f = lo + i
+            for first, last, mask, r, cx, cy, shade in tracks:
+                if first <= f < last:
+                    k = f - first
+                    patch = out[i, cy[k] - r : cy[k] + r + 1, cx[k] - r : cx[k] + r + 1]
+                    patch[mask] = shade[k]
+        yield out
+
+
+# -- sounds --------------------------------------------------------------------------------------------------------
+def _sine(freq: float | np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.sin(2 * np.pi * freq * t)
+
+
+def _fm(freq: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A sine whose instantaneous frequency follows `freq` (Hz per sample)."""
+    return np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+
+
+def _band_noise(rng: np.random.Generator, n: int, sample_rate: int, lo: float, hi: float) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    spectrum[(freqs < lo) | (freqs > hi)] = 0
+    return np.fft.irfft(spectrum, n)
+
+
+def sound(kind: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A class's sound, n samples, peak ~1 (float64)."""
+    t = np.arange(n) / sample_rate
+    if kind == "tone":
+        wave = _sine(440, t) + 0.5 * _sine(880, t) + 0.25 * _sine(1320, t)
+    elif kind == "beeps":
+        gate = np.clip(8 * np.sin(2 * np.pi * 5 * t), 0, 1)  # 5 beeps a second, soft edges
+        wave = gate * _sine(1200, t)
+    elif kind == "chirps":
+        wave = _fm(1500 + 2000 * np.mod(t / 0.4, 1.0), sample_rate)  # 1.5 -> 3.5 kHz every 0.4 s
+    elif kind == "buzz":
+        wave = sum(_sine(150 * k, t) / k for k in range(1, 11))
+    elif kind == "hiss":
+        wave = _band_noise(rng, n, sample_rate, 4000, 6000)
+    elif kind == "warble":
+        wave = _fm(700 + 100 * np.sin(2 * np.pi * 6 * t), sample_rate)
+    elif kind == "clicks":
+        since = np.mod(t, 1 / 6)  # a click every 1/6 s
+        wave = np.exp(-since / 0.012) * _sine(2000, since)
+    elif kind == "pulse":
+        wave = np.sin(np.pi * 2 * t) ** 2 * _sine(90, t)  # 90 Hz swelling twice a second
+    else:
+        raise ValueError(f"unknown sound {kind!r}")
+    peak = float(np.max(np.abs(wave))) if n else 0.0
+    return wave / peak if peak > 0 else wave
+
+
+def render_audio(plan: VideoPlan, cfg: SampleConfig) -> np.ndarray:
+    """The clip's soundtrack (samples, channels) float32 in [-1, 1]: background noise plus every audible sound."""
+    rng = np.random.default_rng(np.random.SeedSequence(plan.render_seed).spawn(2)[1])
+    sr = cfg.sample_rate
+    num = int(round(plan.duration * sr))
+    mix = rng.normal(0, 0.004, size=(num, cfg.channels))  # (samples, channels) background hiss
+    fade = int(0.01 * sr)  # 10 ms ramps: no clicks at the boundaries
+    for occ in (o for o in plan.occurrences if o.audible):
+        a, b = int(round(occ.start * sr)), min(num, int(round(occ.end * sr)))
+        wave = occ.gain * sound(CATALOGUE[occ.label_id].sound, b - a, sr, rng)
+        ramp = np.minimum(1.0, np.minimum(np.arange(b - a) + 1, np.arange(b - a)[::-1] + 1) / fade)
+        wave *= ramp
+        if cfg.channels == 2:  # constant-power pan
+            gains = np.array([np.cos(occ.pan * np.pi / 2), np.sin(occ.pan * np.pi / 2)]) * np.sqrt(2)
+            mix[a:b] += wave[:, None] * gains[None, :]  # (n, 2)
+        else:
+            mix[a:b, 0] += wave
+    return np.clip(mix, -1.0, 1.0).astype(np.float32)
+
+
+# -- writing -------------------------------------------------------------------------------------------------------
+def _temp_name(target: Path) -> Path:
+    return target.with_name(f"{target.name}{TEMP_MARK}{os.getpid()}")
+
+
+def _atomic_write_text(target: Path, text: str) -> None:
+    tmp = _temp_name(target)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale_temps(folder: Path) -> None:
+    """Remove temp files left by a killed run (whose process is gone)."""
+    for tmp in folder.glob(f"*{TEMP_MARK}*"):
+        pid = tmp.name.rsplit(TEMP_MARK, 1)[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _encode_args(cfg: SampleConfig, audio_path: Path, out_path: Path) -> list[str]:
+    rate = Fraction(cfg.fps).limit_denominator(1001)
+    return [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{cfg.width}x{cfg.height}",
+        "-r",
+        f"{rate.numerator}/{rate.denominator}",
+        "-i",
+        "pipe:0",
+        "-f",
+        "f32le",
+        "-ar",
+        str(cfg.sample_rate),
+        "-ac",
+        str(cfg.channels),
+        "-i",
+        str(audio_path),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a:0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-threads",
+        "1",  # clips run in parallel instead; one thread also keeps the bytes reproducible
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-aac_coder",
+        "fast",  # half the time of the default coder; plenty for synthetic tones
+        "-b:a",
+        cfg.audio_bitrate,
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-flags:v",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-f",
+        "mp4",
+        str(out_path),
+    ]
+
+
+def write_clip(plan: VideoPlan, cfg: SampleConfig, target: Path) -> Path:
+    """Render and encode one clip to `target` (atomically: a temp name, renamed when ffmpeg succeeded)."""
+    target = target.resolve()  # absolute: an id that starts with '-' is never read as an ffmpeg option
+    tmp = _temp_name(target)
+    with tempfile.TemporaryDirectory(prefix="avdet-sample-") as scratch:
+        audio_path = Path(scratch) / "audio.f32"
+        render_audio(plan, cfg).tofile(audio_path)  # interleaved float32
+        try:
+            with tempfile.TemporaryFile() as errfile:
+                try:
+                    proc = subprocess.Popen(
+                        _encode_args(cfg, audio_path, tmp),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=errfile,
+                    )
+                except FileNotFoundError:
+                    raise AvdetError("ffmpeg not found: install ffmpeg (apt-get install ffmpeg)") from None
+                assert proc.stdin is not None
+                try:
+                    for frames in render_frames(plan, cfg):
+                        proc.stdin.write(frames.tobytes())
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    with contextlib.suppress(BrokenPipeError):
+                        proc.stdin.close()  # ffmpeg stopped early; its exit status and stderr say why
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+                if proc.wait() != 0:
+                    errfile.seek(0)
+                    lines = [ln for ln in errfile.read().decode(errors="replace").splitlines() if ln.strip()]
+                    reason = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+                    raise AvdetError(f"{target}: ffmpeg could not encode the clip ({reason})")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
+def annotations(plans: list[VideoPlan], cfg: SampleConfig) -> dict:
+    """Ground truth in the UnAV-100 format: only the events, never the distractors."""
+    names = class_names(cfg.num_classes)
+    database = {}
+    for plan in plans:
+        database[plan.video_id] = {
+            "duration": round(plan.duration, 4),
+            "subset": plan.subset,
+            "annotations": [
+                {"segment": [round(o.start, 4), round(o.end, 4)], "label": names[o.label_id], "label_id": o.label_id}
+                for o in plan.events()
+            ],
+        }
+    return {"version": "avdet-sample-v1", "database": database}
+
+
+def classes_tsv(plans: list[VideoPlan], cfg: SampleConfig) -> str:
+    """The class list like UnAV-100's `unav100_classes.tsv`: label_id, label, num_events."""
+    names = class_names(cfg.num_classes)
+    counts = np.bincount([o.label_id for p in plans for o in p.events()], minlength=len(names))
+    rows = ["label_id\tlabel\tnum_events"] + [f"{i}\t{name}\t{counts[i]}" for i, name in enumerate(names)]
+    return "\n".join(rows) + "\n"
+
+
+def clip_fingerprint(plan: VideoPlan, cfg: SampleConfig) -> str:
+    """What a finished clip was made from: its plan, the encoding settings and the generator version."""
+    render = {k: getattr(cfg, k) for k in ("width", "height", "fps", "sample_rate", "channels", "audio_bitrate")}
+    blob = json.dumps(
+        {"version": GENERATOR_VERSION, "plan": dataclasses.asdict(plan), "render": render}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    """Finished clips by id -> fingerprint; an unreadable manifest only costs re-rendering."""
+    try:
+        clips = json.loads(path.read_text(encoding="utf-8"))["clips"]
+        return {str(k): str(v) for k, v in clips.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        log.warning("%s is unreadable: every clip is rendered again", path)
+        return {}
+
+
+def write_clips(
+    out_dir: Path, plans: list[VideoPlan], cfg: SampleConfig, progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Render every planned clip into out_dir/videos that is not already there from the same plan; return the folder.
+
+    The manifest is updated (atomically) after each finished clip, so a killed run resumes where it stopped.
+    """
+    videos = out_dir / "videos"
+    try:
+        videos.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AvdetError(f"{videos}: cannot create the folder ({err.strerror})") from None
+    _clean_stale_temps(videos)
+    _clean_stale_temps(out_dir)
+    stale = {p.stem for p in videos.glob("*.mp4")} - {p.video_id for p in plans}
+    if stale:
+        log.warning("%s holds %d clips not in this sample (another seed?); they are left alone", videos, len(stale))
+    manifest_path = out_dir / MANIFEST
+    manifest = _read_manifest(manifest_path)
+    prints = {plan.video_id: clip_fingerprint(plan, cfg) for plan in plans}
+    todo = [
+        p
+        for p in plans
+        if manifest.get(p.video_id) != prints[p.video_id] or not (videos / f"{p.video_id}.mp4").is_file()
+    ]
+    done = len(plans) - len(todo)
+    if done:
+        log.info("%d of %d clips are already made; rendering the other %d", done, len(plans), len(todo))
+    if progress:
+        progress(done, len(plans))
+    workers = cfg.workers or min(2, os.cpu_count() or 1)
+    # At most `workers` clips in flight, so that after a failure no new clip is started.
+    queue = iter(todo)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="avdet-sample")
+    try:
+        pending = {
+            pool.submit(write_clip, plan, cfg, videos / f"{plan.video_id}.mp4"): plan.video_id
+            for plan in islice(queue, workers)
+        }
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                video_id = pending.pop(future)
+                future.result()  # re-raises a clip's failure
+                manifest[video_id] = prints[video_id]
+                _atomic_write_text(manifest_path, json.dumps({"clips": manifest}, indent=0, sort_keys=True) + "\n")
+                done += 1
+                if progress:
+                    progress(done, len(plans))
+                for plan in islice(queue, 1):
+                    pending[pool.submit(write_clip, plan, cfg, videos / f"{plan.video_id}.mp4")] = plan.video_id
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return videos
+
+
+def make_sample(out_dir: Path, cfg: SampleConfig, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write out_dir/videos/<id>.mp4, out_dir/annotations.json and out_dir/classes.tsv; return the annotations path.
+
+    The annotations and class list are written last, so they exist only when every clip does. Re-running with the
+    same configuration renders only what an interrupted run left out.
+    """
+    plans = plan_dataset(cfg)
+    out_dir = Path(out_dir)
+    videos = write_clips(out_dir, plans, cfg, progress)
+    _atomic_write_text(out_dir / "classes.tsv", classes_tsv(plans, cfg))
+    target = out_dir / "annotations.json"
+    _atomic_write_text(target, json.dumps(annotations(plans, cfg), indent=1) + "\n")
+    log.info("wrote %d clips to %s", len(plans), videos)
+    return target
+
+
+# -- AVE-style segment-level sample ----------------------------------------------------------------------------------
+AVE_SECONDS = 10  # AVE clips: ten 1 s segments
+AVE_HEADER = "Category&VideoID&Quality&StartTime&EndTime"
+AVE_SPLIT_FILES = {"train": "trainSet.txt", "validation": "valSet.txt", "test": "testSet.txt"}
+_AVE_TAG = 0xA7E  # mixed into the seed, so an AVE sample and a dense sample of the same seed differ
+
+
+@dataclass
+class AveSampleConfig:
+    num_videos: int = 60
+    seed: int = 0
+    num_classes: int = 5
+    width: int = 320
+    height: int = 180
+    fps: float = 25.0
+    sample_rate: int = 22050
+    channels: int = 2
+    audio_bitrate: str = "96k"
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validation, test
+    distractors: bool = True  # audio-only / visual-only occurrences inside background segments
+    min_event: int = 2  # seconds
+    full_share: float = 0.25  # clips whose event fills all ten segments (common in AVE)
+    workers: int = 0
+
+    def clip_config(self) -> SampleConfig:
+        """The dense-sample configuration the shared renderer and encoder read (10 s clips)."""
+        return SampleConfig(
+            num_videos=self.num_videos,
+            seed=self.seed,
+            min_duration=AVE_SECONDS,
+            max_duration=AVE_SECONDS,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            num_classes=self.num_classes,
+            split=self.split,
+            distractors=self.distractors,
+            min_event=1.0,
+            max_event=AVE_SECONDS,
+            workers=self.workers,
+            audio_bitrate=self.audio_bitrate,
+        )
+
+
+def validate_ave(cfg: AveSampleConfig) -> None:
+    validate(cfg.clip_config())
+    frames = cfg.fps * AVE_SECONDS
+    if abs(frames - round(frames)) > 1e-9:
+        raise ConfigError(f"fps must give a whole number of frames in {AVE_SECONDS} s, got {cfg.fps}")
+    if not 1 <= cfg.min_event <= AVE_SECONDS:
+        raise ConfigError(f"min_event must be between 1 and {AVE_SECONDS} seconds, got {cfg.min_event}")
+    if not 0 <= cfg.full_share <= 1:
+        raise ConfigError(f"full_share must be in [0, 1], got {cfg.full_share}")
+
+
+def _ave_distractor(
+    rng: np.random.Generator, label: int, event: tuple[int, int], gap: tuple[int, int], cfg: AveSampleConfig
+) -> Occurrence | None:
+    """An audio-only or visual-only occurrence on whole background segments of `gap` (or None if it cannot fit).
+
+    Half the time it is the event's own class (its sound without its object, or the reverse): exactly what AVE calls
+    background. A same-class distractor keeps one segment away from the event so that the event keeps its edges.
+    """
+    kind: Kind = "audio_only" if rng.random() < 0.5 else "visual_only"
+    same = rng.random() < 0.5
+    cls = label if same else int((label + rng.integers(1, cfg.num_classes)) % cfg.num_classes)
+    lo, hi = gap
+    if same:
+        lo, hi = (lo + 1, hi) if lo == event[1] else (lo, hi - 1)
+    if hi - lo < 1:
+        return None
+    length = int(rng.integers(1, hi - lo + 1))
+    start = int(rng.integers(lo, hi - length + 1))
+    return _occurrence(rng, cls, kind, float(start), float(start + length), cfg.clip_config())
+
+
+def plan_ave_video(ss: np.random.SeedSequence, index: int, subset: str, cfg: AveSampleConfig) -> VideoPlan:
+    """One 10 s clip: one audio-visual event on whole segments [start, end), background elsewhere."""
+    plan_ss, render_ss = ss.spawn(2)
+    rng = np.random.default_rng(plan_ss)
+    video_id = make_id(rng, index)
+    label = int(rng.integers(cfg.num_classes))
+    if rng.random() < cfg.full_share or cfg.min_event >= AVE_SECONDS:
+        start, end = 0, AVE_SECONDS
+    else:
+        length = int(rng.integers(cfg.min_event, AVE_SECONDS))  # min_event .. 9 segments
+        start = int(rng.integers(0, AVE_SECONDS - length + 1))
+        end = start + length
+    occurrences = [_occurrence(rng, label, "event", float(start), float(end), cfg.clip_config())]
+    if cfg.distractors:
+        for gap in ((0, start), (end, AVE_SECONDS)):
+            if gap[1] > gap[0] and rng.random() < 0.6:
+                extra = _ave_distractor(rng, label, (start, end), gap, cfg)
+                if extra is not None:
+                    occurrences.append(extra)
+    occurrences.sort(key=lambda o: (o.start, o.end, o.label_id))
+    render_seed = int(render_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    num_frames = int(round(cfg.fps * AVE_SECONDS))
+    return VideoPlan(video_id, subset, num_frames / cfg.fps, num_frames, tuple(occurrences), render_seed)
+
+
+def plan_ave_dataset(cfg: AveSampleConfig) -> list[VideoPlan]:
+    """Every AVE-style clip's plan, deterministic for `cfg.seed`; ids are unique."""
+    validate_ave(cfg)
+    video_ss, split_ss = np.random.SeedSequence([cfg.seed, _AVE_TAG]).spawn(2)
+    counts = split_counts(cfg.num_videos, cfg.split)
+    subsets = np.repeat(np.arange(3), counts)[np.random.default_rng(split_ss).permutation(cfg.num_videos)]
+    plans, seen = [], set()
+    for index, ss in enumerate(video_ss.spawn(cfg.num_videos)):
+        plan = plan_ave_video(ss, index, SUBSETS[int(subsets[index])], cfg)
+        while plan.video_id in seen:
+            ss = ss.spawn(1)[0]
+            plan = plan_ave_video(ss, index, plan.subset, cfg)
+        seen.add(plan.video_id)
+        plans.append(plan)
+    return plans
+
+
+def segment_labels(plan: VideoPlan, num_classes: int) -> np.ndarray:
+    """(10,) class per 1 s segment of an AVE-style clip; background is `num_classes` (AVE: 28 of 0..28)."""
+    labels = np.full(AVE_SECONDS, num_classes, dtype=np.int64)
+    for o in plan.events():
+        labels[int(round(o.start)) : int(round(o.end))] = o.label_id
+    return labels
+
+
+def ave_annotation_lines(plans: list[VideoPlan], num_classes: int) -> list[str]:
+    """One `Category&VideoID&Quality&StartTime&EndTime` line per clip (integer seconds), in plan order."""
+    names = class_names(num_classes)
+    lines = []
+    for plan in plans:
+        (event,) = plan.events()
+        lines.append(f"{names[event.label_id]}&{plan.video_id}&good&{round(event.start)}&{round(event.end)}")
+    return lines
+
+
+def make_ave_sample(
+    out_dir: Path, cfg: AveSampleConfig | None = None, progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Write an AVE-style set: out_dir/videos/<id>.mp4, Annotations.txt (with the header line), trainSet.txt,
+    valSet.txt, testSet.txt and classes.tsv (label ids; background is the next id); return Annotations.txt's path.
+
+    As in the AVE release, the split files repeat the annotation lines of their videos (without a header). The
+    text files are written last, so they exist only when every clip does; a re-run resumes an interrupted one.
+    """
+    cfg = cfg or AveSampleConfig()
+    plans = plan_ave_dataset(cfg)
+    out_dir = Path(out_dir)
+    videos = write_clips(out_dir, plans, cfg.clip_config(), progress)
+    lines = ave_annotation_lines(plans, cfg.num_classes)
+    for subset, name in AVE_SPLIT_FILES.items():
+        chosen = [line for line, plan in zip(lines, plans, strict=True) if plan.subset == subset]
+        _atomic_write_text(out_dir / name, "".join(f"{line}\n" for line in chosen))
+    _atomic_write_text(out_dir / "classes.tsv", classes_tsv(plans, cfg.clip_config()))
+    target = out_dir / "Annotations.txt"
+    _atomic_write_text(target, "".join(f"{line}\n" for line in [AVE_HEADER, *lines]))
+    log.info("wrote %d AVE-style clips to %s", len(plans), videos)
+    return target

@@ -1,0 +1,407 @@
+"""`avdet train`: AdamW + warm-up/cosine, gradient clipping, EMA weights, validation mAP, resumable checkpoints.
+
+Deterministic under a seed: the shuffling order and the training crops depend only on (seed, epoch, index), and
+every epoch-end checkpoint stores the RNG states, so `--resume` after a kill ends with the weights of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from avdet.errors import ConfigError, DataError
+from avdet.models.losses import PositiveNormaliser, detection_loss
+from avdet.models.registry import model_entry
+from avdet.pipeline.checkpoint import read_checkpoint, save_checkpoint
+from avdet.pipeline.config import ExperimentConfig, save_config, to_dict
+from avdet.pipeline.data import (
+    DetectionDataset,
+    ReleasedSource,
+    StoreSource,
+    collate,
+    read_classes,
+    split_ids,
+)
+from avdet.pipeline.evaluate import EvalResult, evaluate, events_to_predictions, load_annotations
+from avdet.pipeline.inference import predict
+from avdet.pipeline.store import FeatureStore, default_cache_dir
+
+log = logging.getLogger(__name__)
+
+
+# -- progress reporting (the CLI renders it; tests may pass nothing) -----------------------------------------------
+@dataclass
+class Reporter:
+    start: Callable[[int, int], None] = lambda total_steps, first_step: None
+    step: Callable[[int, dict[str, float]], None] = lambda step, losses: None
+    epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_metric: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def make_source(cfg: ExperimentConfig, annotations: dict):
+    """The feature source the data section names: the feature store or released folders."""
+    data = cfg.data
+    if data.source == "released":
+        if not data.released_root:
+            raise ConfigError("data.released_root is required when data.source is 'released'")
+        return ReleasedSource(data.released_root, data.released_layout, annotations)
+    return StoreSource(FeatureStore(data.cache or default_cache_dir()), data.extractor)
+
+
+# -- optimisation ---------------------------------------------------------------------------------------------------
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on the weight matrices / kernels of linear and conv layers only (not biases, norms, scales)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_kernel = p.ndim >= 2 and name.endswith("weight")
+        (decay if is_kernel else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 1e-8 / 1e-4) -> float:
+    """LR multiplier: linear warm-up from 0 over `warmup` steps, then cosine to ~0 at `total` steps."""
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ModelEma:
+    """Exponential moving average of every floating-point state entry (weights and buffers)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            if ema_v.dtype.is_floating_point:
+                ema_v.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                ema_v.copy_(v)
+
+
+# -- the loop -------------------------------------------------------------------------------------------------------
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_dims(model_cfg: Any, classes: list[str], sample: dict) -> None:
+    got = (sample["visual"].shape[1], sample["audio"].shape[1])
+    want = (model_cfg.visual_dim, model_cfg.audio_dim)
+    if got != want:
+        raise ConfigError(f"model expects feature dims {want} (visual, audio) but the data has {got}")
+    if model_cfg.num_classes != len(classes):
+        raise ConfigError(f"model.num_classes is {model_cfg.num_classes} but the data has {len(classes)} classes")
+
+
+def _data_record(cfg: ExperimentConfig) -> dict:
+    """The data section with absolute paths, so `eval --checkpoint` finds the annotations and features again."""
+    data = to_dict(cfg.data)
+    for key in ("annotations", "classes", "cache", "released_root"):
+        if data[key]:
+            data[key] = str(Path(data[key]).resolve())
+    if cfg.data.source == "store" and not data["cache"]:
+        data["cache"] = str(default_cache_dir().resolve())
+    return data
+
+
+def validate(
+    model: nn.Module, loader: DataLoader, cfg: ExperimentConfig, classes: list[str], annotations: dict, device
+) -> EvalResult:
+    pp = cfg.postprocess
+    events = predict(model, loader, pp, classes, device)
+    return evaluate(annotations, events_to_predictions(events), split=cfg.data.val_split)
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Shuffled global batches of `batch_size` (seeded by seed + epoch); each rank takes its contiguous share.
+
+    With one process this is an ordinary shuffled batch sampler; with N ranks the union of the ranks' batches at
+    a step is exactly the single-process batch, so DDP training follows the single-process run. The last
+    incomplete batch is dropped (as the reference does in training).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if batch_size % world:
+            raise ConfigError(f"train.batch_size {batch_size} must be divisible by the number of processes ({world})")
+        if size < batch_size:
+            raise ConfigError(f"train.batch_size {batch_size} is larger than the training split ({size} videos)")
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size
+
+    def __iter__(self):
+        perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        share = self.batch_size // self.world
+        for k in range(len(self)):
+            start = k * self.batch_size + self.rank * share
+            yield perm[start : start + share]
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job (world 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+        return value
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the torchrun process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), resolve_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank), device
+
+
+class SyncedNormaliser(PositiveNormaliser):
+    """The positive-count EMA fed with the count summed over all ranks, so every rank keeps the same value."""
+
+    def __init__(self, dist: Dist, init: float, momentum: float) -> None:
+        super().__init__(init, momentum)
+        self._dist = dist
+
+    def update(self, num_pos):  # type: ignore[override]
+        total = self._dist.sum(torch.as_tensor(num_pos, dtype=torch.float64))
+        return super().update(float(total))
+
+
+def train(
+    cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None
+) -> TrainResult:
+    """Train the configured model; writes config.yaml, last.ckpt, best.ckpt and TensorBoard scalars to `run_dir`.
+
+    Under torchrun every rank trains on its share of each global batch (DistributedDataParallel); only rank 0
+    validates, writes checkpoints and logs.
+    """
+    reporter = reporter or Reporter()
+    tc = cfg.train
+    dist, device = init_distributed(tc.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+
+    annotations = load_annotations(cfg.data.annotations)
+    classes = read_classes(annotations, cfg.data.classes or None)
+    source = make_source(cfg, annotations)
+    model_cfg = cfg.model_config()
+    entry = model_entry(cfg.model["name"])
+    if cfg.task not in entry.tasks:
+        raise ConfigError(f"model {entry.name!r} does not support task {cfg.task!r} (supports {entry.tasks})")
+    train_set = DetectionDataset(
+        source,
+        annotations,
+        split_ids(annotations, cfg.data.train_split),
+        training=True,
+        max_seq_len=model_cfg.max_seq_len,
+        crop_ratio=cfg.data.crop_ratio,
+        crop_keep_event=cfg.data.crop_keep_event,
+        seed=tc.seed,
+    )
+    val_set = DetectionDataset(source, annotations, split_ids(annotations, cfg.data.val_split))
+    _check_dims(model_cfg, classes, train_set[0])
+
+    model = entry.model_cls(model_cfg).to(device)
+    ema = ModelEma(model, tc.ema_decay)
+    sampler = GlobalBatchSampler(len(train_set), tc.batch_size, tc.seed, dist.rank, dist.world)
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        collate_fn=partial(collate, pad_to=model_cfg.max_seq_len),
+    )
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
+    steps_per_epoch = len(sampler)
+    total_epochs = tc.warmup_epochs + tc.epochs
+    total_steps = total_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(warmup_cosine, warmup=tc.warmup_epochs * steps_per_epoch, total=total_steps)
+    )
+    normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
+    start_epoch, best_metric, best_epoch, history = 0, -1.0, -1, []
+
+    last_path, best_path = run_dir / "last.ckpt", run_dir / "best.ckpt"
+    if resume:
+        if not last_path.is_file():
+            raise DataError(f"{last_path}: nothing to resume (no last checkpoint in the run folder)")
+        state = read_checkpoint(last_path)["train_state"]
+        model.load_state_dict(state["model"])
+        ema.module.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        normaliser.load_state_dict(state["normaliser"])
+        _set_rng_state(state["rng"])
+        start_epoch, best_metric, best_epoch = state["epoch"] + 1, state["best_metric"], state["best_epoch"]
+        history = list(state["history"])
+        log.info("resuming %s at epoch %d", run_dir, start_epoch)
+    net: nn.Module = model
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    writer = None
+    if dist.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        save_config(cfg, run_dir / "config.yaml")
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch * steps_per_epoch)
+    val_loader = DataLoader(
+        val_set, batch_size=tc.batch_size, shuffle=False, num_workers=cfg.data.num_workers, collate_fn=collate
+    )
+    meta = {
+        "task": cfg.task,
+        "model": {"name": entry.name, "config": to_dict(model_cfg)},
+        "classes": classes,
+        "extractor": dict(source.spec),
+        "postprocess": to_dict(cfg.postprocess),
+        "data": _data_record(cfg),
+    }
+    use_amp = tc.amp and device.type == "cuda"
+    if dist.main:
+        reporter.start(total_steps, start_epoch * steps_per_epoch)
+    step = start_epoch * steps_per_epoch
+    try:
+        for epoch in range(start_epoch, total_epochs):
+            train_set.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            net.train()
+            sums: dict[str, float] = {}
+            for batch in loader:
+                batch = batch.to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = net(batch.audio, batch.visual, batch.mask)
+                losses = detection_loss(out, batch.segments, batch.labels, len(classes), normaliser, cfg.loss)
+                optimizer.zero_grad(set_to_none=True)
+                # DDP averages gradients over ranks; the losses are sums over this rank's share divided by the
+                # global normaliser, so scaling by the world size gives the single-process gradient.
+                (losses["total"] * dist.world).backward()
+                if tc.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+                optimizer.step()
+                scheduler.step()
+                ema.update(model)
+                step += 1
+                scalars = {k: float(dist.sum(v.detach().float())) for k, v in losses.items()}
+                for k, v in scalars.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if writer is not None and step % tc.log_every == 0:
+                    for k, v in scalars.items():
+                        writer.add_scalar(f"train/{k}", v, step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                if dist.main:
+                    reporter.step(step, scalars)
+            metrics: dict[str, float] = {f"loss_{k}": v / steps_per_epoch for k, v in sums.items()}
+            metrics["epoch"] = epoch
+            validate_now = epoch >= tc.eval_start and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == total_epochs)
+            if dist.main and validate_now:
+                t0 = time.perf_counter()
+                result = validate(ema.module, val_loader, cfg, classes, annotations, device)
+                metrics.update({"val_mAP": result.average_mAP, "val_seconds": time.perf_counter() - t0})
+                for tiou, ap in zip(result.tiou_thresholds, result.mAP, strict=True):
+                    metrics[f"val_mAP@{tiou:.1f}"] = float(ap)
+                writer.add_scalar("val/average_mAP", result.average_mAP, step)
+                if result.average_mAP > best_metric:
+                    best_metric, best_epoch = result.average_mAP, epoch
+                    save_checkpoint(
+                        best_path, {**meta, "epoch": epoch, "metrics": metrics, "state_dict": ema.module.state_dict()}
+                    )
+            history.append(metrics)
+            if dist.main:
+                reporter.epoch(epoch, metrics)
+                save_checkpoint(
+                    last_path,
+                    {
+                        **meta,
+                        "epoch": epoch,
+                        "metrics": metrics,
+                        "state_dict": ema.module.state_dict(),
+                        "train_state": {
+                            "model": model.state_dict(),
+                            "ema": ema.module.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "normaliser": normaliser.state_dict(),
+                            "rng": _rng_state(),
+                            "epoch": epoch,
+                            "best_metric": best_metric,
+                            "best_epoch": best_epoch,
+                            "history": history,
+                        },
+                    },
+                )
+            dist.barrier()  # no rank runs ahead of a checkpoint it might need on resume
+    finally:
+        if writer is not None:
+            writer.close()
+    return TrainResult(run_dir, best_metric, best_epoch, history)
