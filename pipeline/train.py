@@ -210,6 +210,35 @@ class Dist:
             torch.distributed.all_reduce(value)
         return value
 
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's value of a picklable object, on every rank."""
+        if self.world <= 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def enable_lcf_gather(model: nn.Module) -> int:
+    """Make LoCo's LCF use the whole global batch under DDP (every rank's segments as negatives)."""
+    from avdet.models.lcf import LCFModulation
+
+    found = [m for m in model.modules() if isinstance(m, LCFModulation)]
+    for m in found:
+        m.gather_ranks = True
+    return len(found)
+
+
+def count_replicated_once(losses: dict[str, torch.Tensor], lcf_weight: float, world: int) -> dict[str, torch.Tensor]:
+    """Under DDP the gathered LCF term is the whole batch's loss on every rank, unlike the other terms (sums over the
+    rank's share): divide it by the world size, so the sum over ranks (what the scaled backward and DDP's gradient
+    average amount to) counts it once and the gradient equals the single-process one."""
+    if world <= 1 or "lcf" not in losses:
+        return losses
+    share = losses["lcf"] / world
+    total = losses["total"] - lcf_weight * (losses["lcf"] - share)
+    return {**losses, "lcf": share, "total": total}
+
 
 def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     """Join the torchrun process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
@@ -308,6 +337,7 @@ def train(
         log.info("resuming %s at epoch %d", run_dir, start_epoch)
     net: nn.Module = model
     if dist.world > 1:
+        enable_lcf_gather(model)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     writer = None
@@ -342,6 +372,7 @@ def train(
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     out = net(batch.audio, batch.visual, batch.mask)
                 losses = detection_loss(out, batch.segments, batch.labels, len(classes), normaliser, cfg.loss)
+                losses = count_replicated_once(losses, cfg.loss.lcf_weight, dist.world)
                 optimizer.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks; the losses are sums over this rank's share divided by the
                 # global normaliser, so scaling by the world size gives the single-process gradient.
@@ -376,6 +407,8 @@ def train(
                     save_checkpoint(
                         best_path, {**meta, "epoch": epoch, "metrics": metrics, "state_dict": ema.module.state_dict()}
                     )
+            if dist.world > 1:  # every rank returns the same history and best metric
+                metrics, best_metric, best_epoch = dist.broadcast((metrics, best_metric, best_epoch))
             history.append(metrics)
             if dist.main:
                 reporter.epoch(epoch, metrics)

@@ -1,0 +1,113 @@
+"""`avdet train` on generated data: the tiny model learns, checkpoints are safe, and resume after a kill is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from avdet.errors import CheckpointError, ConfigError
+from avdet.pipeline.checkpoint import load_model, read_checkpoint
+from avdet.pipeline.config import load_config
+from avdet.pipeline.train import GlobalBatchSampler, warmup_cosine
+from conftest import SampleSet
+
+
+def test_tiny_model_learns(trained_run: Path) -> None:
+    result = json.loads((trained_run / "result.json").read_text())
+    history = result["history"]
+    first, last = history[0]["loss_total"], history[-1]["loss_total"]
+    assert last < 0.6 * first, (first, last)
+    maps = [h["val_mAP"] for h in history if "val_mAP" in h]
+    assert result["best"] == max(maps) and result["best"] > 0.2, maps
+    assert (trained_run / "best.ckpt").is_file() and (trained_run / "config.yaml").is_file()
+    assert any((trained_run / "tensorboard").iterdir())
+
+
+def test_checkpoint_holds_only_tensors_and_primitives(trained_run: Path) -> None:
+    ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["model"]["name"] == "loco" and len(ckpt["classes"]) == 5
+    assert ckpt["extractor"]["name"] == "lite"
+    loaded = load_model(trained_run / "best.ckpt")
+    assert not loaded.model.training
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_text("hello")
+    with pytest.raises(CheckpointError, match="bad.ckpt"):
+        read_checkpoint(bad)
+
+
+def test_incompatible_version_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
+    ckpt["version"] = 999
+    torch.save(ckpt, tmp_path / "future.ckpt")
+    with pytest.raises(CheckpointError, match="version"):
+        read_checkpoint(tmp_path / "future.ckpt")
+
+
+def test_mismatched_dims_are_a_clear_error(sample_set: SampleSet, tmp_path: Path) -> None:
+    from avdet.pipeline.train import train
+
+    cfg = load_config("tiny", sample_set.overrides(model__visual_dim=100, train__epochs=1))
+    with pytest.raises(ConfigError, match="feature dims"):
+        train(cfg, tmp_path / "run")
+
+
+def test_global_batches_split_across_ranks() -> None:
+    single = list(GlobalBatchSampler(10, 4, seed=3))
+    ranks = [list(GlobalBatchSampler(10, 4, seed=3, rank=r, world=2)) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks, strict=True)] == single
+
+
+def test_warmup_cosine_schedule() -> None:
+    assert warmup_cosine(0, 10, 100) == 0.0
+    assert warmup_cosine(5, 10, 100) == 0.5
+    assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(100, 10, 100) < 1e-3
+
+
+def _train_cmd(sample_set: SampleSet, run_dir: Path, *extra: str) -> list[str]:
+    sets = sample_set.overrides(train__epochs=4, train__warmup_epochs=1, train__eval_start=2)
+    cmd = [sys.executable, "-m", "avdet", "train", "--config", "tiny", "--run-dir", str(run_dir), *extra]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["train_state"]["model"]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(sample_set: SampleSet, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(sample_set, full), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(sample_set, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        last = killed / "last.ckpt"
+        if last.is_file() and read_checkpoint(last)["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_checkpoint(killed / "last.ckpt")["epoch"] < 3
+    res = subprocess.run(_train_cmd(sample_set, killed, "--resume"), env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+    a, b = _weights(full / "last.ckpt"), _weights(killed / "last.ckpt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
