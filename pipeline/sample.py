@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 
 from avdet.errors import AvdetError, ConfigError
+from avdet.pipeline.store import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -463,21 +464,11 @@ def _atomic_write_text(target: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_stale_temps(folder: Path) -> None:
     """Remove temp files left by a killed run (whose process is gone)."""
     for tmp in folder.glob(f"*{TEMP_MARK}*"):
         pid = tmp.name.rsplit(TEMP_MARK, 1)[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
 

@@ -97,7 +97,8 @@ class StoredFeatures:
     duration: float
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a temp file's writer may still be running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -271,5 +272,5 @@ class FeatureStore:
         """Remove temp files left by killed processes (their pid is in the name)."""
         for tmp in folder.rglob("*.tmp-*"):
             with contextlib.suppress(ValueError, OSError):
-                if not _pid_alive(int(tmp.name.rsplit("-", 1)[1])):
+                if not pid_alive(int(tmp.name.rsplit("-", 1)[1])):
                     tmp.unlink()
