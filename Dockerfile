@@ -26,7 +26,7 @@ RUN pip install --no-cache-dir '.[decord,hdf5,dist]' \
 
 USER 1000:1000
 ENV AVDET_CACHE=/cache \
-    AVDET_WEIGHTS_DIR=/weights
+    AVDET_WEIGHTS=/weights
 VOLUME ["/cache", "/weights"]
 WORKDIR /home/avdet
 # Smoke step: the CLI imports and answers.

@@ -64,7 +64,9 @@ def extract(
     backend: Annotated[str, typer.Option(help="Frame decoder: ffmpeg | decord (falls back to ffmpeg).")] = "ffmpeg",
     weights_dir: Annotated[
         Path,
-        typer.Option(help="Pretrained weights folder [default: $AVDET_WEIGHTS_DIR].", show_default=False),
+        typer.Option(
+            help="Pretrained weights folder [default: $AVDET_WEIGHTS or ~/.cache/avdet/weights].", show_default=False
+        ),
     ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random backbone weights (tests and benchmarks only).")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
