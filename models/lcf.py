@@ -13,6 +13,12 @@ Segments of different videos are negatives (w = 0). Inside one video the target 
 
 The loss itself (`models.losses.lcf_loss`) only needs the embeddings, the scale and the target matrix, which
 the module returns.
+
+Under DistributedDataParallel each rank holds only its share of the batch, so its segments would miss the other
+ranks' negatives. With `gather_ranks` set (pipeline.train does so under DDP) the module gathers every rank's
+embeddings (gradients flow back to their owners) and builds the target matrix of the whole global batch: each rank
+then returns the single-process LCF inputs, and the trainer counts the replicated loss once (divides it by the
+world size).
 """
 
 from __future__ import annotations
@@ -62,6 +68,61 @@ def softened_targets(video: Tensor, step: Tensor, smoothing: float) -> Tensor:
     return torch.where(diag, on, torch.where(same, off, torch.zeros_like(off)))
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each rank the gradient of its own share summed over every rank's loss."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # (n, d) -> (world, n, d)
+        import torch.distributed as dist
+
+        ctx.rank = dist.get_rank()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's copy of the loss depends on this rank's share
+        return grad[ctx.rank]
+
+
+def gather_segments(
+    emb_v: Tensor, emb_a: Tensor, video: Tensor, step: Tensor, batch: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Concatenate the valid segments of every rank in rank order, as one batch of all ranks' videos.
+
+    emb_v, emb_a: (N_r, d) this rank's embeddings; video, step: (N_r,) its segment indices; batch: its videos.
+    Returns (N, d), (N, d), (N,), (N,) with video ids offset by the videos of the lower ranks, so the order equals
+    that of one process holding the ranks' shares one after another. Embedding gradients reach their own rank.
+    """
+    import torch.distributed as dist
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = torch.tensor([[emb_v.shape[0], batch]], dtype=torch.int64, device=emb_v.device)  # (1, 2)
+    all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
+    dist.all_gather(all_sizes, sizes)
+    counts = [int(s[0, 0]) for s in all_sizes]
+    offsets = [sum(int(s[0, 1]) for s in all_sizes[:r]) for r in range(world)]
+    pad = max(counts) - emb_v.shape[0]  # collectives need equal shapes: pad, gather, then cut each share back
+
+    def padded(x: Tensor) -> Tensor:
+        return F.pad(x, (0, 0, 0, pad)) if x.ndim == 2 else F.pad(x, (0, pad))
+
+    ids = torch.stack([video + offsets[rank], step], dim=1)  # (N_r, 2)
+    all_ids = [torch.zeros_like(padded(ids)) for _ in range(world)]
+    dist.all_gather(all_ids, padded(ids).contiguous())
+    all_v = _GatherWithGrad.apply(padded(emb_v))  # (world, n_max, d)
+    all_a = _GatherWithGrad.apply(padded(emb_a))
+    cut = [slice(0, n) for n in counts]
+    ids = torch.cat([x[c] for x, c in zip(all_ids, cut, strict=True)])  # (N, 2)
+    emb_v = torch.cat([x[c] for x, c in zip(all_v, cut, strict=True)])  # (N, d)
+    emb_a = torch.cat([x[c] for x, c in zip(all_a, cut, strict=True)])  # (N, d)
+    return emb_v, emb_a, ids[:, 0], ids[:, 1]
+
+
 def lcf_targets(kind: str, video: Tensor, step: Tensor, sigma: Tensor | float, smoothing: float) -> Tensor:
     """The (N, N) target matrix of an LCF variant."""
     if kind in ("adaptive_gaussian", "fixed_gaussian"):
@@ -100,6 +161,7 @@ class LCFModulation(nn.Module):
         self.smoothing = smoothing
         self.sigma_floor = sigma_floor
         self.max_scale = max_scale
+        self.gather_ranks = False  # set by the DDP trainer: build the loss inputs of the whole global batch
         self.proj_audio = nn.Linear(dim, proj_dim)
         self.proj_visual = nn.Linear(dim, proj_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / tau_init)))
@@ -122,6 +184,8 @@ class LCFModulation(nn.Module):
         video, step = valid_segments(mask)
         emb_a = F.normalize(self.proj_audio(audio[mask]).float(), dim=-1)  # (N, d)
         emb_v = F.normalize(self.proj_visual(visual[mask]).float(), dim=-1)  # (N, d)
+        if self.gather_ranks and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            emb_v, emb_a, video, step = gather_segments(emb_v, emb_a, video, step, mask.shape[0])
         sigma = self.sigma
         return {
             "visual": emb_v,

@@ -1,0 +1,247 @@
+"""LoCo vs. UnAV vs. CCNet (and LoCo's ablations) on generated data, under one training budget and seed.
+
+    .venv/bin/python benchmarks/compare.py --out runs/compare --videos 48
+    .venv/bin/python benchmarks/compare.py --out runs/compare --videos 48 --ablations --seeds 3
+
+Steps: make (or reuse) a `make-sample` set in OUT/data, extract (or reuse) its `lite` features in OUT/cache, train
+every model with the tiny configs (configs/tiny.yaml, tiny_unav.yaml, tiny_ccnet.yaml: same data, epochs, batch,
+LR schedule and seed), evaluate each run's best checkpoint (by validation Avg. mAP) on the test split, and print one
+markdown table: parameters, forward FLOPs at T = max_seq_len, training wall time, test mAP@0.5:0.9 and Avg.
+Finished runs (OUT/runs/<model>/seed<S>/result.json) are reused, so an interrupted comparison picks up where it
+stopped. With `--seeds N` every row is the mean (± standard deviation) over train seeds seed, seed + 1, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from avdet.errors import AvdetError, DataError
+from avdet.models.flops import count_flops, count_params
+from avdet.models.registry import model_entry
+from avdet.pipeline.config import ExperimentConfig, load_config
+from avdet.pipeline.detect import evaluate_checkpoint
+from avdet.pipeline.extract import ExtractOptions, extract_videos
+from avdet.pipeline.sample import SampleConfig, make_sample
+from avdet.pipeline.train import Reporter, train
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # row label
+    config: str  # a config name in configs/
+    overrides: tuple[str, ...] = ()  # `--set` style overrides on top of the config
+
+
+MODELS = (
+    Variant("LoCo", "tiny"),
+    Variant("UnAV", "tiny_unav"),
+    Variant("CCNet", "tiny_ccnet"),
+)
+# The paper's ablations of LoCo's two components: LAC's attention window and LCF's target.
+ABLATIONS = (
+    Variant("LoCo, global attention", "tiny", ("model.attention=global",)),
+    Variant("LoCo, fixed windows", "tiny", ("model.attention=fixed",)),
+    Variant("LoCo, no LCF", "tiny", ("model.lcf=none",)),
+    Variant("LoCo, diagonal LCF", "tiny", ("model.lcf=diagonal",)),
+)
+
+
+SHOWN_TIOU = 0.5  # table columns from this tIoU up (UnAV-100 reports 0.5:0.9 and Avg. over 0.1:0.9)
+
+
+@dataclass
+class RunResult:
+    seconds: float  # training wall time
+    best_epoch: int
+    val_avg: float  # best validation Avg. mAP (fraction)
+    test_map: list[float]  # test mAP per tIoU threshold (fractions)
+    test_avg: float
+    tious: list[float]
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+
+
+def prepare_data(out: Path, videos: int, data_seed: int, workers: int) -> tuple[Path, Path, Path]:
+    """Generate the clips (re-running renders only missing ones) and extract lite features (cached ones skipped)."""
+    data_dir, cache = out / "data", out / "cache"
+    t0 = time.perf_counter()
+    ann = make_sample(data_dir, SampleConfig(num_videos=videos, seed=data_seed, workers=workers))
+    t1 = time.perf_counter()
+    paths = sorted((data_dir / "videos").glob("*.mp4"))
+    results = extract_videos(paths, cache, ExtractOptions(extractor="lite"), workers=workers)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise DataError(f"{failed[0].path}: feature extraction failed ({failed[0].reason})")
+    done = sum(r.status == "done" for r in results)
+    log(
+        f"data: {videos} clips in {data_dir} ({t1 - t0:.0f} s); features: {done} extracted, "
+        f"{len(results) - done} cached ({time.perf_counter() - t1:.0f} s)"
+    )
+    return ann, data_dir / "classes.tsv", cache
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def experiment(
+    variant: Variant, ann: Path, classes: Path, cache: Path, seed: int, extra: list[str]
+) -> ExperimentConfig:
+    overrides = [
+        f"data.annotations={ann}",
+        f"data.classes={classes}",
+        f"data.cache={cache}",
+        f"train.seed={seed}",
+        "train.device=cpu",
+        *variant.overrides,
+        *extra,
+    ]
+    return load_config(variant.config, overrides)
+
+
+def model_size(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(parameters, forward FLOPs of one video at T = max_seq_len)."""
+    mcfg = cfg.model_config()
+    model = model_entry(cfg.model["name"]).model_cls(mcfg)
+    return count_params(model), count_flops(model, mcfg.max_seq_len)
+
+
+def run_one(variant: Variant, cfg: ExperimentConfig, run_dir: Path) -> RunResult:
+    """Train (unless a finished result exists) and score the best checkpoint on the test split."""
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        log(f"{variant.name}: reusing {result_path}")
+        return RunResult(**json.loads(result_path.read_text()))
+    epochs = cfg.train.warmup_epochs + cfg.train.epochs
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        val = f", val Avg. {100 * metrics['val_mAP']:.1f}" if "val_mAP" in metrics else ""
+        log(f"  {variant.name} epoch {epoch + 1}/{epochs}: loss {metrics.get('loss_total', float('nan')):.3f}{val}")
+
+    t0 = time.perf_counter()
+    trained = train(cfg, run_dir, reporter=Reporter(epoch=on_epoch))
+    seconds = time.perf_counter() - t0
+    best = run_dir / "best.ckpt"
+    if not best.is_file():
+        raise DataError(f"{run_dir}: training wrote no best checkpoint (no validation epoch?)")
+    test, _ = evaluate_checkpoint(best, split=cfg.data.test_split, device="cpu")
+    result = RunResult(
+        seconds=seconds,
+        best_epoch=trained.best_epoch,
+        val_avg=float(trained.best_metric),
+        test_map=[float(x) for x in test.mAP],
+        test_avg=float(test.average_mAP),
+        tious=[float(t) for t in test.tiou_thresholds],
+    )
+    result_path.write_text(json.dumps(result.__dict__, indent=1) + "\n")
+    log(
+        f"{variant.name}: {seconds:.0f} s, best epoch {trained.best_epoch + 1}, "
+        f"val Avg. {100 * result.val_avg:.1f}, test Avg. {100 * result.test_avg:.1f}"
+    )
+    return result
+
+
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    mean = scale * statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def result_tious(rows: list[tuple[Variant, int, int, list[RunResult]]]) -> str:
+    tious = rows[0][3][0].tious
+    return f"{tious[0]:.1f}:{tious[-1]:.1f}"
+
+
+def table(rows: list[tuple[Variant, int, int, list[RunResult]]]) -> str:
+    tious = rows[0][3][0].tious
+    shown = [i for i, t in enumerate(tious) if t >= SHOWN_TIOU - 1e-9]  # the papers' columns; Avg. is over all
+    head = ["Model", "Params (M)", "GFLOPs", "Train (s)", *(f"mAP@{tious[i]:.1f}" for i in shown), "Avg."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for variant, params, flops, runs in rows:
+        cells = [
+            variant.name,
+            f"{params / 1e6:.2f}",
+            f"{flops / 1e9:.3f}",
+            mean_std([r.seconds for r in runs], digits=0),
+            *(mean_std([r.test_map[i] for r in runs], 100) for i in shown),
+            mean_std([r.test_avg for r in runs], 100),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="data, features, runs and results")
+    parser.add_argument("--videos", type=int, default=48, help="generated clips (60/20/20 train/val/test split)")
+    parser.add_argument("--data-seed", type=int, default=0, help="make-sample seed")
+    parser.add_argument("--seed", type=int, default=1234, help="first training seed (the configs' default)")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds to average over")
+    parser.add_argument(
+        "--ablations", action="store_true", help="also LoCo with global/fixed attention, no/diagonal LCF"
+    )
+    parser.add_argument("--only", nargs="+", metavar="MODEL", help="only these rows (names as in the table)")
+    parser.add_argument(
+        "--set", dest="extra", action="append", default=[], help="override for every run, e.g. train.epochs=10"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="processes for clip generation and extraction")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for training (1: robust on a loaded, shared machine)"
+    )
+    args = parser.parse_args()
+    # On a shared 2-core machine, 2 intra-op threads contending with other jobs were 8x slower than 1 for these
+    # tiny models (synchronisation stalls); every model gets the same setting, so the timings stay comparable.
+    torch.set_num_threads(args.threads)
+    if args.seeds < 1 or args.videos < 10:
+        parser.error("--seeds must be >= 1 and --videos >= 10 (every split needs clips)")
+
+    variants = list(MODELS) + (list(ABLATIONS) if args.ablations else [])
+    if args.only:
+        wanted = {n.lower() for n in args.only}
+        variants = [v for v in variants if v.name.lower() in wanted]
+        if not variants:
+            parser.error(f"--only matched no model (names: {', '.join(v.name for v in MODELS + ABLATIONS)})")
+    load_start = os.getloadavg()
+    try:
+        ann, classes, cache = prepare_data(args.out, args.videos, args.data_seed, args.workers)
+        rows = []
+        for variant in variants:
+            runs = []
+            for k in range(args.seeds):
+                seed = args.seed + k
+                cfg = experiment(variant, ann, classes, cache, seed, args.extra)
+                runs.append(run_one(variant, cfg, args.out / "runs" / slug(variant.name) / f"seed{seed}"))
+            params, flops = model_size(cfg)
+            rows.append((variant, params, flops, runs))
+    except AvdetError as err:
+        sys.exit(f"error: {err}")
+
+    cfg0 = experiment(MODELS[0], ann, classes, cache, args.seed, args.extra)  # the shared budget, as run
+    load = os.getloadavg()
+    text = (
+        f"{args.videos} generated clips (data seed {args.data_seed}), lite features; "
+        f"{cfg0.train.warmup_epochs} + {cfg0.train.epochs} epochs, batch {cfg0.train.batch_size}, "
+        f"{args.seeds} training seed(s) from {args.seed}; test split, mAP in % (Avg. over tIoU {result_tious(rows)}); "
+        f"FLOPs at T = "
+        f"{cfg0.model_config().max_seq_len}; CPU, {torch.get_num_threads()} torch threads, "
+        f"load average {load_start[0]:.2f} at the start, {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) at the "
+        f"end\n\n{table(rows)}\n"
+    )
+    print(text)
+    (args.out / "compare.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
