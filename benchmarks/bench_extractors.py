@@ -13,7 +13,6 @@ window is fixed, so the estimate is what a full run costs. `--full` also times t
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_extract import make_clip  # the same generated 60 s 640x360 clip
 
 from avdet.extractors import i3d_vggish as IV
 from avdet.extractors import raft
@@ -28,23 +28,6 @@ from avdet.extractors.base import AudioInput
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline import media
 from avdet.pipeline.extract import compute_features
-
-
-def make_clip(path: Path, seconds: float) -> None:
-    """A 640x360 30 fps h264 clip with moving content and a stereo AAC tone (no binary fixtures)."""
-    args = [
-        "ffmpeg",
-        "-y",
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size=640x360:rate=30:duration={seconds}",
-    ]
-    args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}", "-ac", "2"]
-    args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)]
-    subprocess.run(args, check=True)
 
 
 def timed(fn: Callable[[], object], device: str) -> float:

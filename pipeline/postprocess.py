@@ -323,6 +323,19 @@ def _batched_nms(
     return results
 
 
+def _nms_options(cfg: PostprocessConfig) -> dict:
+    """The `batched_nms` keywords a post-processing config sets."""
+    return {
+        "method": cfg.nms_method,
+        "sigma": cfg.sigma,
+        "iou_threshold": cfg.iou_threshold,
+        "min_score": cfg.min_score,
+        "max_seg_num": cfg.max_seg_num,
+        "multiclass": cfg.multiclass,
+        "voting_thresh": cfg.voting_thresh,
+    }
+
+
 def nms(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg: PostprocessConfig) -> Detections:
     """One video's candidates through the NMS `cfg` describes."""
     video = torch.zeros(len(scores), dtype=torch.long)
@@ -332,13 +345,7 @@ def nms(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg:
         labels,
         video,
         1,
-        method=cfg.nms_method,
-        sigma=cfg.sigma,
-        iou_threshold=cfg.iou_threshold,
-        min_score=cfg.min_score,
-        max_seg_num=cfg.max_seg_num,
-        multiclass=cfg.multiclass,
-        voting_thresh=cfg.voting_thresh,
+        **_nms_options(cfg),
     )
     return out
 
@@ -417,13 +424,7 @@ def postprocess(
         labels,
         video,
         n_videos,
-        method=cfg.nms_method,
-        sigma=cfg.sigma,
-        iou_threshold=cfg.iou_threshold,
-        min_score=cfg.min_score,
-        max_seg_num=cfg.max_seg_num,
-        multiclass=cfg.multiclass,
-        voting_thresh=cfg.voting_thresh,
+        **_nms_options(cfg),
     )
     return [
         to_events(s, sc, lab, grid, dur, class_names)
