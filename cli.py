@@ -159,6 +159,13 @@ def make_sample(
     ave: Annotated[
         bool, typer.Option(help="Write an AVE-style set instead (10 s clips, Annotations.txt and split files).")
     ] = False,
+    features: Annotated[
+        bool,
+        typer.Option(
+            help="With --ave: write synthetic features in the AVE release's HDF5 layout (visual_feature.h5 "
+            "(N, 10, 7, 7, 512), audio_feature.h5, labels.h5, orders, weak-setting files) instead of clips."
+        ),
+    ] = False,
 ) -> None:
     """Synthesise clips with overlapping audio-visual events (and distractors) plus UnAV-100-style ground truth."""
     from functools import partial
@@ -166,6 +173,17 @@ def make_sample(
     from avdet.pipeline.sample import AveSampleConfig, SampleConfig, make_ave_sample
     from avdet.pipeline.sample import make_sample as make_dense
 
+    if features:
+        if not ave:
+            raise fail("--features writes the AVE HDF5 layout: use it with --ave")
+        from avdet.pipeline.ave import write_synthetic_ave
+
+        with console.status("writing AVE-layout features..."):
+            write_synthetic_ave(
+                out_dir, num_videos=videos, num_classes=classes, num_noisy=max(1, videos // 6), seed=seed
+            )
+        out.print(f"wrote AVE-layout features of {videos} videos to {out_dir}")
+        return
     if ave:
         run = partial(make_ave_sample, cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes))
     else:
@@ -196,7 +214,7 @@ def train(
     run_dir: Annotated[Path, typer.Option(help="Where checkpoints, config.yaml and TensorBoard logs go.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt.")] = False,
 ) -> None:
-    """Train a detector (LoCo, UnAV, CCNet) from cached or released features."""
+    """Train a model (LoCo, UnAV, CCNet; CCLN or LoCo on AVE segments) from cached or released features."""
     from avdet.pipeline.config import load_config
     from avdet.pipeline.train import Reporter
     from avdet.pipeline.train import train as run_train
@@ -219,7 +237,7 @@ def train(
     task = progress.add_task("train", total=None, info="")
 
     def on_epoch(epoch: int, metrics: dict) -> None:
-        val = f"  val Avg. mAP {100 * metrics['val_mAP']:.2f}" if "val_mAP" in metrics else ""
+        val = "".join(f"  val {_metric_text(k, v)}" for k, v in metrics.items() if k in ("val_mAP", "val_accuracy"))
         progress.console.print(f"epoch {epoch:3d}  loss {metrics.get('loss_total', float('nan')):.4f}{val}")
 
     reporter = Reporter(
@@ -233,9 +251,14 @@ def train(
     except AvdetError as err:
         raise fail(str(err)) from None
     out.print(
-        f"best validation Avg. mAP {100 * result.best_metric:.2f} (epoch {result.best_epoch}); "
+        f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
         f"checkpoints in {result.run_dir}"
     )
+
+
+def _metric_text(name: str, value: float) -> str:
+    """A validation metric as printed: mAP is kept as a fraction, segment accuracy in percent."""
+    return f"accuracy {value:.2f} %" if name == "val_accuracy" else f"Avg. mAP {100 * value:.2f}"
 
 
 # -- detect ------------------------------------------------------------------------------------------------------
@@ -359,19 +382,25 @@ def _print_events(video: str, duration: float, events: list) -> None:
 @app.command("eval")
 def eval_(
     predictions: Annotated[Path, typer.Option(help="A predictions file in the UnAV-100 results format.")] = None,
-    checkpoint: Annotated[Path, typer.Option(help="Detect over the split's cached features, then score.")] = None,
-    annotations: Annotated[Path, typer.Option(help="UnAV-100-format ground truth [default: the checkpoint's].")] = None,
+    checkpoint: Annotated[Path, typer.Option(help="Run a checkpoint over the split's features, then score.")] = None,
+    annotations: Annotated[Path, typer.Option(help="Ground truth [default: the checkpoint's].")] = None,
     split: Annotated[str, typer.Option(help="Subset to score.")] = "test",
-    json_out: Annotated[Path, typer.Option("--json", help="Write {tiou_thresholds, mAP, average_mAP} here.")] = None,
+    json_out: Annotated[Path, typer.Option("--json", help="Also write the scores as JSON here.")] = None,
     save_predictions: Annotated[Path, typer.Option(help="With --checkpoint: where to write the predictions.")] = None,
+    confusion: Annotated[
+        Path, typer.Option(help="Segment checkpoints: confusion matrix PNG [default: beside the checkpoint].")
+    ] = None,
     cache: Annotated[Path, typer.Option(help="Feature store folder [default: the checkpoint's].")] = None,
     released_root: Annotated[Path, typer.Option(help="Released feature folder [default: the checkpoint's].")] = None,
+    ave_root: Annotated[Path, typer.Option(help="AVE HDF5 feature folder [default: the checkpoint's].")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
 ) -> None:
-    """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator."""
+    """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a
+    segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
     import json
 
+    from avdet.pipeline.checkpoint import load_model
     from avdet.pipeline.detect import evaluate_checkpoint
     from avdet.pipeline.evaluate import evaluate, events_to_predictions, load_annotations, load_predictions
     from avdet.pipeline.writers import write_text_atomic
@@ -386,6 +415,20 @@ def eval_(
             preds = load_predictions(predictions, ann)
             result = evaluate(ann, preds, split=split)
         else:
+            loaded = load_model(checkpoint, device)
+            if loaded.task == "segment":
+                _eval_segments(
+                    checkpoint,
+                    loaded,
+                    split=split,
+                    json_out=json_out,
+                    confusion=confusion or checkpoint.with_name(f"confusion_{split}.png"),
+                    data={"annotations": annotations, "cache": cache, "ave_root": ave_root},
+                    released_root=released_root,
+                    device=device,
+                    batch_size=batch_size,
+                )
+                return
             result, events = evaluate_checkpoint(
                 checkpoint,
                 split=split,
@@ -394,6 +437,7 @@ def eval_(
                 released_root=released_root,
                 device=device,
                 batch_size=batch_size,
+                loaded=loaded,
             )
             preds_path = save_predictions or checkpoint.with_name(f"predictions_{split}.json")
             write_text_atomic(preds_path, json.dumps(events_to_predictions(events)))
@@ -412,6 +456,59 @@ def eval_(
             write_text_atomic(json_out, json.dumps(result.as_dict(), indent=2))
         except AvdetError as err:
             raise fail(str(err)) from None
+
+
+def _eval_segments(
+    checkpoint: Path,
+    loaded,
+    *,
+    split: str,
+    json_out: Path | None,
+    confusion: Path,
+    data: dict,
+    released_root: Path | None,
+    device: str,
+    batch_size: int,
+) -> None:
+    """`avdet eval` of a segment checkpoint: accuracy table, background-only floor, confusion PNG, JSON."""
+    import json
+
+    import numpy as np
+
+    from avdet.pipeline.ave import save_confusion_png
+    from avdet.pipeline.detect import evaluate_segment_checkpoint
+    from avdet.pipeline.writers import write_text_atomic
+
+    result = evaluate_segment_checkpoint(
+        checkpoint,
+        split=split,
+        released_root=released_root,
+        device=device,
+        batch_size=batch_size,
+        loaded=loaded,
+        **data,
+    )
+    report = result.report
+    table = Table(title=f"Segment accuracy (%), split {split}", show_edge=False)
+    for col in ("class", "segments", "accuracy"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, count, acc in report.table():
+        table.add_row(name, str(count), "-" if np.isnan(acc) else f"{acc:.2f}")
+    table.add_section()
+    table.add_row("[bold]all segments", str(int(report.confusion.sum())), f"[bold]{report.accuracy:.2f}")
+    table.add_row("always background", "", f"{result.background_only:.2f}")
+    out.print(table)
+    save_confusion_png(report, confusion)
+    console.print(f"confusion matrix written to {confusion}", highlight=False)
+    if json_out is not None:
+        scores = {
+            "split": split,
+            "accuracy": report.accuracy,
+            "background_only": result.background_only,
+            "per_class": {n: (None if np.isnan(a) else a) for n, _, a in report.table()},
+            "segments": {n: c for n, c, _ in report.table()},
+        }
+        write_text_atomic(json_out, json.dumps(scores, indent=2))
 
 
 # -- plot --------------------------------------------------------------------------------------------------------

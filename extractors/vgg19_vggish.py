@@ -13,7 +13,6 @@ a model on features from one source.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -46,19 +45,6 @@ WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_LAYERS: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
 )  # fmt: skip
-
-# The catalog entry this extractor needs, registered here until extractors/weights.py lists it (setdefault keeps
-# theirs); keywords only, filtered to the fields `WeightsFile` has, so catalog schema changes do not break import.
-_ENTRY = {
-    "name": WEIGHTS_FILE,
-    "url": f"https://download.pytorch.org/models/{WEIGHTS_FILE}",
-    "source": "torchvision (VGG-19 ImageNet, IMAGENET1K_V1)",
-    "used_by": "vgg19_vggish (visual)",
-    "sha256_prefix": "dcbb9e9d",
-}
-if WEIGHTS_FILE not in W.CATALOG:
-    _fields = {f.name for f in dataclasses.fields(W.WeightsFile)}
-    W.CATALOG[WEIGHTS_FILE] = W.WeightsFile(**{k: v for k, v in _ENTRY.items() if k in _fields})
 
 FrameNet = Callable[[Tensor], Tensor]  # (N, 3, 224, 224) normalised -> (N, 512, 7, 7)
 

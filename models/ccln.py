@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from avdet.models.base import DetectorOutput, register_model
+from avdet.models.spatial import AudioGuidedVisualAttention, reduce_visual, visual_map
 
 BRANCHES = ("visual", "audio")
 
@@ -129,27 +130,6 @@ class BiLSTM(nn.Module):
         return out * mask[..., None]
 
 
-class AudioGuidedVisualAttention(nn.Module):
-    """AGVA: per segment, an attention map over the H x W locations computed from the visual map and the audio
-    feature; the output is the attention-weighted sum of the raw visual features. Eq. (1)."""
-
-    def __init__(self, visual_dim: int, audio_dim: int, hidden: int, att: int) -> None:
-        super().__init__()
-        self.visual_proj = nn.Linear(visual_dim, hidden)
-        self.audio_proj = nn.Linear(audio_dim, hidden)
-        self.visual_att = nn.Linear(hidden, att, bias=False)
-        self.audio_att = nn.Linear(hidden, att, bias=False)
-        self.score = nn.Linear(att, 1, bias=False)
-
-    def forward(self, visual: Tensor, audio: Tensor) -> tuple[Tensor, Tensor]:
-        """visual (N, L, Cv), audio (N, Ca) -> attended visual (N, Cv) and the attention map (N, L)."""
-        v = F.relu(self.visual_proj(visual))  # (N, L, h)
-        a = F.relu(self.audio_proj(audio))  # (N, h)
-        content = torch.tanh(self.visual_att(v) + self.audio_att(a)[:, None])  # (N, L, att)
-        alpha = torch.softmax(self.score(content).squeeze(-1), dim=-1)  # (N, L)
-        return torch.bmm(alpha[:, None], visual).squeeze(1), alpha  # (N, 1, L) @ (N, L, Cv) -> (N, Cv)
-
-
 def gate_rows(h: Tensor, tau: float, eps: float = 1e-8) -> Tensor:
     """SBI's h(tau): drop correlation entries below tau, renormalise each row to sum 1 (an all-dropped row is 0).
 
@@ -239,20 +219,10 @@ class CCLN(nn.Module):
         self.branch_out = nn.ModuleDict({name: nn.Linear(d, cfg.contrast_dim) for name in cfg.branches})
         self.weak_weight = nn.Linear(c + 1, 1) if cfg.setting == "weak" else None  # W_b
 
-    def _visual_map(self, visual: Tensor) -> Tensor:
-        """Any accepted visual layout -> (B, T, L, Cv) with L locations (1 when pooled)."""
-        b, t = visual.shape[:2]
-        cv = self.cfg.visual_dim
-        if visual.dim() == 5:
-            return visual.reshape(b, t, -1, visual.shape[-1])  # (B, T, H, W, C) -> (B, T, H*W, C)
-        if visual.dim() == 3 and visual.shape[-1] % cv == 0:
-            return visual.reshape(b, t, visual.shape[-1] // cv, cv)  # (B, T, L*C) -> (B, T, L, C)
-        raise ValueError(f"visual {tuple(visual.shape)}: expected (B, T, H, W, {cv}), (B, T, L*{cv}) or (B, T, {cv})")
-
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
         cfg = self.cfg
         b, t = mask.shape
-        vmap = self._visual_map(visual)
+        vmap = visual_map(visual, cfg.visual_dim)
         if vmap.shape[-1] != cfg.visual_dim or audio.shape != (b, t, cfg.audio_dim) or vmap.shape[:2] != (b, t):
             raise ValueError(f"audio {tuple(audio.shape)}, visual {tuple(visual.shape)}, mask {tuple(mask.shape)}")
         vmap = vmap * mask[:, :, None, None]
@@ -260,12 +230,9 @@ class CCLN(nn.Module):
         aux: dict = {}
 
         # Fusion stage.
-        if self.agva is not None and vmap.shape[2] > 1:
-            attended, alpha = self.agva(vmap.reshape(b * t, *vmap.shape[2:]), audio.reshape(b * t, -1))
-            v_a = attended.reshape(b, t, -1)  # (B*T, Cv) -> (B, T, Cv)
-            aux["visual_attention"] = alpha.reshape(b, t, -1)  # (B, T, L)
-        else:
-            v_a = vmap.mean(dim=2)  # (B, T, Cv)
+        v_a, alpha = reduce_visual(vmap, audio, self.agva)  # (B, T, Cv)
+        if alpha is not None:
+            aux["visual_attention"] = alpha  # (B, T, L)
         v_f = self.visual_sa(self.visual_lstm(v_a, mask), mask)
         a_f = self.audio_sa(self.audio_lstm(audio, mask), mask)
 

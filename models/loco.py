@@ -23,6 +23,7 @@ from avdet.models.blocks import LayerNorm, MaskedConv1d, TransformerBlock, sinus
 from avdet.models.heads import ClassificationHead, RegressionHead
 from avdet.models.lac import ATTENTION_TYPES, LACPyramid
 from avdet.models.lcf import LCF_TYPES, LCFModulation
+from avdet.models.spatial import SPATIAL_REDUCTIONS, AudioGuidedVisualAttention, reduce_visual, visual_map
 
 
 @dataclass
@@ -53,6 +54,13 @@ class LoCoConfig:
     head_layers: int = 3
     head_kernel: int = 3
     head_prior_prob: float = 0.01
+    # Segment-level AVEL (AVE): "segment" keeps the classification head only, over num_classes + 1 labels
+    # (background last), as the paper evaluates LoCo on AVE; "detection" is the dense UnAV-100 pair of heads.
+    head: Literal["detection", "segment"] = "detection"
+    # A spatial visual map per step (AVE's 7 x 7 x 512 VGG-19 pool5) is reduced to one vector before the encoder:
+    # "mean" pools the locations, "audio_attention" weights them by audio-guided attention (AGVA, the AVE
+    # baseline's module, hidden 512 / attention 49). Inputs without locations pass through unchanged.
+    spatial: Literal["mean", "audio_attention"] = "mean"
     dropout: float = 0.0
     drop_path: float = 0.1
 
@@ -75,6 +83,10 @@ class LoCoConfig:
             raise ValueError("lcf_sigma_init must exceed lcf_sigma_floor, which must be >= 0")
         if not 0.0 <= self.lcf_label_smoothing < 1.0:
             raise ValueError("lcf_label_smoothing must lie in [0, 1)")
+        if self.head not in ("detection", "segment"):
+            raise ValueError(f"head must be 'detection' or 'segment', not {self.head!r}")
+        if self.spatial not in SPATIAL_REDUCTIONS:
+            raise ValueError(f"spatial must be one of {', '.join(SPATIAL_REDUCTIONS)}, not {self.spatial!r}")
         if self.embed_kernel % 2 == 0 or self.head_kernel % 2 == 0:
             raise ValueError("embed_kernel and head_kernel must be odd")
 
@@ -187,15 +199,24 @@ class LoCo(nn.Module):
             cfg.embed_dim, cfg.lac_heads, cfg.num_levels, cfg.window_size, cfg.attention, cfg.dropout
         )
         self.decoder = FusionDecoder(cfg)
+        segment = cfg.head == "segment"
+        self.spatial = (
+            AudioGuidedVisualAttention(cfg.visual_dim, cfg.audio_dim) if cfg.spatial == "audio_attention" else None
+        )
         self.cls_head = ClassificationHead(
             2 * cfg.embed_dim,
             cfg.head_dim,
-            cfg.num_classes,
+            cfg.num_classes + 1 if segment else cfg.num_classes,
             num_layers=cfg.head_layers,
             prior_prob=cfg.head_prior_prob,
         )
-        self.reg_head = RegressionHead(
-            2 * cfg.embed_dim, cfg.head_dim, cfg.num_classes, cfg.num_levels, num_layers=cfg.head_layers
+        # Not built for the segment head, so every parameter gets a gradient (DDP needs that).
+        self.reg_head = (
+            None
+            if segment
+            else RegressionHead(
+                2 * cfg.embed_dim, cfg.head_dim, cfg.num_classes, cfg.num_levels, num_layers=cfg.head_layers
+            )
         )
 
     def padded_length(self, length: int) -> int:
@@ -203,7 +224,8 @@ class LoCo(nn.Module):
         return self.cfg.padded_length(length)
 
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
-        """audio (B, T, Ca), visual (B, T, Cv), mask (B, T) bool with T a multiple of the top stride.
+        """audio (B, T, Ca), visual (B, T, Cv) or a spatial map (B, T, H, W, Cv) / (B, T, L * Cv), mask (B, T)
+        bool with T a multiple of the top stride. The segment head returns no offsets.
 
         Up to max_seq_len, outputs on valid steps do not depend on how much padding follows, provided every level
         keeps at least one padded step (the shared blocks and heads keep UnAV's padding semantics).
@@ -216,9 +238,14 @@ class LoCo(nn.Module):
                 f"sequence length {length} is not a multiple of {self.cfg.max_stride}: "
                 f"pad to padded_length({length}) = {self.padded_length(length)}"
             )
+        aux = {}
+        if visual.dim() != 3 or visual.shape[-1] != self.cfg.visual_dim:
+            vmap = visual_map(visual, self.cfg.visual_dim) * mask[:, :, None, None]  # (B, T, L, Cv)
+            visual, alpha = reduce_visual(vmap, audio * mask[..., None], self.spatial)
+            if alpha is not None:
+                aux["visual_attention"] = alpha  # (B, T, L)
         a = self.audio_encoder(audio, mask)
         v = self.visual_encoder(visual, mask)
-        aux = {}
         if self.training and self.lcf is not None:
             aux["lcf"] = self.lcf(a, v, mask)
 
@@ -227,7 +254,7 @@ class LoCo(nn.Module):
         feats = self.decoder(feats, masks)
         return DetectorOutput(
             cls_logits=self.cls_head(feats, masks),
-            offsets=self.reg_head(feats, masks),
+            offsets=[] if self.reg_head is None else self.reg_head(feats, masks),
             masks=masks,
             strides=self.cfg.strides,
             aux=aux,

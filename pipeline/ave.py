@@ -21,26 +21,20 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from avdet.errors import DataError
-from avdet.models.base import DetectorOutput
 from avdet.models.segment import (
-    SegmentLossConfig,
-    SegmentTargets,
     confusion_matrix,
     per_class_accuracy,
     segment_accuracy,
-    segment_loss,
-    segment_predictions,
     video_labels_from_segments,
 )
 from avdet.pipeline.postprocess import Event
@@ -198,8 +192,9 @@ def ave_to_annotations(
     return {"version": "ave", "database": database}
 
 
-def load_ave_annotations(root: str | Path) -> tuple[dict, list[str]]:
-    """The annotation dict of an AVE folder (`Annotations.txt` + the three split files) and the class names."""
+def load_ave_annotations(root: str | Path, classes: Sequence[str] | None = None) -> tuple[dict, list[str]]:
+    """The annotation dict of an AVE folder (`Annotations.txt` + the three split files) and the class names
+    (`classes` when given, e.g. from a class-list TSV, else `ave_classes`)."""
     root = Path(root)
     entries = read_ave_annotations(root / "Annotations.txt")
     known = {e.video_id for e in entries}
@@ -209,7 +204,7 @@ def load_ave_annotations(root: str | Path) -> tuple[dict, list[str]]:
             if e.video_id not in known:
                 raise DataError(f"{root / name}: video {e.video_id} is not in Annotations.txt")
             subsets.setdefault(e.video_id, subset)
-    classes = ave_classes(entries)
+    classes = list(classes) if classes is not None else ave_classes(entries)
     return ave_to_annotations(entries, subsets, classes), classes
 
 
@@ -280,10 +275,13 @@ def read_h5_array(path: str | Path, key: str = H5_KEY) -> np.ndarray:
 
 
 def write_h5_array(path: str | Path, array: np.ndarray, key: str = H5_KEY) -> Path:
+    """Write one dataset under a temporary name and rename it: an interrupted write leaves no half file."""
     h5py = _h5py()
     path = Path(path)
-    with h5py.File(path, "w") as f:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as f:
         f.create_dataset(key, data=array)
+    os.replace(tmp, path)
     return path
 
 
@@ -327,17 +325,17 @@ class H5Rows:
 class AVEFeatureDataset(Dataset):
     """One split of the released AVE features.
 
-    Items: {"audio" (T, 128), "visual" (T, 7, 7, 512) or (T, 512) with `pool_visual`, "mask" (T,), "video"
+    Items: {"audio" (T, 128), "visual" (T, 7, 7, 512) (the models reduce the map), "mask" (T,), "video"
     (K,) video-level labels, and "segment" (T,) int64 labels unless this is weak-setting training}.
     `setting="weak"` on the train split reads the video-level labels of `mil_labels.h5` (never `labels.h5`) and
     appends the background-only noisy videos when their files exist.
     """
 
-    def __init__(self, root: str | Path, split: str, setting: str = "full", pool_visual: bool = False) -> None:
+    def __init__(self, root: str | Path, split: str, setting: str = "full") -> None:
         if split not in ORDER_FILES:
             raise DataError(f"AVE split must be one of {', '.join(ORDER_FILES)}, not {split!r}")
         root = Path(root)
-        self.root, self.split, self.setting, self.pool_visual = root, split, setting, pool_visual
+        self.root, self.split, self.setting = root, split, setting
         self.weak_train = setting == "weak" and split == "train"
         self.visual = H5Rows(root / VISUAL_FILE)
         self.audio = H5Rows(root / AUDIO_FILE)
@@ -387,8 +385,6 @@ class AVEFeatureDataset(Dataset):
             j = i - len(self.order)
             visual, audio, video = self.noisy[0][j], self.noisy[1][j], self.noisy[2][j]
             row = -1
-        if self.pool_visual and visual.ndim == 4:
-            visual = visual.mean(axis=(1, 2))  # (T, H, W, C) -> (T, C)
         item = {
             "audio": torch.from_numpy(audio),
             "visual": torch.from_numpy(np.ascontiguousarray(visual)),
@@ -400,16 +396,6 @@ class AVEFeatureDataset(Dataset):
             assert self.segments is not None
             item["segment"] = torch.from_numpy(self.segments[row])
         return item
-
-
-def collate_segments(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack fixed-length AVE items (every video has T = 10 segments) into a batch."""
-    return {key: torch.stack([it[key] for it in items]) for key in items[0]}
-
-
-def batch_targets(batch: dict[str, torch.Tensor]) -> SegmentTargets:
-    """The loss targets of a batch: segment labels only when the batch carries them (never in weak training)."""
-    return SegmentTargets(video=batch["video"], segment=batch.get("segment"))
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -461,85 +447,6 @@ def save_confusion_png(report: SegmentReport, path: str | Path, normalise: bool 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-# ---------------------------------------------------------------------------------------------- train / evaluate
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def train_segment_model(
-    model: nn.Module,
-    model_name: str,
-    dataset: Dataset,
-    loss_cfg: SegmentLossConfig,
-    *,
-    epochs: int,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    device: str = "cpu",
-    seed: int = 0,
-    prepare: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-) -> list[float]:
-    """A minimal segment-task training loop (Adam, the CCLN paper's optimiser), returning the mean loss of each
-    epoch. `prepare` may reshape a batch for a model (e.g. pad T for LoCo's pyramid). The full training run with
-    checkpoints and validation is `pipeline.train`'s job; this one serves tests and quick checks."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    dev = _device(device)
-    model.to(dev).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_segments, generator=generator)
-    history: list[float] = []
-    for _ in range(epochs):
-        total, count = 0.0, 0
-        for batch in loader:
-            batch = prepare(batch) if prepare else batch
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            output: DetectorOutput = model(batch["audio"], batch["visual"], batch["mask"])
-            loss, _ = segment_loss(model_name, output, batch_targets(batch), loss_cfg, batch["mask"])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * batch["mask"].shape[0]
-            count += batch["mask"].shape[0]
-        history.append(total / max(count, 1))
-    return history
-
-
-@torch.no_grad()
-def predict_segments(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    batch_size: int = 256,
-    device: str = "cpu",
-    prepare: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, T) predicted and true segment labels of an evaluation split (argmax over the C + 1 labels)."""
-    dev = _device(device)
-    model.to(dev).eval()
-    preds, targets = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_segments):
-        if "segment" not in batch:
-            raise DataError("evaluation needs segment labels (use the full-setting labels of a val/test split)")
-        length = batch["segment"].shape[1]
-        batch = prepare(batch) if prepare else batch
-        batch = {k: v.to(dev) for k, v in batch.items()}
-        output = model(batch["audio"], batch["visual"], batch["mask"])
-        preds.append(segment_predictions(output, length).cpu().numpy())
-        targets.append(batch["segment"][:, :length].cpu().numpy())
-    return np.concatenate(preds), np.concatenate(targets)
-
-
-def background_only_accuracy(target: np.ndarray, background: int) -> float:
-    """The accuracy of always predicting background: the floor a model must clear."""
-    return segment_accuracy(np.full_like(target, background), target)
 
 
 # ---------------------------------------------------------------------------------------------- generated sets

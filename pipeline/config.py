@@ -18,6 +18,7 @@ import yaml
 from avdet.errors import ConfigError
 from avdet.models import registry as model_registry
 from avdet.models.losses import LossConfig
+from avdet.models.segment import SegmentLossConfig
 from avdet.pipeline.postprocess import PostprocessConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -25,13 +26,17 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 @dataclass
 class DataConfig:
-    annotations: str = ""  # UnAV-100-format JSON
+    annotations: str = ""  # UnAV-100-format JSON, or (segment task) an AVE folder / its Annotations.txt
     classes: str = ""  # optional TSV (label_id, label); default: names found in the annotations
-    source: Literal["store", "released"] = "store"
+    # store: avdet's feature store; released: released UnAV-100 .npy folders; ave_h5: the AVE release's HDF5
+    # features read in place (segment task; annotations, classes and splits come from its files)
+    source: Literal["store", "released", "ave_h5"] = "store"
     cache: str = ""  # feature store root (source=store); default $AVDET_CACHE or ~/.cache/avdet/features
     extractor: str = "lite"  # extractor set the store's features come from (source=store)
     released_root: str = ""  # folder of released .npy features (source=released)
     released_layout: Literal["i3d_vggish", "onepeace"] = "i3d_vggish"
+    ave_root: str = ""  # folder of the AVE release's .h5 files (source=ave_h5)
+    segment_s: float = 1.0  # segment task, store/released sources: feature rows are averaged per segment
     train_split: str = "train"
     val_split: str = "validation"
     test_split: str = "test"
@@ -47,8 +52,9 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    clip_grad: float = 1.0
-    ema_decay: float = 0.999
+    clip_grad: float = 1.0  # 0 = no clipping
+    ema_decay: float = 0.999  # 0 = no EMA (checkpoints hold the trained weights)
+    schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warm-up
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
@@ -65,6 +71,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    segment_loss: SegmentLossConfig = field(default_factory=SegmentLossConfig)  # task: segment
 
     def model_config(self) -> Any:
         """The model section as its model's typed config."""
@@ -207,10 +214,33 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         _set_path(tree, key, value)
     try:
         cfg = from_dict(ExperimentConfig, tree)
-        cfg.model_config()  # validate the model section now, not at the first forward
+        check_task(cfg)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     return cfg
+
+
+def check_task(cfg: ExperimentConfig) -> None:
+    """The model section is valid, supports the task, and agrees with the task's settings (now, not at the first
+    forward)."""
+    model_cfg = cfg.model_config()
+    entry = model_registry.model_entry(cfg.model["name"])
+    if cfg.task not in entry.tasks:
+        raise ConfigError(
+            f"model {entry.name!r} does not support task {cfg.task!r} (it supports {', '.join(entry.tasks)})"
+        )
+    if cfg.data.source == "ave_h5" and cfg.task != "segment":
+        raise ConfigError("data.source 'ave_h5' holds AVE segment labels: use it with task: segment")
+    if cfg.data.source == "ave_h5" and not cfg.data.ave_root:
+        raise ConfigError("data.ave_root is required when data.source is 'ave_h5'")
+    if cfg.data.segment_s <= 0:
+        raise ConfigError(f"data.segment_s must be > 0, not {cfg.data.segment_s}")
+    head = getattr(model_cfg, "head", None)
+    if head is not None and (head == "segment") != (cfg.task == "segment"):
+        raise ConfigError(f"task {cfg.task!r} needs model.head: {'segment' if cfg.task == 'segment' else 'detection'}")
+    setting = getattr(model_cfg, "setting", None)
+    if cfg.task == "segment" and setting is not None and setting != cfg.segment_loss.setting:
+        raise ConfigError(f"model.setting {setting!r} and segment_loss.setting {cfg.segment_loss.setting!r} must agree")
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:

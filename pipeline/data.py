@@ -294,3 +294,14 @@ class ReleasedSource:
     def load(self, video_id: str) -> VideoFeatures:
         visual, audio = self.released.load(video_id)
         return to_video_features(video_id, visual, audio, self.durations[video_id])
+
+
+def make_source(data, annotations: dict) -> StoreSource | ReleasedSource:
+    """The feature source a `DataConfig` names: the feature store or released folders."""
+    from avdet.pipeline.store import default_cache_dir
+
+    if data.source == "released":
+        if not data.released_root:
+            raise DataError("data.released_root is required when data.source is 'released'")
+        return ReleasedSource(data.released_root, data.released_layout, annotations)
+    return StoreSource(FeatureStore(data.cache or default_cache_dir()), data.extractor)

@@ -12,9 +12,9 @@ import torch
 from avdet.errors import AvdetError, CheckpointError, DataError
 from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS, build_extractor_set
-from avdet.pipeline import media
+from avdet.pipeline import ave, media, segments
 from avdet.pipeline.checkpoint import LoadedModel, check_compatible, load_model
-from avdet.pipeline.config import from_dict
+from avdet.pipeline.config import DataConfig, from_dict
 from avdet.pipeline.data import (
     DetectionDataset,
     ReleasedSource,
@@ -121,8 +121,8 @@ class Detector:
         pending: list[tuple[Path, VideoFeatures]] = []
 
         def flush() -> Iterator[Detection]:
-            items = [_item(f) for _, f in pending]
-            events = predict(self.loaded.model, [collate(items)], self.pp, self.loaded.classes, self.device)
+            feats = [f for _, f in pending]
+            events = self._segment_events(feats) if self.loaded.task == "segment" else self._dense_events(feats)
             for p, f in pending:
                 yield Detection(str(p), f.video_id, f.duration, events[f.video_id])
             pending.clear()
@@ -138,6 +138,20 @@ class Detector:
                 yield from flush()
         if pending:
             yield from flush()
+
+    def _dense_events(self, feats: list[VideoFeatures]) -> dict[str, list[Event]]:
+        items = [_item(f) for f in feats]
+        return predict(self.loaded.model, [collate(items)], self.pp, self.loaded.classes, self.device)
+
+    def _segment_events(self, feats: list[VideoFeatures]) -> dict[str, list[Event]]:
+        """A segment model: rows averaged per segment, one label per segment, runs of a class merged."""
+        segment_s = float(self.loaded.meta.get("data", {}).get("segment_s", 1.0))
+        items = [segments.segment_item(f, segment_s) for f in feats]
+        scores = segments.segment_scores(self.loaded.model, segments.collate_segments(items), self.device)
+        return {
+            f.video_id: segments.segment_events(probs, len(item["mask"]), self.loaded.classes, segment_s)
+            for f, item, probs in zip(feats, items, scores, strict=True)
+        }
 
 
 def _item(f: VideoFeatures) -> dict:
@@ -162,10 +176,11 @@ def evaluate_checkpoint(
     device: str = "cpu",
     batch_size: int = 16,
     postprocess_overrides: dict | None = None,
+    loaded: LoadedModel | None = None,
 ) -> tuple[EvalResult, dict[str, list[Event]]]:
     """Detect over a split's cached features and score the result against its annotations."""
     checkpoint = Path(checkpoint)
-    loaded = load_model(checkpoint, device)
+    loaded = loaded or load_model(checkpoint, device)
     data = dict(loaded.meta.get("data", {}))
     ann_path = annotations or data.get("annotations")
     if not ann_path:
@@ -187,3 +202,50 @@ def evaluate_checkpoint(
     pp = postprocess_config(loaded, postprocess_overrides)
     events = predict(loaded.model, loader, pp, classes, device)
     return evaluate(ann, events_to_predictions(events), split=split), events
+
+
+@dataclass
+class SegmentEval:
+    report: ave.SegmentReport  # accuracy, per-class accuracy, confusion matrix (background last)
+    background_only: float  # accuracy of always predicting background, the floor
+
+
+def evaluate_segment_checkpoint(
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    annotations: str | Path | None = None,
+    cache: str | Path | None = None,
+    released_root: str | Path | None = None,
+    ave_root: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    loaded: LoadedModel | None = None,
+) -> SegmentEval:
+    """Segment accuracy of a segment-task checkpoint on a split (background included), with the per-class table
+    and the confusion matrix; data locations default to those recorded at training."""
+    checkpoint = Path(checkpoint)
+    loaded = loaded or load_model(checkpoint, device)
+    if loaded.task != "segment":
+        raise CheckpointError(f"{checkpoint}: a {loaded.task} checkpoint, not a segment one")
+    recorded = dict(loaded.meta.get("data", {}))
+    overrides = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
+    recorded.update({k: str(v) for k, v in overrides.items() if v is not None})
+    data = from_dict(DataConfig, recorded, "data")
+
+    def source_for(ann: dict):
+        if data.source == "released":
+            return ReleasedSource(data.released_root, loaded.extractor["name"], ann)
+        store = FeatureStore(data.cache or default_cache_dir())
+        return StoreSource(store, loaded.extractor["name"], spec=loaded.extractor)
+
+    dataset, classes, _ = segments.split_dataset(data, split, source_for=source_for)
+    if classes != loaded.classes:
+        raise CheckpointError(
+            f"{checkpoint}: trained on {len(loaded.classes)} classes ({', '.join(loaded.classes[:3])}, ...) but the "
+            f"data has {len(classes)} ({', '.join(classes[:3])}, ...)"
+        )
+    loader = segments.validation_loader(dataset, batch_size)
+    pred, target = segments.predict_segments(loaded.model, loader, device)
+    report = ave.segment_report(pred, target, [*classes, segments.BACKGROUND_NAME])
+    return SegmentEval(report, segments.background_only_accuracy(target, len(classes)))

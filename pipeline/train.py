@@ -1,4 +1,5 @@
-"""`avdet train`: AdamW + warm-up/cosine, gradient clipping, EMA weights, validation mAP, resumable checkpoints.
+"""`avdet train`: AdamW + warm-up/cosine (or constant), gradient clipping, EMA weights, validation metric (mAP
+or segment accuracy), resumable checkpoints.
 
 Deterministic under a seed: the shuffling order and the training crops depend only on (seed, epoch, index), and
 every epoch-end checkpoint stores the RNG states, so `--resume` after a kill ends with the weights of an
@@ -26,19 +27,14 @@ from torch.utils.data import DataLoader
 from avdet.errors import ConfigError, DataError
 from avdet.models.losses import PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
+from avdet.models.segment import segment_accuracy
+from avdet.pipeline import segments
 from avdet.pipeline.checkpoint import read_checkpoint, save_checkpoint
-from avdet.pipeline.config import ExperimentConfig, save_config, to_dict
-from avdet.pipeline.data import (
-    DetectionDataset,
-    ReleasedSource,
-    StoreSource,
-    collate,
-    read_classes,
-    split_ids,
-)
-from avdet.pipeline.evaluate import EvalResult, evaluate, events_to_predictions, load_annotations
+from avdet.pipeline.config import ExperimentConfig, check_task, save_config, to_dict
+from avdet.pipeline.data import DetectionDataset, collate, make_source, read_classes, split_ids
+from avdet.pipeline.evaluate import evaluate, events_to_predictions, load_annotations
 from avdet.pipeline.inference import predict
-from avdet.pipeline.store import FeatureStore, default_cache_dir
+from avdet.pipeline.store import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +53,7 @@ class TrainResult:
     best_metric: float
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
+    metric: str = "val_mAP"  # what best_metric measures: val_mAP (fraction) or val_accuracy (percent)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,16 +62,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
     return torch.device(name)
-
-
-def make_source(cfg: ExperimentConfig, annotations: dict):
-    """The feature source the data section names: the feature store or released folders."""
-    data = cfg.data
-    if data.source == "released":
-        if not data.released_root:
-            raise ConfigError("data.released_root is required when data.source is 'released'")
-        return ReleasedSource(data.released_root, data.released_layout, annotations)
-    return StoreSource(FeatureStore(data.cache or default_cache_dir()), data.extractor)
 
 
 # -- optimisation ---------------------------------------------------------------------------------------------------
@@ -89,10 +76,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def warmup_cosine(step: int, warmup: int, total: int, floor: float = 1e-8 / 1e-4) -> float:
-    """LR multiplier: linear warm-up from 0 over `warmup` steps, then cosine to ~0 at `total` steps."""
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 1e-8 / 1e-4, constant: bool = False) -> float:
+    """LR multiplier: linear warm-up from 0 over `warmup` steps, then cosine to ~0 at `total` steps (or, with
+    `constant`, the full rate to the end)."""
     if step < warmup:
         return step / max(1, warmup)
+    if constant:
+        return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -130,32 +120,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_dims(model_cfg: Any, classes: list[str], sample: dict) -> None:
-    got = (sample["visual"].shape[1], sample["audio"].shape[1])
-    want = (model_cfg.visual_dim, model_cfg.audio_dim)
-    if got != want:
-        raise ConfigError(f"model expects feature dims {want} (visual, audio) but the data has {got}")
-    if model_cfg.num_classes != len(classes):
-        raise ConfigError(f"model.num_classes is {model_cfg.num_classes} but the data has {len(classes)} classes")
-
-
 def _data_record(cfg: ExperimentConfig) -> dict:
     """The data section with absolute paths, so `eval --checkpoint` finds the annotations and features again."""
     data = to_dict(cfg.data)
-    for key in ("annotations", "classes", "cache", "released_root"):
+    for key in ("annotations", "classes", "cache", "released_root", "ave_root"):
         if data[key]:
             data[key] = str(Path(data[key]).resolve())
     if cfg.data.source == "store" and not data["cache"]:
         data["cache"] = str(default_cache_dir().resolve())
     return data
-
-
-def validate(
-    model: nn.Module, loader: DataLoader, cfg: ExperimentConfig, classes: list[str], annotations: dict, device
-) -> EvalResult:
-    pp = cfg.postprocess
-    events = predict(model, loader, pp, classes, device)
-    return evaluate(annotations, events_to_predictions(events), split=cfg.data.val_split)
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler):
@@ -267,58 +240,171 @@ class SyncedNormaliser(PositiveNormaliser):
         return super().update(float(total))
 
 
+class DenseTask:
+    """UnAV-100-style dense detection: cropped variable-length videos, detection losses, validation mAP."""
+
+    metric = "val_mAP"  # a fraction
+
+    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
+        self.cfg = cfg
+        self.annotations = load_annotations(cfg.data.annotations)
+        self.classes = read_classes(self.annotations, cfg.data.classes or None)
+        source = make_source(cfg.data, self.annotations)
+        self.spec = dict(source.spec)
+        self.max_seq_len = model_cfg.max_seq_len
+        self.train_set = DetectionDataset(
+            source,
+            self.annotations,
+            split_ids(self.annotations, cfg.data.train_split),
+            training=True,
+            max_seq_len=model_cfg.max_seq_len,
+            crop_ratio=cfg.data.crop_ratio,
+            crop_keep_event=cfg.data.crop_keep_event,
+            seed=cfg.train.seed,
+        )
+        self.val_set = DetectionDataset(source, self.annotations, split_ids(self.annotations, cfg.data.val_split))
+        self.normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
+        sample = self.train_set[0]
+        got = (sample["visual"].shape[1], sample["audio"].shape[1])
+        want = (model_cfg.visual_dim, model_cfg.audio_dim)
+        if got != want:
+            raise ConfigError(f"model expects feature dims {want} (visual, audio) but the data has {got}")
+        if model_cfg.num_classes != len(self.classes):
+            raise ConfigError(
+                f"model.num_classes is {model_cfg.num_classes} but the data has {len(self.classes)} classes"
+            )
+
+    def prepare(self, model: nn.Module, world: int) -> None:
+        if world > 1:
+            enable_lcf_gather(model)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_set.set_epoch(epoch)
+
+    def train_loader(self, sampler: torch.utils.data.Sampler) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=partial(collate, pad_to=self.max_seq_len),
+        )
+
+    def losses(self, net: nn.Module, model: nn.Module, batch: Any, device: torch.device, world: int, amp: bool) -> dict:
+        """Loss parts of one batch (bf16 forward with `amp`, float losses). With `loss_scale` DDP's gradient
+        average gives the single-process gradient: the terms are sums over this rank's share divided by the
+        global normaliser, hence the world factor."""
+        batch = batch.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(batch.audio, batch.visual, batch.mask)
+        losses = detection_loss(out, batch.segments, batch.labels, len(self.classes), self.normaliser, self.cfg.loss)
+        return count_replicated_once(losses, self.cfg.loss.lcf_weight, world)
+
+    loss_scale = staticmethod(lambda world: world)
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        loader = DataLoader(
+            self.val_set,
+            batch_size=self.cfg.train.batch_size,
+            shuffle=False,
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=collate,
+        )
+        events = predict(model, loader, self.cfg.postprocess, self.classes, device)
+        result = evaluate(self.annotations, events_to_predictions(events), split=self.cfg.data.val_split)
+        metrics = {self.metric: result.average_mAP}
+        for tiou, ap in zip(result.tiou_thresholds, result.mAP, strict=True):
+            metrics[f"val_mAP@{tiou:.1f}"] = float(ap)
+        return metrics
+
+    def state_dict(self) -> dict:
+        return self.normaliser.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.normaliser.load_state_dict(state)
+
+
+class SegmentTask:
+    """AVE-style segment-level AVEL: fixed segments, segment losses (full or weak), validation accuracy.
+
+    Under DDP the losses are means over each rank's share and DDP averages them; contrastive terms (WCCL, LCF)
+    see the rank's share of the batch only.
+    """
+
+    metric = "val_accuracy"  # percent
+
+    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
+        self.cfg = cfg
+        splits = segments.build_splits(cfg)
+        self.train_set, self.val_set, self.classes, self.spec = splits.train, splits.val, splits.classes, splits.spec
+        segments.check_dims(model_cfg, self.classes, self.train_set[0])
+
+    def prepare(self, model: nn.Module, world: int) -> None:
+        pass
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # fixed-length items: nothing random per epoch but the order (the sampler's)
+
+    def train_loader(self, sampler: torch.utils.data.Sampler) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=segments.collate_segments,
+        )
+
+    def losses(self, net: nn.Module, model: nn.Module, batch: Any, device: torch.device, world: int, amp: bool) -> dict:
+        return segments.training_losses(net, model, self.cfg.model["name"], batch, self.cfg.segment_loss, device, amp)
+
+    loss_scale = staticmethod(lambda world: 1)
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        loader = segments.validation_loader(self.val_set, self.cfg.train.batch_size, self.cfg.data.num_workers)
+        pred, target = segments.predict_segments(model, loader, device)
+        return {self.metric: segment_accuracy(pred, target)}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def train(
     cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None
 ) -> TrainResult:
     """Train the configured model; writes config.yaml, last.ckpt, best.ckpt and TensorBoard scalars to `run_dir`.
 
-    Under torchrun every rank trains on its share of each global batch (DistributedDataParallel); only rank 0
-    validates, writes checkpoints and logs.
+    The task (dense or segment) decides the data, the losses and the validation metric; the loop, optimiser,
+    schedule, EMA, checkpoints and resume are shared. Under torchrun every rank trains on its share of each global
+    batch (DistributedDataParallel); only rank 0 validates, writes checkpoints and logs.
     """
     reporter = reporter or Reporter()
     tc = cfg.train
+    check_task(cfg)
     dist, device = init_distributed(tc.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
 
-    annotations = load_annotations(cfg.data.annotations)
-    classes = read_classes(annotations, cfg.data.classes or None)
-    source = make_source(cfg, annotations)
     model_cfg = cfg.model_config()
     entry = model_entry(cfg.model["name"])
-    if cfg.task not in entry.tasks:
-        raise ConfigError(f"model {entry.name!r} does not support task {cfg.task!r} (supports {entry.tasks})")
-    train_set = DetectionDataset(
-        source,
-        annotations,
-        split_ids(annotations, cfg.data.train_split),
-        training=True,
-        max_seq_len=model_cfg.max_seq_len,
-        crop_ratio=cfg.data.crop_ratio,
-        crop_keep_event=cfg.data.crop_keep_event,
-        seed=tc.seed,
-    )
-    val_set = DetectionDataset(source, annotations, split_ids(annotations, cfg.data.val_split))
-    _check_dims(model_cfg, classes, train_set[0])
+    task = (SegmentTask if cfg.task == "segment" else DenseTask)(cfg, model_cfg, dist)
 
     model = entry.model_cls(model_cfg).to(device)
     ema = ModelEma(model, tc.ema_decay)
-    sampler = GlobalBatchSampler(len(train_set), tc.batch_size, tc.seed, dist.rank, dist.world)
-    loader = DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        collate_fn=partial(collate, pad_to=model_cfg.max_seq_len),
-    )
+    sampler = GlobalBatchSampler(len(task.train_set), tc.batch_size, tc.seed, dist.rank, dist.world)
+    loader = task.train_loader(sampler)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
     steps_per_epoch = len(sampler)
     total_epochs = tc.warmup_epochs + tc.epochs
     total_steps = total_epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(warmup_cosine, warmup=tc.warmup_epochs * steps_per_epoch, total=total_steps)
+    schedule = partial(
+        warmup_cosine,
+        warmup=tc.warmup_epochs * steps_per_epoch,
+        total=total_steps,
+        constant=tc.schedule == "constant",
     )
-    normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, best_metric, best_epoch, history = 0, -1.0, -1, []
 
     last_path, best_path = run_dir / "last.ckpt", run_dir / "best.ckpt"
@@ -330,14 +416,14 @@ def train(
         ema.module.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        normaliser.load_state_dict(state["normaliser"])
+        task.load_state_dict(state["task"])
         _set_rng_state(state["rng"])
         start_epoch, best_metric, best_epoch = state["epoch"] + 1, state["best_metric"], state["best_epoch"]
         history = list(state["history"])
         log.info("resuming %s at epoch %d", run_dir, start_epoch)
     net: nn.Module = model
     if dist.world > 1:
-        enable_lcf_gather(model)
+        task.prepare(model, dist.world)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     writer = None
@@ -346,14 +432,11 @@ def train(
 
         save_config(cfg, run_dir / "config.yaml")
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch * steps_per_epoch)
-    val_loader = DataLoader(
-        val_set, batch_size=tc.batch_size, shuffle=False, num_workers=cfg.data.num_workers, collate_fn=collate
-    )
     meta = {
         "task": cfg.task,
         "model": {"name": entry.name, "config": to_dict(model_cfg)},
-        "classes": classes,
-        "extractor": dict(source.spec),
+        "classes": task.classes,
+        "extractor": task.spec,
         "postprocess": to_dict(cfg.postprocess),
         "data": _data_record(cfg),
     }
@@ -363,20 +446,14 @@ def train(
     step = start_epoch * steps_per_epoch
     try:
         for epoch in range(start_epoch, total_epochs):
-            train_set.set_epoch(epoch)
+            task.set_epoch(epoch)
             sampler.set_epoch(epoch)
             net.train()
             sums: dict[str, float] = {}
             for batch in loader:
-                batch = batch.to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = net(batch.audio, batch.visual, batch.mask)
-                losses = detection_loss(out, batch.segments, batch.labels, len(classes), normaliser, cfg.loss)
-                losses = count_replicated_once(losses, cfg.loss.lcf_weight, dist.world)
+                losses = task.losses(net, model, batch, device, dist.world, use_amp)
                 optimizer.zero_grad(set_to_none=True)
-                # DDP averages gradients over ranks; the losses are sums over this rank's share divided by the
-                # global normaliser, so scaling by the world size gives the single-process gradient.
-                (losses["total"] * dist.world).backward()
+                (losses["total"] * task.loss_scale(dist.world)).backward()
                 if tc.clip_grad > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
                 optimizer.step()
@@ -397,13 +474,11 @@ def train(
             validate_now = epoch >= tc.eval_start and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == total_epochs)
             if dist.main and validate_now:
                 t0 = time.perf_counter()
-                result = validate(ema.module, val_loader, cfg, classes, annotations, device)
-                metrics.update({"val_mAP": result.average_mAP, "val_seconds": time.perf_counter() - t0})
-                for tiou, ap in zip(result.tiou_thresholds, result.mAP, strict=True):
-                    metrics[f"val_mAP@{tiou:.1f}"] = float(ap)
-                writer.add_scalar("val/average_mAP", result.average_mAP, step)
-                if result.average_mAP > best_metric:
-                    best_metric, best_epoch = result.average_mAP, epoch
+                metrics.update(task.validate(ema.module, device))
+                metrics["val_seconds"] = time.perf_counter() - t0
+                writer.add_scalar(f"val/{task.metric.removeprefix('val_')}", metrics[task.metric], step)
+                if metrics[task.metric] > best_metric:
+                    best_metric, best_epoch = metrics[task.metric], epoch
                     save_checkpoint(
                         best_path, {**meta, "epoch": epoch, "metrics": metrics, "state_dict": ema.module.state_dict()}
                     )
@@ -424,7 +499,7 @@ def train(
                             "ema": ema.module.state_dict(),
                             "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(),
-                            "normaliser": normaliser.state_dict(),
+                            "task": task.state_dict(),
                             "rng": _rng_state(),
                             "epoch": epoch,
                             "best_metric": best_metric,
@@ -437,4 +512,4 @@ def train(
     finally:
         if writer is not None:
             writer.close()
-    return TrainResult(run_dir, best_metric, best_epoch, history)
+    return TrainResult(run_dir, best_metric, best_epoch, history, task.metric)

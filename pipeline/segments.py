@@ -1,0 +1,324 @@
+"""The segment task (AVE-style segment-level AVEL) on avdet's pipeline: data, the training step, validation,
+and segment predictions turned into events.
+
+A video is cut into fixed `segment_s` segments (AVE: ten 1 s segments); each gets one of C classes or background
+(label C). Features come from the AVE release's HDF5 files (`data.source: ave_h5`, `pipeline.ave`) or from any
+feature source of the dense pipeline (the store, released folders), whose rows are averaged per segment, so raw
+videos extracted by `avdet extract` (e.g. with `vgg19_vggish`, one row per second) train and evaluate the same way.
+
+Items (dicts of tensors) and batches share one layout: audio (T, Ca), visual (T, Cv) or a spatial map
+(T, H, W, Cv), mask (T,) bool, video (K,) video-level multi-hot with K = C + 1, and segment (T,) int64 labels
+(-1 = padding) except in weakly supervised training, where no segment label is ever loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from avdet.errors import ConfigError, DataError
+from avdet.models.segment import (
+    SegmentLossConfig,
+    SegmentTargets,
+    segment_accuracy,
+    segment_logits,
+    segment_loss,
+)
+from avdet.pipeline import ave
+from avdet.pipeline.data import make_source, read_classes, split_ids
+from avdet.pipeline.evaluate import load_annotations
+from avdet.pipeline.postprocess import Event
+
+BACKGROUND_NAME = ave.BACKGROUND_NAME
+
+
+# ---------------------------------------------------------------------------------------------- annotations
+
+
+def load_segment_annotations(path: str | Path, classes_tsv: str | Path | None = None) -> tuple[dict, list[str]]:
+    """Annotations and foreground class names for the segment task: an AVE folder (or its `Annotations.txt`),
+    read in place and converted, or an avdet / UnAV-100-format JSON file."""
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() == ".txt":
+        root = p if p.is_dir() else p.parent
+        classes = read_classes({"database": {}}, classes_tsv) if classes_tsv else None
+        return ave.load_ave_annotations(root, classes)
+    annotations = load_annotations(p)
+    return annotations, read_classes(annotations, classes_tsv or None)
+
+
+def h5_classes(root: str | Path, num_labels: int) -> list[str]:
+    """Foreground names of an AVE HDF5 folder: from its `Annotations.txt` when present (the release's order),
+    else generic names; the count must match the label files' K - 1."""
+    text = Path(root) / "Annotations.txt"
+    names = ave.ave_classes(ave.read_ave_annotations(text)) if text.is_file() else []
+    if not names and num_labels - 1 == len(ave.AVE_CATEGORIES):
+        names = list(ave.AVE_CATEGORIES)
+    if not names:
+        names = [f"class {k}" for k in range(num_labels - 1)]
+    if len(names) != num_labels - 1:
+        raise DataError(f"{text}: {len(names)} categories but the label files have {num_labels - 1} event classes")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def num_segments(duration: float, segment_s: float) -> int:
+    """Segments of a clip: its duration in whole segments (10 s AVE clips decode to 9.98-10.02 s), at least 1."""
+    return max(1, int(math.floor(duration / segment_s + 0.5)))
+
+
+def pool_segments(values: np.ndarray, centres: np.ndarray, count: int, segment_s: float) -> np.ndarray:
+    """(T, C) feature rows with row-centre times (T,) -> (count, C): the mean of the rows whose centre falls in
+    each segment; a segment no row centre falls in takes the row nearest its centre. Rows already one per
+    segment (vgg19_vggish) come back unchanged."""
+    index = np.clip(np.floor(centres / segment_s).astype(np.int64), 0, count - 1)
+    sums = np.zeros((count, values.shape[1]), dtype=np.float64)
+    np.add.at(sums, index, values)
+    counts = np.bincount(index, minlength=count)
+    out = sums / np.maximum(counts, 1)[:, None]
+    empty = np.nonzero(counts == 0)[0]
+    if len(empty):
+        nearest = np.abs(centres[None, :] - (empty[:, None] + 0.5) * segment_s).argmin(axis=1)  # (E,)
+        out[empty] = values[nearest]
+    return out.astype(np.float32)
+
+
+def segment_item(feats, segment_s: float) -> dict:
+    """A video's features (`data.VideoFeatures`) as an unlabelled segment item: rows averaged per segment."""
+    count = num_segments(feats.duration, segment_s)
+    centres = feats.grid.offset + np.arange(len(feats.audio)) * feats.grid.step
+    return {
+        "audio": torch.from_numpy(pool_segments(feats.audio, centres, count, segment_s)),
+        "visual": torch.from_numpy(pool_segments(feats.visual, centres, count, segment_s)),
+        "mask": torch.ones(count, dtype=torch.bool),
+    }
+
+
+def video_targets(labels: Iterable[int], num_labels: int) -> np.ndarray:
+    """(K,) video-level multi-hot from a video's event label ids; background (K - 1) when it has none."""
+    out = np.zeros(num_labels, dtype=np.float32)
+    for k in labels:
+        out[int(k)] = 1.0
+    if not out[:-1].any():
+        out[-1] = 1.0
+    return out
+
+
+class SegmentDataset(Dataset):
+    """One split of segment-task videos from a dense-pipeline feature source (store or released folders).
+
+    Rows are averaged per `segment_s` segment; labels come from the annotations' events (`ave.grid_segment_labels`:
+    a segment takes the class covering its centre). `weak_training` yields video-level labels only.
+    """
+
+    def __init__(
+        self,
+        source,
+        annotations: dict,
+        video_ids: Sequence[str],
+        num_labels: int,
+        *,
+        segment_s: float = 1.0,
+        weak_training: bool = False,
+    ) -> None:
+        self.source, self.annotations, self.video_ids = source, annotations, list(video_ids)
+        self.num_labels, self.segment_s, self.weak_training = num_labels, segment_s, weak_training
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        vid = self.video_ids[index]
+        item = segment_item(self.source.load(vid), self.segment_s)
+        count = len(item["mask"])
+        events = self.annotations["database"][vid].get("annotations", [])
+        item["video_id"] = vid
+        item["video"] = torch.from_numpy(video_targets((e["label_id"] for e in events), self.num_labels))
+        if not self.weak_training:
+            labels = ave.grid_segment_labels(events, count, self.num_labels - 1, self.segment_s)
+            item["segment"] = torch.from_numpy(labels)
+        return item
+
+
+def collate_segments(items: list[dict]) -> dict:
+    """Stack items into a batch, right-padding shorter videos (mask False, segment label -1); non-tensor fields
+    (video ids) become lists."""
+    length = max(int(it["mask"].shape[0]) for it in items)
+    fill = {"mask": False, "segment": -1}
+    batch: dict = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if not isinstance(values[0], Tensor):
+            batch[key] = values
+            continue
+        if key in ("audio", "visual", "mask", "segment"):
+            padded = []
+            for v in values:
+                extra = length - v.shape[0]
+                if extra:
+                    pad = torch.full((extra, *v.shape[1:]), fill.get(key, 0), dtype=v.dtype)
+                    v = torch.cat([v, pad])
+                padded.append(v)
+            values = padded
+        batch[key] = torch.stack(values)
+    return batch
+
+
+def batch_targets(batch: dict) -> SegmentTargets:
+    """The loss targets of a batch: segment labels only when the batch carries them (never in weak training)."""
+    return SegmentTargets(video=batch["video"], segment=batch.get("segment"))
+
+
+def model_inputs(model: nn.Module, batch: dict, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
+    """(audio, visual, mask) on the device, right-padded to the length the model needs (LoCo's pyramid strides)."""
+    audio, visual, mask = batch["audio"], batch["visual"], batch["mask"]
+    padded_length = getattr(model, "padded_length", None)
+    if padded_length is not None:
+        extra = padded_length(mask.shape[1]) - mask.shape[1]
+        if extra > 0:
+            audio = torch.cat([audio, audio.new_zeros(audio.shape[0], extra, *audio.shape[2:])], dim=1)
+            visual = torch.cat([visual, visual.new_zeros(visual.shape[0], extra, *visual.shape[2:])], dim=1)
+            mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)
+    return audio.to(device), visual.to(device), mask.to(device)
+
+
+# ---------------------------------------------------------------------------------------------- prediction
+
+
+@torch.no_grad()
+def segment_scores(model: nn.Module, batch: dict, device: torch.device | str) -> Tensor:
+    """(B, T, K) per-segment label probabilities (sigmoids: the losses are per-label focal terms), cropped to the
+    batch's segment count."""
+    audio, visual, mask = model_inputs(model, batch, device)
+    output = model(audio, visual, mask)
+    return torch.sigmoid(segment_logits(output, batch["mask"].shape[1]).float()).cpu()
+
+
+@torch.no_grad()
+def predict_segments(
+    model: nn.Module, loader: Iterable[dict], device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels of every valid segment of an evaluation split, flattened: argmax over the
+    C + 1 labels (the AVE reference's convention)."""
+    was_training = model.training
+    model.eval()
+    preds, targets = [], []
+    try:
+        for batch in loader:
+            if "segment" not in batch:
+                raise DataError("evaluation needs segment labels (the full-setting labels of a val/test split)")
+            pred = segment_scores(model, batch, device).argmax(dim=-1)  # (B, T)
+            valid = batch["mask"]
+            preds.append(pred[valid].numpy())
+            targets.append(batch["segment"][valid].numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(preds), np.concatenate(targets)
+
+
+def segment_events(scores: Tensor, length: int, classes: Sequence[str], segment_s: float = 1.0) -> list[Event]:
+    """One video's (T, K) probabilities -> events: argmax per segment, runs of one class merged."""
+    scores = scores[:length]
+    return ave.merge_segment_runs(scores.argmax(dim=-1), scores, list(classes), len(classes), segment_s)
+
+
+def background_only_accuracy(target: np.ndarray, background: int) -> float:
+    """The accuracy of always predicting background: the floor a model must clear."""
+    return segment_accuracy(np.full_like(target, background), target)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class SegmentSplits:
+    train: Dataset
+    val: Dataset
+    classes: list[str]  # foreground names; background is label len(classes)
+    spec: dict  # the features' extractor spec, recorded in checkpoints
+
+
+def split_dataset(
+    data, split: str, *, weak_training: bool = False, source_for: Callable[[dict], object] | None = None
+) -> tuple[Dataset, list[str], dict]:
+    """One split of a segment experiment: its dataset, the foreground class names and the features' spec.
+
+    `data` is a `DataConfig`. `weak_training` loads video-level labels only (mil_labels.h5 and the noisy videos
+    for AVE HDF5 folders). `source_for(annotations)` builds the feature source of store/released data (default:
+    the one `data` names).
+    """
+    if data.source == "ave_h5":
+        if not data.ave_root:
+            raise ConfigError("data.ave_root is required when data.source is 'ave_h5'")
+        dataset = ave.AVEFeatureDataset(data.ave_root, split, setting="weak" if weak_training else "full")
+        spec = {"name": "vgg19_vggish", "released": True, "layout": "ave_h5"}
+        return dataset, h5_classes(data.ave_root, dataset.num_labels), spec
+    if not data.annotations:
+        raise ConfigError("data.annotations is required (an AVE folder, its Annotations.txt, or a JSON file)")
+    annotations, classes = load_segment_annotations(data.annotations, data.classes or None)
+    source = (source_for or (lambda ann: make_source(data, ann)))(annotations)
+    dataset = SegmentDataset(
+        source,
+        annotations,
+        split_ids(annotations, split),
+        len(classes) + 1,
+        segment_s=data.segment_s,
+        weak_training=weak_training,
+    )
+    return dataset, classes, dict(source.spec)
+
+
+def build_splits(cfg) -> SegmentSplits:
+    """The training and validation datasets of a segment experiment (`cfg` an `ExperimentConfig`)."""
+    weak = cfg.segment_loss.setting == "weak"
+    train, classes, spec = split_dataset(cfg.data, cfg.data.train_split, weak_training=weak)
+    val, _, _ = split_dataset(cfg.data, cfg.data.val_split)
+    return SegmentSplits(train, val, classes, spec)
+
+
+def check_dims(model_cfg, classes: list[str], item: dict) -> None:
+    """Refuse features or classes the model was not configured for (one line)."""
+    visual, audio = item["visual"], item["audio"]
+    if audio.shape[-1] != model_cfg.audio_dim:
+        raise ConfigError(f"model.audio_dim is {model_cfg.audio_dim} but the audio features have {audio.shape[-1]}")
+    if visual.shape[-1] % model_cfg.visual_dim:
+        raise ConfigError(
+            f"model.visual_dim is {model_cfg.visual_dim} but the visual features are {tuple(visual.shape[1:])} "
+            "per segment"
+        )
+    if model_cfg.num_classes != len(classes):
+        raise ConfigError(f"model.num_classes is {model_cfg.num_classes} but the data has {len(classes)} classes")
+
+
+def training_losses(
+    net: nn.Module,
+    model: nn.Module,
+    model_name: str,
+    batch: dict,
+    loss_cfg: SegmentLossConfig,
+    device: torch.device,
+    amp: bool = False,
+) -> dict[str, Tensor]:
+    """One batch's loss parts ("total" included): `net` may be the DDP wrapper of `model`; `amp` runs the
+    forward in bf16 (the losses cast to float)."""
+    audio, visual, mask = model_inputs(model, batch, device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        output = net(audio, visual, mask)
+    targets = batch_targets({k: batch[k].to(device) for k in ("video", "segment") if k in batch})
+    _, parts = segment_loss(model_name, output, targets, loss_cfg, batch["mask"].to(device))
+    return parts
+
+
+def validation_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_segments
+    )
