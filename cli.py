@@ -393,6 +393,9 @@ def eval_(
     cache: Annotated[Path, typer.Option(help="Feature store folder [default: the checkpoint's].")] = None,
     released_root: Annotated[Path, typer.Option(help="Released feature folder [default: the checkpoint's].")] = None,
     ave_root: Annotated[Path, typer.Option(help="AVE HDF5 feature folder [default: the checkpoint's].")] = None,
+    cml: Annotated[
+        bool, typer.Option(help="Segment checkpoints: cross-modal localization (A2V, V2A) instead of accuracy.")
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
 ) -> None:
@@ -416,6 +419,19 @@ def eval_(
             result = evaluate(ann, preds, split=split)
         else:
             loaded = load_model(checkpoint, device)
+            if cml:
+                _eval_cml(
+                    checkpoint,
+                    loaded,
+                    split=split,
+                    json_out=json_out,
+                    device=device,
+                    released_root=released_root,
+                    annotations=annotations,
+                    cache=cache,
+                    ave_root=ave_root,
+                )
+                return
             if loaded.task == "segment":
                 _eval_segments(
                     checkpoint,
@@ -423,8 +439,12 @@ def eval_(
                     split=split,
                     json_out=json_out,
                     confusion=confusion or checkpoint.with_name(f"confusion_{split}.png"),
-                    data={"annotations": annotations, "cache": cache, "ave_root": ave_root},
-                    released_root=released_root,
+                    data={
+                        "annotations": annotations,
+                        "cache": cache,
+                        "ave_root": ave_root,
+                        "released_root": released_root,
+                    },
                     device=device,
                     batch_size=batch_size,
                 )
@@ -458,6 +478,23 @@ def eval_(
             raise fail(str(err)) from None
 
 
+def _eval_cml(checkpoint: Path, loaded, *, split: str, json_out: Path | None, device: str, **data: Path | None) -> None:
+    """`avdet eval --cml`: cross-modal localization accuracy of a segment checkpoint, beside chance."""
+    import json
+
+    from avdet.pipeline.detect import evaluate_cml_checkpoint
+    from avdet.pipeline.writers import write_text_atomic
+
+    result = evaluate_cml_checkpoint(checkpoint, split=split, device=device, loaded=loaded, **data)
+    table = Table(title=f"Cross-modal localization (%), split {split}, {result.videos} videos", show_edge=False)
+    for col in ("A2V", "V2A", "random window"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{result.a2v:.2f}", f"{result.v2a:.2f}", f"{result.chance:.2f}")
+    out.print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps({"split": split, **result.__dict__}, indent=2))
+
+
 def _eval_segments(
     checkpoint: Path,
     loaded,
@@ -466,7 +503,6 @@ def _eval_segments(
     json_out: Path | None,
     confusion: Path,
     data: dict,
-    released_root: Path | None,
     device: str,
     batch_size: int,
 ) -> None:
@@ -482,7 +518,6 @@ def _eval_segments(
     result = evaluate_segment_checkpoint(
         checkpoint,
         split=split,
-        released_root=released_root,
         device=device,
         batch_size=batch_size,
         loaded=loaded,

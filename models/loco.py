@@ -223,6 +223,26 @@ class LoCo(nn.Module):
         """The length a batch of `length` steps must be padded to (see `LoCoConfig.padded_length`)."""
         return self.cfg.padded_length(length)
 
+    def _pooled_visual(self, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """A spatial visual map reduced to (B, T, Cv) (and the attention map); pooled inputs pass through."""
+        if visual.dim() == 3 and visual.shape[-1] == self.cfg.visual_dim:
+            return visual, None
+        vmap = visual_map(visual, self.cfg.visual_dim) * mask[:, :, None, None]  # (B, T, L, Cv)
+        return reduce_visual(vmap, audio * mask[..., None], self.spatial)
+
+    def correspondence_embeddings(self, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-step audio and visual embeddings (B, T, d), L2-normalised, in LCF's common space: what cross-modal
+        localization compares. Any T up to max_seq_len; the visual map must not be reduced with the audio's help
+        (that would let the audio query see into the visual track)."""
+        if self.lcf is None:
+            raise ValueError("cross-modal embeddings need LCF (model.lcf is 'none')")
+        if self.spatial is not None and not (visual.dim() == 3 and visual.shape[-1] == self.cfg.visual_dim):
+            raise ValueError("cross-modal localization needs model.spatial: mean (audio-guided attention reads audio)")
+        visual, _ = self._pooled_visual(audio, visual, mask)
+        a = self.lcf.proj_audio(self.audio_encoder(audio, mask))
+        v = self.lcf.proj_visual(self.visual_encoder(visual, mask))
+        return F.normalize(a.float(), dim=-1), F.normalize(v.float(), dim=-1)
+
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
         """audio (B, T, Ca), visual (B, T, Cv) or a spatial map (B, T, H, W, Cv) / (B, T, L * Cv), mask (B, T)
         bool with T a multiple of the top stride. The segment head returns no offsets.
@@ -239,11 +259,9 @@ class LoCo(nn.Module):
                 f"pad to padded_length({length}) = {self.padded_length(length)}"
             )
         aux = {}
-        if visual.dim() != 3 or visual.shape[-1] != self.cfg.visual_dim:
-            vmap = visual_map(visual, self.cfg.visual_dim) * mask[:, :, None, None]  # (B, T, L, Cv)
-            visual, alpha = reduce_visual(vmap, audio * mask[..., None], self.spatial)
-            if alpha is not None:
-                aux["visual_attention"] = alpha  # (B, T, L)
+        visual, alpha = self._pooled_visual(audio, visual, mask)
+        if alpha is not None:
+            aux["visual_attention"] = alpha  # (B, T, L)
         a = self.audio_encoder(audio, mask)
         v = self.visual_encoder(visual, mask)
         if self.training and self.lcf is not None:

@@ -14,6 +14,7 @@ from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS, build_extractor_set
 from avdet.pipeline import ave, media, segments
 from avdet.pipeline.checkpoint import LoadedModel, check_compatible, load_model
+from avdet.pipeline.cml import CMLResult, evaluate_cml
 from avdet.pipeline.config import DataConfig, from_dict
 from avdet.pipeline.data import (
     DetectionDataset,
@@ -210,22 +211,18 @@ class SegmentEval:
     background_only: float  # accuracy of always predicting background, the floor
 
 
-def evaluate_segment_checkpoint(
-    checkpoint: str | Path,
+def segment_split(
+    checkpoint: Path,
+    loaded: LoadedModel,
+    split: str,
     *,
-    split: str = "test",
     annotations: str | Path | None = None,
     cache: str | Path | None = None,
     released_root: str | Path | None = None,
     ave_root: str | Path | None = None,
-    device: str = "cpu",
-    batch_size: int = 64,
-    loaded: LoadedModel | None = None,
-) -> SegmentEval:
-    """Segment accuracy of a segment-task checkpoint on a split (background included), with the per-class table
-    and the confusion matrix; data locations default to those recorded at training."""
-    checkpoint = Path(checkpoint)
-    loaded = loaded or load_model(checkpoint, device)
+):
+    """The labelled dataset of `split` for a segment checkpoint; data locations default to those recorded at
+    training, and the split's classes must be the checkpoint's."""
     if loaded.task != "segment":
         raise CheckpointError(f"{checkpoint}: a {loaded.task} checkpoint, not a segment one")
     recorded = dict(loaded.meta.get("data", {}))
@@ -245,7 +242,42 @@ def evaluate_segment_checkpoint(
             f"{checkpoint}: trained on {len(loaded.classes)} classes ({', '.join(loaded.classes[:3])}, ...) but the "
             f"data has {len(classes)} ({', '.join(classes[:3])}, ...)"
         )
+    return dataset
+
+
+def evaluate_segment_checkpoint(
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    device: str = "cpu",
+    batch_size: int = 64,
+    loaded: LoadedModel | None = None,
+    **data: str | Path | None,
+) -> SegmentEval:
+    """Segment accuracy of a segment-task checkpoint on a split (background included), with the per-class table
+    and the confusion matrix. `data`: annotations / cache / released_root / ave_root overrides."""
+    checkpoint = Path(checkpoint)
+    loaded = loaded or load_model(checkpoint, device)
+    dataset = segment_split(checkpoint, loaded, split, **data)
     loader = segments.validation_loader(dataset, batch_size)
     pred, target = segments.predict_segments(loaded.model, loader, device)
-    report = ave.segment_report(pred, target, [*classes, segments.BACKGROUND_NAME])
-    return SegmentEval(report, segments.background_only_accuracy(target, len(classes)))
+    report = ave.segment_report(pred, target, [*loaded.classes, segments.BACKGROUND_NAME])
+    return SegmentEval(report, segments.background_only_accuracy(target, len(loaded.classes)))
+
+
+def evaluate_cml_checkpoint(
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    device: str = "cpu",
+    loaded: LoadedModel | None = None,
+    **data: str | Path | None,
+) -> CMLResult:
+    """Cross-modal localization (A2V / V2A) accuracy of a segment checkpoint with a cross-modal embedding space."""
+    checkpoint = Path(checkpoint)
+    loaded = loaded or load_model(checkpoint, device)
+    dataset = segment_split(checkpoint, loaded, split, **data)
+    try:
+        return evaluate_cml(loaded.model, dataset, device)
+    except ValueError as err:
+        raise CheckpointError(f"{checkpoint}: {err}") from None

@@ -15,7 +15,7 @@ from avdet.cli import app
 from avdet.errors import ConfigError
 from avdet.models.loco import LoCo, LoCoConfig
 from avdet.models.segment import segment_logits
-from avdet.pipeline import ave, segments
+from avdet.pipeline import ave, cml, segments
 from avdet.pipeline.config import load_config
 from avdet.pipeline.train import train
 
@@ -210,12 +210,73 @@ def test_tiny_ccln_learns_weak(h5_set: Path, tmp_path: Path, one_thread: None) -
     assert result.best_metric > floor + 10, (result.best_metric, floor)
 
 
-def test_tiny_loco_avel_learns(h5_set: Path, tmp_path: Path, one_thread: None) -> None:
+@pytest.fixture(scope="module")
+def loco_run(h5_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LoCo-AVEL (mean-pooled maps, so its embeddings also serve cross-modal localization)."""
+    run = tmp_path_factory.mktemp("loco_run")
     overrides = {**LOCO_SMALL, "data.ave_root": h5_set, "train.epochs": 40, "train.eval_start": 30}
-    result = train(load_config("loco_ave", _overrides(overrides)), tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(load_config("loco_ave", _overrides({**overrides, "model.spatial": "mean"})), run)
+    finally:
+        torch.set_num_threads(before)
+    (run / "result.json").write_text(json.dumps({"best": result.best_metric}))
+    return run
+
+
+def test_tiny_loco_avel_learns(loco_run: Path, h5_set: Path) -> None:
+    best = json.loads((loco_run / "result.json").read_text())["best"]
     labels = ave.read_h5_array(h5_set / ave.LABELS_FILE).argmax(-1)
     floor = segments.background_only_accuracy(labels[ave.read_h5_array(h5_set / "val_order.h5", "order")], 4)
-    assert result.best_metric > floor + 30, (result.best_metric, floor)
+    assert best > floor + 30, (best, floor)
+
+
+def test_cml_hand_cases() -> None:
+    assert cml.event_span(np.array([4, 1, 1, 4, -1]), 4) == (1, 3)
+    assert cml.event_span(np.array([1, 1, -1]), 4) is None  # fills every valid segment
+    assert cml.event_span(np.array([4, 4]), 4) is None
+    candidates = torch.eye(5)  # step t is the unit vector e_t
+    assert cml.best_window(torch.eye(5)[2:4], candidates) == 2
+    assert cml.best_window(torch.zeros(2, 5), candidates) == 0  # ties: the earliest window
+
+
+def test_cml_with_exact_and_blind_embeddings() -> None:
+    """Embeddings that identify each segment's content localize every event; constant ones pick window 0."""
+
+    class Exact(torch.nn.Module):
+        def correspondence_embeddings(self, audio, visual, mask):
+            return torch.nn.functional.normalize(audio, dim=-1), torch.nn.functional.normalize(visual, dim=-1)
+
+    class Blind(Exact):
+        def correspondence_embeddings(self, audio, visual, mask):
+            ones = torch.ones(*audio.shape[:2], 3)
+            return ones, ones
+
+    def item(start: int, end: int) -> dict:
+        content = torch.randn(10, 6)
+        labels = torch.full((10,), 2)
+        labels[start:end] = 0
+        return {"audio": content, "visual": content.clone(), "mask": torch.ones(10, dtype=torch.bool),
+                "video": torch.tensor([1.0, 0.0, 0.0]), "segment": labels}  # fmt: skip
+
+    torch.manual_seed(0)
+    data = [item(3, 6), item(0, 4), item(0, 10), item(7, 9)]  # the third fills the clip: left out
+    exact = cml.evaluate_cml(Exact(), data)
+    assert (exact.a2v, exact.v2a, exact.videos) == (100.0, 100.0, 3)
+    assert exact.chance == pytest.approx(100 * (1 / 8 + 1 / 7 + 1 / 9) / 3)
+    blind = cml.evaluate_cml(Blind(), data)
+    assert blind.a2v == pytest.approx(100 / 3) and blind.v2a == pytest.approx(100 / 3)
+
+
+def test_cli_eval_cml(loco_run: Path, ccln_run: Path, tmp_path: Path) -> None:
+    res = _invoke("eval", "--checkpoint", loco_run / "best.ckpt", "--cml", "--json", tmp_path / "cml.json")
+    assert res.exit_code == 0, res.output
+    assert "Cross-modal localization" in res.output
+    scores = json.loads((tmp_path / "cml.json").read_text())
+    assert max(scores["a2v"], scores["v2a"]) > scores["chance"] + 10, scores
+    res = _invoke("eval", "--checkpoint", ccln_run / "best.ckpt", "--cml")
+    assert res.exit_code == 1 and "no cross-modal embedding space" in res.output
 
 
 def test_segment_resume_is_exact(h5_set: Path, tmp_path: Path) -> None:
