@@ -17,7 +17,8 @@ step $AVDET train --config tiny_ave --run-dir "$OUT/run" \
 step $AVDET eval --checkpoint "$OUT/run/best.ckpt" --split test --json "$OUT/test_accuracy.json" \
     --confusion "$OUT/confusion.png"
 
-CLIP=$(cut -d'&' -f2 "$OUT/data/testSet.txt" | head -n 1)
+# the test clip with the longest event
+CLIP=$(awk -F'&' '{print $5 - $4, $2}' "$OUT/data/testSet.txt" | sort -k1,1nr -s | head -n 1 | cut -d' ' -f2)
 step $AVDET detect "$OUT/data/videos/$CLIP.mp4" --checkpoint "$OUT/run/best.ckpt" \
     --out "$OUT/events.json" --plot "$OUT/timeline.png"
 printf '\nDone: %s/test_accuracy.json, %s/confusion.png, %s/events.json, %s/timeline.png\n' "$OUT" "$OUT" "$OUT" "$OUT"
