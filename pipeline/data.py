@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from avdet.errors import DataError
 from avdet.extractors.base import Features
 from avdet.pipeline.postprocess import TimeGrid
 from avdet.pipeline.store import FeatureStore, spec_hash
+
+if TYPE_CHECKING:
+    from avdet.pipeline.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +300,7 @@ class ReleasedSource:
         return to_video_features(video_id, visual, audio, self.durations[video_id])
 
 
-def make_source(data, annotations: dict) -> StoreSource | ReleasedSource:
+def make_source(data: DataConfig, annotations: dict) -> StoreSource | ReleasedSource:
     """The feature source a `DataConfig` names: the feature store or released folders."""
     from avdet.pipeline.store import default_cache_dir
 

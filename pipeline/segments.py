@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,9 +33,12 @@ from avdet.models.segment import (
     segment_loss,
 )
 from avdet.pipeline import ave
-from avdet.pipeline.data import make_source, read_classes, split_ids
+from avdet.pipeline.data import VideoFeatures, make_source, read_classes, split_ids
 from avdet.pipeline.evaluate import load_annotations
 from avdet.pipeline.postprocess import Event
+
+if TYPE_CHECKING:
+    from avdet.pipeline.config import DataConfig, ExperimentConfig
 
 BACKGROUND_NAME = ave.BACKGROUND_NAME
 
@@ -92,7 +96,7 @@ def pool_segments(values: np.ndarray, centres: np.ndarray, count: int, segment_s
     return out.astype(np.float32)
 
 
-def segment_item(feats, segment_s: float) -> dict:
+def segment_item(feats: VideoFeatures, segment_s: float) -> dict:
     """A video's features (`data.VideoFeatures`) as an unlabelled segment item: rows averaged per segment."""
     count = num_segments(feats.duration, segment_s)
     centres = feats.grid.offset + np.arange(len(feats.audio)) * feats.grid.step
@@ -248,7 +252,11 @@ class SegmentSplits:
 
 
 def split_dataset(
-    data, split: str, *, weak_training: bool = False, source_for: Callable[[dict], object] | None = None
+    data: DataConfig,
+    split: str,
+    *,
+    weak_training: bool = False,
+    source_for: Callable[[dict], object] | None = None,
 ) -> tuple[Dataset, list[str], dict]:
     """One split of a segment experiment: its dataset, the foreground class names and the features' spec.
 
@@ -277,7 +285,7 @@ def split_dataset(
     return dataset, classes, dict(source.spec)
 
 
-def build_splits(cfg) -> SegmentSplits:
+def build_splits(cfg: ExperimentConfig) -> SegmentSplits:
     """The training and validation datasets of a segment experiment (`cfg` an `ExperimentConfig`)."""
     weak = cfg.segment_loss.setting == "weak"
     train, classes, spec = split_dataset(cfg.data, cfg.data.train_split, weak_training=weak)
