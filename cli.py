@@ -224,6 +224,7 @@ def train(
     except AvdetError as err:
         raise fail(str(err)) from None
     run_dir = run_dir or Path("runs") / Path(config).stem
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress and the summary
     progress = Progress(
         TextColumn("[bold]train"),
         BarColumn(),
@@ -233,6 +234,7 @@ def train(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
+        disable=not main_rank,
     )
     task = progress.add_task("train", total=None, info="")
 
@@ -250,10 +252,11 @@ def train(
             result = run_train(cfg, run_dir, resume=resume, reporter=reporter)
     except AvdetError as err:
         raise fail(str(err)) from None
-    out.print(
-        f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
-        f"checkpoints in {result.run_dir}"
-    )
+    if main_rank:
+        out.print(
+            f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
+            f"checkpoints in {result.run_dir}"
+        )
 
 
 def _metric_text(name: str, value: float) -> str:
