@@ -221,18 +221,18 @@ class FeatureStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def save(self, video_key: str, extractor: str, features: StoredFeatures) -> Path:
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            visual=features.visual.values,
-            visual_times=features.visual.times,
-            audio=features.audio.values,
-            audio_times=features.audio.times,
-            duration=np.float64(features.duration),
+        data = npz_bytes(
+            {
+                "visual": features.visual.values,
+                "visual_times": features.visual.times,
+                "audio": features.audio.values,
+                "audio_times": features.audio.times,
+                "duration": np.float64(features.duration),
+            }
         )
         target = self.path_for(video_key, extractor)
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._atomic_write(target, buf.getvalue())
+        self._atomic_write(target, data)
         return target
 
     def load_key(self, video_key: str, extractor: str) -> StoredFeatures:
@@ -274,3 +274,15 @@ class FeatureStore:
             with contextlib.suppress(ValueError, OSError):
                 if not pid_alive(int(tmp.name.rsplit("-", 1)[1])):
                     tmp.unlink()
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An `.npz` archive (what `np.load` reads) whose members carry a fixed timestamp, so equal arrays give equal
+    bytes: `np.savez` stamps the current time, which made identical features differ file-wise."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+    return buf.getvalue()

@@ -52,6 +52,18 @@ def test_save_load_roundtrip_and_index(tmp_path: Path) -> None:
         store.load("other", key)
 
 
+def test_equal_features_give_equal_files(tmp_path: Path) -> None:
+    """Feature files are byte-reproducible (fixed zip timestamps), so reruns and other hosts can compare files."""
+    import time
+
+    store = FeatureStore(tmp_path / "cache")
+    key = store.register_spec({"name": "toy"})
+    first = store.save("aaaa", key, _features(5)).read_bytes()
+    time.sleep(2.1)  # zip timestamps have a 2 s resolution
+    assert store.save("bbbb", key, _features(5)).read_bytes() == first
+    assert store.save("cccc", key, _features(5, seed=1)).read_bytes() != first
+
+
 def test_truncated_feature_file_is_an_error_not_data(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path)
     key = store.register_spec({"name": "toy"})
