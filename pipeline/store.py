@@ -2,6 +2,7 @@
 
 Layout under the root:
     index.sqlite                      what was done / failed (with the reason) and how long it took
+    index.lock                        held while a process creates or checks the index
     <extractor hash>/spec.json        the extractor spec the hash stands for
     <extractor hash>/<fp[:2]>/<fp>.npz  features of the video whose content fingerprint is `fp`
 
@@ -121,15 +122,23 @@ class FeatureStore:
         except OSError as err:
             raise StoreError(f"{self.root}: cache folder is not writable ({err.strerror or err})") from None
         self._db_path = self.root / "index.sqlite"
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        # One process at a time creates the index: switching a new database to WAL needs exclusive access, and
+        # SQLite answers "database is locked" at once instead of waiting when processes start together.
+        with open(self.root / "index.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                with self._db() as db:
+                    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
+                    db.executescript(_SCHEMA)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- index ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self._db_path, timeout=60.0, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=60000")
             yield db
         finally:

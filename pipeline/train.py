@@ -299,7 +299,10 @@ class DenseTask:
         losses = detection_loss(out, batch.segments, batch.labels, len(self.classes), self.normaliser, self.cfg.loss)
         return count_replicated_once(losses, self.cfg.loss.lcf_weight, world)
 
-    loss_scale = staticmethod(lambda world: world)
+    @staticmethod
+    def loss_scale(world: int) -> int:
+        """Factor on the loss before backward (see `losses`)."""
+        return world
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         loader = DataLoader(
@@ -355,7 +358,10 @@ class SegmentTask:
     def losses(self, net: nn.Module, model: nn.Module, batch: Any, device: torch.device, world: int, amp: bool) -> dict:
         return segments.training_losses(net, model, self.cfg.model["name"], batch, self.cfg.segment_loss, device, amp)
 
-    loss_scale = staticmethod(lambda world: 1)
+    @staticmethod
+    def loss_scale(world: int) -> int:
+        """Means over each rank's share, averaged by DDP: nothing to rescale."""
+        return 1
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         loader = segments.validation_loader(self.val_set, self.cfg.train.batch_size, self.cfg.data.num_workers)
