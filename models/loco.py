@@ -236,9 +236,9 @@ class LoCo(nn.Module):
         (that would let the audio query see into the visual track)."""
         if self.lcf is None:
             raise ValueError("cross-modal embeddings need LCF (model.lcf is 'none')")
-        if self.spatial is not None and not (visual.dim() == 3 and visual.shape[-1] == self.cfg.visual_dim):
+        visual, alpha = self._pooled_visual(audio, visual, mask)
+        if alpha is not None:
             raise ValueError("cross-modal localization needs model.spatial: mean (audio-guided attention reads audio)")
-        visual, _ = self._pooled_visual(audio, visual, mask)
         a = self.lcf.proj_audio(self.audio_encoder(audio, mask))
         v = self.lcf.proj_visual(self.visual_encoder(visual, mask))
         return F.normalize(a.float(), dim=-1), F.normalize(v.float(), dim=-1)

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from avdet.errors import DataError
 from avdet.extractors.base import Features
 from avdet.pipeline.postprocess import TimeGrid
-from avdet.pipeline.store import FeatureStore, spec_hash
+from avdet.pipeline.store import FeatureStore, default_cache_dir, spec_hash
 
 if TYPE_CHECKING:
     from avdet.pipeline.config import DataConfig
@@ -302,8 +302,6 @@ class ReleasedSource:
 
 def make_source(data: DataConfig, annotations: dict) -> StoreSource | ReleasedSource:
     """The feature source a `DataConfig` names: the feature store or released folders."""
-    from avdet.pipeline.store import default_cache_dir
-
     if data.source == "released":
         if not data.released_root:
             raise DataError("data.released_root is required when data.source is 'released'")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from avdet.errors import AvdetError, CheckpointError, DataError
 from avdet.extractors.base import ExtractorSet
@@ -167,6 +168,24 @@ def _item(f: VideoFeatures) -> dict:
     }
 
 
+def checkpoint_source(
+    checkpoint: Path,
+    loaded: LoadedModel,
+    annotations: dict,
+    *,
+    cache: str | Path | None,
+    released_root: str | Path | None,
+) -> StoreSource | ReleasedSource:
+    """The features a checkpoint was trained on: the released folders, or the store under its exact extractor
+    spec (never a newer recipe of the same extractor)."""
+    if loaded.extractor.get("released"):
+        if not released_root:
+            raise DataError(f"{checkpoint}: trained on released features; pass --released-root")
+        return ReleasedSource(released_root, loaded.extractor["name"], annotations)
+    store = FeatureStore(cache or default_cache_dir())
+    return StoreSource(store, loaded.extractor["name"], spec=loaded.extractor)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -188,14 +207,13 @@ def evaluate_checkpoint(
         raise DataError(f"{checkpoint}: no annotations recorded in the checkpoint; pass --annotations")
     ann = load_annotations(ann_path)
     classes = read_classes(ann, data.get("classes") or None)
-    if loaded.extractor.get("released"):
-        root = released_root or data.get("released_root")
-        if not root:
-            raise DataError(f"{checkpoint}: trained on released features; pass --released-root")
-        source = ReleasedSource(root, loaded.extractor["name"], ann)
-    else:
-        store = FeatureStore(cache or data.get("cache") or default_cache_dir())
-        source = StoreSource(store, loaded.extractor["name"], spec=loaded.extractor)
+    source = checkpoint_source(
+        checkpoint,
+        loaded,
+        ann,
+        cache=cache or data.get("cache"),
+        released_root=released_root or data.get("released_root"),
+    )
     dataset = DetectionDataset(source, ann, split_ids(ann, split))
     first = dataset[0]
     check_compatible(checkpoint, loaded, classes, (first["visual"].shape[1], first["audio"].shape[1]))
@@ -220,7 +238,7 @@ def segment_split(
     cache: str | Path | None = None,
     released_root: str | Path | None = None,
     ave_root: str | Path | None = None,
-):
+) -> Dataset:
     """The labelled dataset of `split` for a segment checkpoint; data locations default to those recorded at
     training, and the split's classes must be the checkpoint's."""
     if loaded.task != "segment":
@@ -230,18 +248,12 @@ def segment_split(
     recorded.update({k: str(v) for k, v in overrides.items() if v is not None})
     data = from_dict(DataConfig, recorded, "data")
 
-    def source_for(ann: dict):
-        if data.source == "released":
-            return ReleasedSource(data.released_root, loaded.extractor["name"], ann)
-        store = FeatureStore(data.cache or default_cache_dir())
-        return StoreSource(store, loaded.extractor["name"], spec=loaded.extractor)
+    def source_for(ann: dict) -> StoreSource | ReleasedSource:
+        return checkpoint_source(checkpoint, loaded, ann, cache=data.cache, released_root=data.released_root)
 
     dataset, classes, _ = segments.split_dataset(data, split, source_for=source_for)
-    if classes != loaded.classes:
-        raise CheckpointError(
-            f"{checkpoint}: trained on {len(loaded.classes)} classes ({', '.join(loaded.classes[:3])}, ...) but the "
-            f"data has {len(classes)} ({', '.join(classes[:3])}, ...)"
-        )
+    first = dataset[0]
+    check_compatible(checkpoint, loaded, classes, (first["visual"].shape[-1], first["audio"].shape[-1]))
     return dataset
 
 

@@ -5,29 +5,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from avdet.pipeline.data import Batch
 from avdet.pipeline.postprocess import Event, PostprocessConfig, postprocess
 
 
-def padded_batch(model: nn.Module, batch: Batch) -> Batch:
-    """Pad a batch to the length the model needs (its max_seq_len, or a stride multiple beyond it)."""
-    need = model.padded_length(batch.mask.shape[1])
-    extra = need - batch.mask.shape[1]
+def pad_inputs(model: nn.Module, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-pad (B, T, ...) inputs with zeros and their (B, T) mask with False to the length the model needs (its
+    `padded_length`: max_seq_len, or a stride multiple beyond it); models without one take any length."""
+    padded_length = getattr(model, "padded_length", None)
+    extra = padded_length(mask.shape[1]) - mask.shape[1] if padded_length is not None else 0
     if extra <= 0:
-        return batch
-    pad = (0, 0, 0, extra)  # pad (B, T, C) along T
-    return Batch(
-        batch.video_ids,
-        batch.durations,
-        batch.grids,
-        torch.nn.functional.pad(batch.audio, pad),
-        torch.nn.functional.pad(batch.visual, pad),
-        torch.nn.functional.pad(batch.mask, (0, extra), value=False),
-        batch.segments,
-        batch.labels,
-    )
+        return audio, visual, mask
+
+    def pad(x: Tensor) -> Tensor:
+        return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], dim=1)
+
+    return pad(audio), pad(visual), pad(mask)
+
+
+def padded_batch(model: nn.Module, batch: Batch) -> Batch:
+    """A batch padded to the length the model needs (`pad_inputs`)."""
+    audio, visual, mask = pad_inputs(model, batch.audio, batch.visual, batch.mask)
+    return Batch(batch.video_ids, batch.durations, batch.grids, audio, visual, mask, batch.segments, batch.labels)
 
 
 @torch.no_grad()

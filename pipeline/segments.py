@@ -25,16 +25,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avdet.errors import ConfigError, DataError
+from avdet.models.base import DetectorOutput
 from avdet.models.segment import (
     SegmentLossConfig,
     SegmentTargets,
     segment_accuracy,
     segment_logits,
     segment_loss,
+    segment_predictions,
 )
 from avdet.pipeline import ave
 from avdet.pipeline.data import VideoFeatures, make_source, read_classes, split_ids
 from avdet.pipeline.evaluate import load_annotations
+from avdet.pipeline.inference import pad_inputs
 from avdet.pipeline.postprocess import Event
 
 if TYPE_CHECKING:
@@ -184,26 +187,23 @@ def batch_targets(batch: dict) -> SegmentTargets:
 
 def model_inputs(model: nn.Module, batch: dict, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
     """(audio, visual, mask) on the device, right-padded to the length the model needs (LoCo's pyramid strides)."""
-    audio, visual, mask = batch["audio"], batch["visual"], batch["mask"]
-    padded_length = getattr(model, "padded_length", None)
-    if padded_length is not None:
-        extra = padded_length(mask.shape[1]) - mask.shape[1]
-        if extra > 0:
-            audio = torch.cat([audio, audio.new_zeros(audio.shape[0], extra, *audio.shape[2:])], dim=1)
-            visual = torch.cat([visual, visual.new_zeros(visual.shape[0], extra, *visual.shape[2:])], dim=1)
-            mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)
+    audio, visual, mask = pad_inputs(model, batch["audio"], batch["visual"], batch["mask"])
     return audio.to(device), visual.to(device), mask.to(device)
 
 
 # ---------------------------------------------------------------------------------------------- prediction
 
 
+def segment_output(model: nn.Module, batch: dict, device: torch.device | str) -> DetectorOutput:
+    """The model's output on a batch, its inputs padded as the model needs."""
+    return model(*model_inputs(model, batch, device))
+
+
 @torch.no_grad()
 def segment_scores(model: nn.Module, batch: dict, device: torch.device | str) -> Tensor:
     """(B, T, K) per-segment label probabilities (sigmoids: the losses are per-label focal terms), cropped to the
     batch's segment count."""
-    audio, visual, mask = model_inputs(model, batch, device)
-    output = model(audio, visual, mask)
+    output = segment_output(model, batch, device)
     return torch.sigmoid(segment_logits(output, batch["mask"].shape[1]).float()).cpu()
 
 
@@ -220,7 +220,7 @@ def predict_segments(
         for batch in loader:
             if "segment" not in batch:
                 raise DataError("evaluation needs segment labels (the full-setting labels of a val/test split)")
-            pred = segment_scores(model, batch, device).argmax(dim=-1)  # (B, T)
+            pred = segment_predictions(segment_output(model, batch, device), batch["mask"].shape[1]).cpu()  # (B, T)
             valid = batch["mask"]
             preds.append(pred[valid].numpy())
             targets.append(batch["segment"][valid].numpy())
@@ -318,9 +318,8 @@ def training_losses(
 ) -> dict[str, Tensor]:
     """One batch's loss parts ("total" included): `net` may be the DDP wrapper of `model`; `amp` runs the
     forward in bf16 (the losses cast to float)."""
-    audio, visual, mask = model_inputs(model, batch, device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        output = net(audio, visual, mask)
+        output = net(*model_inputs(model, batch, device))
     targets = batch_targets({k: batch[k].to(device) for k in ("video", "segment") if k in batch})
     _, parts = segment_loss(model_name, output, targets, loss_cfg, batch["mask"].to(device))
     return parts

@@ -109,6 +109,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing); the OS releases it if the process dies."""
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class FeatureStore:
     """Features of videos under one cache root; safe for concurrent processes on one filesystem."""
 
@@ -124,15 +135,10 @@ class FeatureStore:
         self._db_path = self.root / "index.sqlite"
         # One process at a time creates the index: switching a new database to WAL needs exclusive access, and
         # SQLite answers "database is locked" at once instead of waiting when processes start together.
-        with open(self.root / "index.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                with self._db() as db:
-                    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                        db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
-                    db.executescript(_SCHEMA)
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(self.root / "index.lock"), self._db() as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
+            db.executescript(_SCHEMA)
 
     # -- index ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -222,12 +228,8 @@ class FeatureStore:
         """Exclusive lock for producing one file; waits while another process holds it."""
         target = self.path_for(video_key, extractor)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.with_suffix(".lock"), "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(target.with_suffix(".lock")):
+            yield
 
     def save(self, video_key: str, extractor: str, features: StoredFeatures) -> Path:
         data = npz_bytes(

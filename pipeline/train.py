@@ -244,6 +244,7 @@ class DenseTask:
     """UnAV-100-style dense detection: cropped variable-length videos, detection losses, validation mAP."""
 
     metric = "val_mAP"  # a fraction
+    metric_tag = "val/average_mAP"  # its TensorBoard scalar
 
     def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
         self.cfg = cfg
@@ -334,6 +335,7 @@ class SegmentTask:
     """
 
     metric = "val_accuracy"  # percent
+    metric_tag = "val/accuracy"
 
     def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
         self.cfg = cfg
@@ -482,7 +484,7 @@ def train(
                 t0 = time.perf_counter()
                 metrics.update(task.validate(ema.module, device))
                 metrics["val_seconds"] = time.perf_counter() - t0
-                writer.add_scalar(f"val/{task.metric.removeprefix('val_')}", metrics[task.metric], step)
+                writer.add_scalar(task.metric_tag, metrics[task.metric], step)
                 if metrics[task.metric] > best_metric:
                     best_metric, best_epoch = metrics[task.metric], epoch
                     save_checkpoint(
