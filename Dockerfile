@@ -10,12 +10,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/avdet
-COPY pyproject.toml README.md constraints-cpu.txt ./
-COPY __init__.py __main__.py cli.py errors.py ./
-COPY pipeline/ pipeline/
-COPY extractors/ extractors/
-COPY models/ models/
-COPY configs/ configs/
+# The whole checkout (less what .dockerignore leaves out): packaging decides what is installed, as for a wheel.
+COPY . .
 # The base image's CUDA torch satisfies the requirement; no CPU constraints here. The package installed is
 # this checkout itself, whose dependencies carry their ranges in pyproject.toml.
 # hadolint ignore=DL3013

@@ -76,15 +76,15 @@ def extract(
     ] = None,
 ) -> None:
     """Decode videos, compute features and cache them. Re-running does only what is missing."""
-    from avdet.pipeline import media
     from avdet.pipeline.extract import ExtractOptions, ExtractResult, extract_videos, extract_videos_ray
+    from avdet.pipeline.io import media
 
     if backend not in ("ffmpeg", "decord"):
         raise fail(f"unknown backend {backend!r}: use ffmpeg or decord")
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
-    from avdet.pipeline.store import default_cache_dir
+    from avdet.pipeline.io.store import default_cache_dir
 
     cache = cache or default_cache_dir()
     options = ExtractOptions(
@@ -170,13 +170,14 @@ def make_sample(
     """Synthesise clips with overlapping audio-visual events (and distractors) plus UnAV-100-style ground truth."""
     from functools import partial
 
-    from avdet.pipeline.sample import AveSampleConfig, SampleConfig, make_ave_sample
-    from avdet.pipeline.sample import make_sample as make_dense
+    from avdet.pipeline.synth.ave_clips import AveSampleConfig, make_ave_sample
+    from avdet.pipeline.synth.clips import SampleConfig
+    from avdet.pipeline.synth.clips import make_sample as make_dense
 
     if features:
         if not ave:
             raise fail("--features writes the AVE HDF5 layout: use it with --ave")
-        from avdet.pipeline.ave import write_synthetic_ave
+        from avdet.pipeline.synth.ave_features import write_synthetic_ave
 
         with console.status("writing AVE-layout features..."):
             write_synthetic_ave(
@@ -290,10 +291,11 @@ def detect(
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table)."""
-    from avdet.pipeline import media
     from avdet.pipeline.detect import Detector
-    from avdet.pipeline.store import default_cache_dir
-    from avdet.pipeline.writers import plot_timeline, write_events_file
+    from avdet.pipeline.io import media
+    from avdet.pipeline.io.plots import plot_timeline
+    from avdet.pipeline.io.store import default_cache_dir
+    from avdet.pipeline.io.writers import write_events_file
 
     paths = media.expand_videos(videos)
     if not paths:
@@ -339,7 +341,7 @@ def detect(
 def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
     """Where each video's events go: one file, files in a folder, or nowhere (terminal table)."""
     from avdet.errors import DataError
-    from avdet.pipeline.writers import output_format
+    from avdet.pipeline.io.writers import output_format
 
     if fmt is not None and fmt not in ("json", "srt", "vtt"):
         raise DataError(f"--format {fmt}: unknown format (use json, srt or vtt)")
@@ -358,7 +360,7 @@ def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, p
 
 
 def media_id(path: Path) -> str:
-    from avdet.pipeline.media import video_id
+    from avdet.pipeline.io.media import video_id
 
     return video_id(path)
 
@@ -407,9 +409,10 @@ def eval_(
     import json
 
     from avdet.pipeline.checkpoint import load_model
-    from avdet.pipeline.detect import evaluate_checkpoint
-    from avdet.pipeline.evaluate import evaluate, events_to_predictions, load_annotations, load_predictions
-    from avdet.pipeline.writers import write_text_atomic
+    from avdet.pipeline.data.annotations import load_annotations
+    from avdet.pipeline.evaluate import evaluate_checkpoint
+    from avdet.pipeline.io.atomic import write_text_atomic
+    from avdet.pipeline.metrics.mean_ap import evaluate, events_to_predictions, load_predictions
 
     if (predictions is None) == (checkpoint is None):
         raise fail("give exactly one of --predictions and --checkpoint")
@@ -485,8 +488,8 @@ def _eval_cml(checkpoint: Path, loaded, *, split: str, json_out: Path | None, de
     """`avdet eval --cml`: cross-modal localization accuracy of a segment checkpoint, beside chance."""
     import json
 
-    from avdet.pipeline.detect import evaluate_cml_checkpoint
-    from avdet.pipeline.writers import write_text_atomic
+    from avdet.pipeline.evaluate import evaluate_cml_checkpoint
+    from avdet.pipeline.io.atomic import write_text_atomic
 
     result = evaluate_cml_checkpoint(checkpoint, split=split, device=device, loaded=loaded, **data)
     table = Table(title=f"Cross-modal localization (%), split {split}, {result.videos} videos", show_edge=False)
@@ -514,9 +517,9 @@ def _eval_segments(
 
     import numpy as np
 
-    from avdet.pipeline.ave import save_confusion_png
-    from avdet.pipeline.detect import evaluate_segment_checkpoint
-    from avdet.pipeline.writers import write_text_atomic
+    from avdet.pipeline.evaluate import evaluate_segment_checkpoint
+    from avdet.pipeline.io.atomic import write_text_atomic
+    from avdet.pipeline.io.plots import save_confusion_png
 
     result = evaluate_segment_checkpoint(
         checkpoint,
@@ -557,7 +560,7 @@ def plot(
     annotations: Annotated[Path, typer.Option(help="Draw this video's ground truth under the events.")] = None,
 ) -> None:
     """Draw an event timeline: one lane per class, events as bars, ground truth under them."""
-    from avdet.pipeline.writers import plot_events_file
+    from avdet.pipeline.io.plots import plot_events_file
 
     try:
         plot_events_file(events_json, out_png, annotations=annotations)
@@ -618,8 +621,8 @@ def convert(
     """Turn an officially released UnAV / CCNet checkpoint into an avdet checkpoint (documented key mapping)."""
     import yaml
 
-    from avdet.models.convert import convert_checkpoint
-    from avdet.pipeline.data import read_classes
+    from avdet.pipeline.convert import convert_checkpoint
+    from avdet.pipeline.data.annotations import read_classes
 
     try:
         if classes is None:

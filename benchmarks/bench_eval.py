@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avdet.pipeline.evaluate import evaluate, load_annotations, load_predictions, validate_predictions
+from avdet.pipeline.data.annotations import load_annotations
+from avdet.pipeline.metrics.mean_ap import evaluate, load_predictions, validate_predictions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

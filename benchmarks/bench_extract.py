@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from avdet.extractors.registry import build_extractor_set
-from avdet.pipeline import media
 from avdet.pipeline.extract import compute_features
+from avdet.pipeline.io import media
 
 
 def make_clip(path: Path, seconds: float) -> None:

@@ -26,8 +26,8 @@ from avdet.extractors import i3d_vggish as IV
 from avdet.extractors import raft
 from avdet.extractors.base import AudioInput
 from avdet.extractors.registry import build_extractor_set
-from avdet.pipeline import media
 from avdet.pipeline.extract import compute_features
+from avdet.pipeline.io import media
 
 
 def timed(fn: Callable[[], object], device: str) -> float:

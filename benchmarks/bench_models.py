@@ -21,15 +21,16 @@ import statistics
 import time
 
 import torch
+from flops import count_flops, count_params
 
-from avdet.models.flops import count_flops, count_params
 from avdet.models.losses import PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import load_config
-from avdet.pipeline.data import Batch
+from avdet.pipeline.data.dense import Batch
 from avdet.pipeline.inference import padded_batch
-from avdet.pipeline.postprocess import TimeGrid, postprocess
+from avdet.pipeline.postprocess import postprocess
 from avdet.pipeline.train import param_groups
+from avdet.pipeline.types import TimeGrid
 
 GRID_STEP = 0.32  # seconds per feature row (I3D-VGGish and ONE-PEACE on UnAV-100)
 SIZE_CONFIGS = [

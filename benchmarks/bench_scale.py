@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from avdet.pipeline.sample import SampleConfig, make_sample
+    from avdet.pipeline.synth.clips import SampleConfig, make_sample
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from flops import count_flops, count_params
 
 from avdet.errors import AvdetError, DataError
-from avdet.models.flops import count_flops, count_params
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import ExperimentConfig, load_config
-from avdet.pipeline.detect import evaluate_checkpoint
+from avdet.pipeline.evaluate import evaluate_checkpoint
 from avdet.pipeline.extract import ExtractOptions, extract_videos
-from avdet.pipeline.sample import SampleConfig, make_sample
+from avdet.pipeline.synth.clips import SampleConfig, make_sample
 from avdet.pipeline.train import Reporter, train
 
 

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare import Variant, log, mean_std, slug
+from flops import count_params
 
 from avdet.errors import AvdetError, DataError
-from avdet.models.flops import count_params
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import ExperimentConfig, load_config
-from avdet.pipeline.detect import evaluate_segment_checkpoint
+from avdet.pipeline.evaluate import evaluate_segment_checkpoint
 from avdet.pipeline.extract import ExtractOptions, extract_videos
-from avdet.pipeline.sample import AveSampleConfig, make_ave_sample
+from avdet.pipeline.synth.ave_clips import AveSampleConfig, make_ave_sample
 from avdet.pipeline.train import Reporter, train
 
 # CCLN on `lite` rows (no spatial map, so its audio-guided attention has nothing to attend: mean of one location).

@@ -2,7 +2,7 @@
 
 avdet does not compute ONE-PEACE features itself: the encoders (a ~4B-parameter model, the visual one
 fine-tuned on Kinetics-400) need the ONE-PEACE checkpoints and their fairseq-based code, which avdet does
-not vendor. The released features are read in place by `avdet.pipeline.released` (layout "onepeace"); these
+not vendor. The released features are read in place by `avdet.pipeline.io.released` (layout "onepeace"); these
 constants describe their grid.
 """
 
@@ -27,7 +27,7 @@ REQUIREMENTS = (
     "<id>_one_peace_audio.npy with that code "
     "(16 fps, 16-frame windows every 4 frames; 1 s audio windows every 0.25 s) or download UniAV's released "
     "UnAV-100 features (https://github.com/ttgeng233/UniAV), then read them with the released-features "
-    "reader (avdet.pipeline.released, layout 'onepeace')"
+    "reader (avdet.pipeline.io.released, layout 'onepeace')"
 )
 
 

@@ -26,14 +26,13 @@ depend on:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avdet.errors import AvdetError, CheckpointError
+from avdet.errors import AvdetError
 from avdet.models.base import DetectorOutput, register_model
 from avdet.models.blocks import (
     LayerNorm,
@@ -377,96 +376,3 @@ class CCNet(nn.Module):
 
 
 # -- reference checkpoints -----------------------------------------------------------------------------------------
-def ccnet_config_from_reference(model_cfg: dict) -> CCNetConfig:
-    """The reference constructor arguments (its `model` config section) as a `CCNetConfig`."""
-    arch = tuple(model_cfg.get("backbone_arch", (2, 2, 5)))
-    if model_cfg.get("scale_factor", 2) != 2:
-        raise CheckpointError(f"CCNet reference scale_factor {model_cfg['scale_factor']} is not supported (only 2)")
-    return CCNetConfig(
-        visual_dim=int(model_cfg["input_dim_V"]),
-        audio_dim=int(model_cfg["input_dim_A"]),
-        num_classes=int(model_cfg["num_classes"]),
-        max_seq_len=int(model_cfg["max_seq_len"]),
-        embed_dim=int(model_cfg.get("embd_dim", 512)),
-        num_heads=int(model_cfg.get("n_head", 4)),
-        embed_convs=int(arch[0]),
-        embed_kernel=int(model_cfg.get("embd_kernel_size", 3)),
-        embed_with_ln=bool(model_cfg.get("embd_with_ln", True)),
-        encoder_layers=int(arch[1]),
-        num_levels=int(arch[2]) + 1,
-        head_dim=int(model_cfg.get("head_dim", 512)),
-        head_layers=int(model_cfg.get("head_num_layers", 3)),
-        head_kernel=int(model_cfg.get("head_kernel_size", 3)),
-        head_with_ln=bool(model_cfg.get("head_with_ln", True)),
-        class_aware=bool(model_cfg.get("class_aware", True)),
-    )
-
-
-_BLOCK = r"(?P<blk>(?:\.\d+)?)\."  # an optional ModuleList index, then the block's own names
-# (reference pattern, avdet replacement) for the module prefixes; the block internals are mapped below
-_PREFIXES: list[tuple[str, str]] = [
-    (r"^backbone\.embd_V\.", "backbone.embed_visual."),
-    (r"^backbone\.embd_A\.", "backbone.embed_audio."),
-    (r"^backbone\.embd_norm_V\.", "backbone.embed_norm_visual."),
-    (r"^backbone\.embd_norm_A\.", "backbone.embed_norm_audio."),
-    (r"^backbone\.self_att_V\.", "backbone.encoder_visual."),
-    (r"^backbone\.self_att_A\.", "backbone.encoder_audio."),
-    (r"^backbone\.ori_CMI_Visual\.", "backbone.cross_visual.0."),
-    (r"^backbone\.ori_CMI_Audio\.", "backbone.cross_audio.0."),
-    (r"^backbone\.visual_TCG\.", "backbone.gate_visual."),
-    (r"^backbone\.audio_TCG\.", "backbone.gate_audio."),
-    (r"^MTGC_block\.feature_expand\.", "mtgc.expand."),
-    (r"^MTGC_block\.feature_squeeze\.", "mtgc.squeeze."),
-    (r"^MTGC_block\.cooccur_branch\.", "mtgc.cooccur."),
-    (r"^MTGC_block\.temporal_branch\.", "mtgc.temporal."),
-    (r"^MTGC_block\.C2F_attention\.", "mtgc.c2f_attn."),
-    (r"^MTGC_block\.F2C_attention_block\.", "mtgc.f2c_attn."),
-    (r"^MTGC_block\.C2F_linear\.", "mtgc.c2f_linear."),
-    (r"^MTGC_block\.feature_tem_press\.", "mtgc.channel_press."),
-    (r"^MTGC_block\.feature_tem_block\.", "mtgc.channel_expand."),
-    (r"^MTGC_block\.channel_att\.", "mtgc.channel_attn."),
-    (r"^(cls|reg)_head\.head\.", r"\1_head.tower.convs."),
-    (r"^(cls|reg)_head\.norm\.", r"\1_head.tower.norms."),
-    (r"^cls_head\.cls_head\.", "cls_head.classifier."),
-    (r"^reg_head\.offset_head\.", "reg_head.regressor."),
-    (r"^reg_head\.scale\.", "reg_head.scales."),
-]
-_INTERNALS: list[tuple[str, str]] = [  # inside transformer blocks and gates
-    (r"\.ln11\.", ".norm_kv."),
-    (r"\.ln12\.", ".norm_q."),
-    (r"\.ln2\.", ".norm_mlp."),
-    (r"(_TCG\.\d+)\.(query|key|value|proj)(_conv|_norm)?\.", r"\1.attn.\2\3."),
-    (r"\.gate_linear\.", ".gate."),
-]
-# reference (1, C, 1) LayerNorm / LayerScale tensors and (out, in, 1) pointwise convs become (C,) and (out, in)
-_FLATTEN = re.compile(r"(norm\w*(\.\d+)?|norms\.\d+|drop_path_\w+)\.(weight|bias|scale)$")
-_POINTWISE = re.compile(r"(\.attn\.(query|key|value|proj)|\.mlp\.[03])\.weight$")
-
-
-def _rename(key: str) -> str:
-    new = key[len("module.") :] if key.startswith("module.") else key
-    for pattern, repl in _INTERNALS:  # before the prefixes: they look at the reference's module names
-        new = re.sub(pattern, repl, new)
-    cmi = re.match(r"^backbone\.CMI_(Visual|Audio)\.(\d+)\.", new)
-    if cmi:  # the strided cross-modal blocks are levels 1.. of avdet's pyramid
-        side = "visual" if cmi.group(1) == "Visual" else "audio"
-        return f"backbone.cross_{side}.{int(cmi.group(2)) + 1}." + new[cmi.end() :]
-    for pattern, repl in _PREFIXES:
-        renamed, hits = re.subn(pattern, repl, new)
-        if hits:
-            return renamed
-    raise CheckpointError(f"unexpected parameter {key!r} in a CCNet reference state dict")
-
-
-def ccnet_state_dict_from_reference(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A zzhhfut/CCNet-AAAI2025 `CCNet_base_TCG_Transformer` state dict (optionally `module.`-prefixed) with
-    avdet's `CCNet` names and shapes. Unknown names are a one-line `CheckpointError`."""
-    out: dict[str, Tensor] = {}
-    for key, value in sd.items():
-        new = _rename(key)
-        if _FLATTEN.search(new) and value.dim() == 3:
-            value = value.reshape(-1)  # (1, C, 1) -> (C,)
-        elif _POINTWISE.search(new) and value.dim() == 3:
-            value = value.squeeze(-1)  # (out, in, 1) -> (out, in)
-        out[new] = value
-    return out

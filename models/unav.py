@@ -8,7 +8,7 @@
 
 Reproduces ttgeng233/UnAV `LocPointTransformer` operation by operation (eval mode), including its inference path
 for inputs longer than max_seq_len (padding to a multiple of the top stride, linearly stretched position encoding).
-Reference weights load through `avdet.models.convert.convert_state_dict("unav", ...)`.
+Reference weights load through `avdet.models.keymaps.convert_state_dict("unav", ...)`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import yaml
 from avdet.errors import ConfigError
 from avdet.models import registry as model_registry
 from avdet.models.losses import LossConfig
-from avdet.models.segment import SegmentLossConfig
+from avdet.models.segment_losses import SegmentLossConfig
 from avdet.pipeline.postprocess import PostprocessConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

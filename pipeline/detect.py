@@ -8,30 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from avdet.errors import AvdetError, CheckpointError, DataError
 from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS, build_extractor_set
-from avdet.pipeline import ave, media, segments
 from avdet.pipeline.checkpoint import LoadedModel, check_compatible, load_model
-from avdet.pipeline.cml import CMLResult, evaluate_cml
-from avdet.pipeline.config import DataConfig, from_dict
-from avdet.pipeline.data import (
-    DetectionDataset,
-    ReleasedSource,
-    StoreSource,
-    VideoFeatures,
-    collate,
-    read_classes,
-    split_ids,
-    to_video_features,
-)
-from avdet.pipeline.evaluate import EvalResult, evaluate, events_to_predictions, load_annotations
+from avdet.pipeline.config import from_dict
+from avdet.pipeline.data.dense import collate
+from avdet.pipeline.data.segments import collate_segments, segment_item
+from avdet.pipeline.data.sources import VideoFeatures, to_video_features
 from avdet.pipeline.extract import ExtractOptions, extract_one
 from avdet.pipeline.inference import predict
-from avdet.pipeline.postprocess import Event, PostprocessConfig
-from avdet.pipeline.store import FeatureStore, default_cache_dir, fingerprint
+from avdet.pipeline.io import media
+from avdet.pipeline.io.store import FeatureStore, fingerprint
+from avdet.pipeline.postprocess import PostprocessConfig
+from avdet.pipeline.tasks.segment import segment_events, segment_scores
+from avdet.pipeline.types import Event
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +140,10 @@ class Detector:
     def _segment_events(self, feats: list[VideoFeatures]) -> dict[str, list[Event]]:
         """A segment model: rows averaged per segment, one label per segment, runs of a class merged."""
         segment_s = float(self.loaded.meta.get("data", {}).get("segment_s", 1.0))
-        items = [segments.segment_item(f, segment_s) for f in feats]
-        scores = segments.segment_scores(self.loaded.model, segments.collate_segments(items), self.device)
+        items = [segment_item(f, segment_s) for f in feats]
+        scores = segment_scores(self.loaded.model, collate_segments(items), self.device)
         return {
-            f.video_id: segments.segment_events(probs, len(item["mask"]), self.loaded.classes, segment_s)
+            f.video_id: segment_events(probs, len(item["mask"]), self.loaded.classes, segment_s)
             for f, item, probs in zip(feats, items, scores, strict=True)
         }
 
@@ -166,130 +158,3 @@ def _item(f: VideoFeatures) -> dict:
         "segments": torch.zeros(0, 2),
         "labels": torch.zeros(0, dtype=torch.long),
     }
-
-
-def checkpoint_source(
-    checkpoint: Path,
-    loaded: LoadedModel,
-    annotations: dict,
-    *,
-    cache: str | Path | None,
-    released_root: str | Path | None,
-) -> StoreSource | ReleasedSource:
-    """The features a checkpoint was trained on: the released folders, or the store under its exact extractor
-    spec (never a newer recipe of the same extractor)."""
-    if loaded.extractor.get("released"):
-        if not released_root:
-            raise DataError(f"{checkpoint}: trained on released features; pass --released-root")
-        return ReleasedSource(released_root, loaded.extractor["name"], annotations)
-    store = FeatureStore(cache or default_cache_dir())
-    return StoreSource(store, loaded.extractor["name"], spec=loaded.extractor)
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    *,
-    split: str = "test",
-    annotations: str | Path | None = None,
-    cache: str | Path | None = None,
-    released_root: str | Path | None = None,
-    device: str = "cpu",
-    batch_size: int = 16,
-    postprocess_overrides: dict | None = None,
-    loaded: LoadedModel | None = None,
-) -> tuple[EvalResult, dict[str, list[Event]]]:
-    """Detect over a split's cached features and score the result against its annotations."""
-    checkpoint = Path(checkpoint)
-    loaded = loaded or load_model(checkpoint, device)
-    data = dict(loaded.meta.get("data", {}))
-    ann_path = annotations or data.get("annotations")
-    if not ann_path:
-        raise DataError(f"{checkpoint}: no annotations recorded in the checkpoint; pass --annotations")
-    ann = load_annotations(ann_path)
-    classes = read_classes(ann, data.get("classes") or None)
-    source = checkpoint_source(
-        checkpoint,
-        loaded,
-        ann,
-        cache=cache or data.get("cache"),
-        released_root=released_root or data.get("released_root"),
-    )
-    dataset = DetectionDataset(source, ann, split_ids(ann, split))
-    first = dataset[0]
-    check_compatible(checkpoint, loaded, classes, (first["visual"].shape[1], first["audio"].shape[1]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    pp = postprocess_config(loaded, postprocess_overrides)
-    events = predict(loaded.model, loader, pp, classes, device)
-    return evaluate(ann, events_to_predictions(events), split=split), events
-
-
-@dataclass
-class SegmentEval:
-    report: ave.SegmentReport  # accuracy, per-class accuracy, confusion matrix (background last)
-    background_only: float  # accuracy of always predicting background, the floor
-
-
-def segment_split(
-    checkpoint: Path,
-    loaded: LoadedModel,
-    split: str,
-    *,
-    annotations: str | Path | None = None,
-    cache: str | Path | None = None,
-    released_root: str | Path | None = None,
-    ave_root: str | Path | None = None,
-) -> Dataset:
-    """The labelled dataset of `split` for a segment checkpoint; data locations default to those recorded at
-    training, and the split's classes must be the checkpoint's."""
-    if loaded.task != "segment":
-        raise CheckpointError(f"{checkpoint}: a {loaded.task} checkpoint, not a segment one")
-    recorded = dict(loaded.meta.get("data", {}))
-    overrides = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
-    recorded.update({k: str(v) for k, v in overrides.items() if v is not None})
-    data = from_dict(DataConfig, recorded, "data")
-
-    def source_for(ann: dict) -> StoreSource | ReleasedSource:
-        return checkpoint_source(checkpoint, loaded, ann, cache=data.cache, released_root=data.released_root)
-
-    dataset, classes, _ = segments.split_dataset(data, split, source_for=source_for)
-    first = dataset[0]
-    check_compatible(checkpoint, loaded, classes, (first["visual"].shape[-1], first["audio"].shape[-1]))
-    return dataset
-
-
-def evaluate_segment_checkpoint(
-    checkpoint: str | Path,
-    *,
-    split: str = "test",
-    device: str = "cpu",
-    batch_size: int = 64,
-    loaded: LoadedModel | None = None,
-    **data: str | Path | None,
-) -> SegmentEval:
-    """Segment accuracy of a segment-task checkpoint on a split (background included), with the per-class table
-    and the confusion matrix. `data`: annotations / cache / released_root / ave_root overrides."""
-    checkpoint = Path(checkpoint)
-    loaded = loaded or load_model(checkpoint, device)
-    dataset = segment_split(checkpoint, loaded, split, **data)
-    loader = segments.validation_loader(dataset, batch_size)
-    pred, target = segments.predict_segments(loaded.model, loader, device)
-    report = ave.segment_report(pred, target, [*loaded.classes, segments.BACKGROUND_NAME])
-    return SegmentEval(report, segments.background_only_accuracy(target, len(loaded.classes)))
-
-
-def evaluate_cml_checkpoint(
-    checkpoint: str | Path,
-    *,
-    split: str = "test",
-    device: str = "cpu",
-    loaded: LoadedModel | None = None,
-    **data: str | Path | None,
-) -> CMLResult:
-    """Cross-modal localization (A2V / V2A) accuracy of a segment checkpoint with a cross-modal embedding space."""
-    checkpoint = Path(checkpoint)
-    loaded = loaded or load_model(checkpoint, device)
-    dataset = segment_split(checkpoint, loaded, split, **data)
-    try:
-        return evaluate_cml(loaded.model, dataset, device)
-    except ValueError as err:
-        raise CheckpointError(f"{checkpoint}: {err}") from None

@@ -21,8 +21,8 @@ import torch
 from avdet.errors import AvdetError, DecodeError
 from avdet.extractors.base import AudioInput, ExtractorSet, VisualInput
 from avdet.extractors.registry import build_extractor_set
-from avdet.pipeline import media
-from avdet.pipeline.store import FeatureStore, StoredFeatures, fingerprint
+from avdet.pipeline.io import media
+from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint
 
 log = logging.getLogger(__name__)
 

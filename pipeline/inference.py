@@ -7,8 +7,9 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from avdet.pipeline.data import Batch
-from avdet.pipeline.postprocess import Event, PostprocessConfig, postprocess
+from avdet.pipeline.data.dense import Batch
+from avdet.pipeline.postprocess import PostprocessConfig, postprocess
+from avdet.pipeline.types import Event
 
 
 def pad_inputs(model: nn.Module, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -18,18 +18,7 @@ import torch
 
 from avdet.errors import ConfigError
 from avdet.models.base import DetectorOutput
-
-
-@dataclass(frozen=True)
-class Event:
-    """One detected (or annotated) audio-visual event, in seconds."""
-
-    label: str
-    label_id: int
-    start: float
-    end: float
-    score: float
-
+from avdet.pipeline.types import Event, TimeGrid
 
 NMS_METHODS = ("soft", "hard", "none")
 
@@ -88,17 +77,6 @@ class PostprocessConfig:
                 raise ConfigError(f"postprocess: unknown reference test_cfg key {key!r}")
             values[name] = value
         return cls(**values)
-
-
-@dataclass(frozen=True)
-class TimeGrid:
-    """Feature-row time grid: seconds = offset + grid * step (offset = centre of row 0)."""
-
-    offset: float
-    step: float
-
-    def to_seconds(self, grid: torch.Tensor) -> torch.Tensor:
-        return self.offset + grid.double() * self.step
 
 
 # -- decoding ------------------------------------------------------------------------------------------------------
@@ -393,7 +371,7 @@ def to_events(
     class_names: list[str] | None,
 ) -> list[Event]:
     """Grid-unit detections -> events in seconds, clamped to [0, duration], in the given (score) order."""
-    sec = grid.to_seconds(segments.detach().cpu()).clamp(min=0.0, max=float(duration)) + 0.0  # + 0.0: no -0.0
+    sec = grid.to_seconds(segments.detach().cpu().double()).clamp(min=0.0, max=float(duration)) + 0.0  # + 0.0: no -0.0
     events = []
     for (start, end), score, label in zip(sec.tolist(), scores.tolist(), labels.tolist(), strict=True):
         name = class_names[label] if class_names and 0 <= label < len(class_names) else f"class_{label}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -22,19 +21,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from avdet.errors import ConfigError, DataError
-from avdet.models.losses import PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
-from avdet.models.segment import segment_accuracy
-from avdet.pipeline import segments
 from avdet.pipeline.checkpoint import read_checkpoint, save_checkpoint
 from avdet.pipeline.config import ExperimentConfig, check_task, save_config, to_dict
-from avdet.pipeline.data import DetectionDataset, collate, make_source, read_classes, split_ids
-from avdet.pipeline.evaluate import evaluate, events_to_predictions, load_annotations
-from avdet.pipeline.inference import predict
-from avdet.pipeline.store import default_cache_dir
+from avdet.pipeline.distributed import init_distributed
+from avdet.pipeline.io.store import default_cache_dir
+from avdet.pipeline.tasks.dense import DenseTask
+from avdet.pipeline.tasks.segment import SegmentTask
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +49,6 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     metric: str = "val_mAP"  # what best_metric measures: val_mAP (fraction) or val_accuracy (percent)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 # -- optimisation ---------------------------------------------------------------------------------------------------
@@ -159,222 +146,6 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         for k in range(len(self)):
             start = k * self.batch_size + self.rank * share
             yield perm[start : start + share]
-
-
-@dataclass
-class Dist:
-    """This process's place in a torchrun job (world 1 when run alone)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def sum(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            value = value.clone()
-            torch.distributed.all_reduce(value)
-        return value
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's value of a picklable object, on every rank."""
-        if self.world <= 1:
-            return obj
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-
-def enable_lcf_gather(model: nn.Module) -> int:
-    """Make LoCo's LCF use the whole global batch under DDP (every rank's segments as negatives)."""
-    from avdet.models.lcf import LCFModulation
-
-    found = [m for m in model.modules() if isinstance(m, LCFModulation)]
-    for m in found:
-        m.gather_ranks = True
-    return len(found)
-
-
-def count_replicated_once(losses: dict[str, torch.Tensor], lcf_weight: float, world: int) -> dict[str, torch.Tensor]:
-    """Under DDP the gathered LCF term is the whole batch's loss on every rank, unlike the other terms (sums over the
-    rank's share): divide it by the world size, so the sum over ranks (what the scaled backward and DDP's gradient
-    average amount to) counts it once and the gradient equals the single-process one."""
-    if world <= 1 or "lcf" not in losses:
-        return losses
-    share = losses["lcf"] / world
-    total = losses["total"] - lcf_weight * (losses["lcf"] - share)
-    return {**losses, "lcf": share, "total": total}
-
-
-def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
-    """Join the torchrun process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), resolve_device(device_name)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank), device
-
-
-class SyncedNormaliser(PositiveNormaliser):
-    """The positive-count EMA fed with the count summed over all ranks, so every rank keeps the same value."""
-
-    def __init__(self, dist: Dist, init: float, momentum: float) -> None:
-        super().__init__(init, momentum)
-        self._dist = dist
-
-    def update(self, num_pos):  # type: ignore[override]
-        total = self._dist.sum(torch.as_tensor(num_pos, dtype=torch.float64))
-        return super().update(float(total))
-
-
-class DenseTask:
-    """UnAV-100-style dense detection: cropped variable-length videos, detection losses, validation mAP."""
-
-    metric = "val_mAP"  # a fraction
-    metric_tag = "val/average_mAP"  # its TensorBoard scalar
-
-    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
-        self.cfg = cfg
-        self.annotations = load_annotations(cfg.data.annotations)
-        self.classes = read_classes(self.annotations, cfg.data.classes or None)
-        source = make_source(cfg.data, self.annotations)
-        self.spec = dict(source.spec)
-        self.max_seq_len = model_cfg.max_seq_len
-        self.train_set = DetectionDataset(
-            source,
-            self.annotations,
-            split_ids(self.annotations, cfg.data.train_split),
-            training=True,
-            max_seq_len=model_cfg.max_seq_len,
-            crop_ratio=cfg.data.crop_ratio,
-            crop_keep_event=cfg.data.crop_keep_event,
-            seed=cfg.train.seed,
-        )
-        self.val_set = DetectionDataset(source, self.annotations, split_ids(self.annotations, cfg.data.val_split))
-        self.normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
-        sample = self.train_set[0]
-        got = (sample["visual"].shape[1], sample["audio"].shape[1])
-        want = (model_cfg.visual_dim, model_cfg.audio_dim)
-        if got != want:
-            raise ConfigError(f"model expects feature dims {want} (visual, audio) but the data has {got}")
-        if model_cfg.num_classes != len(self.classes):
-            raise ConfigError(
-                f"model.num_classes is {model_cfg.num_classes} but the data has {len(self.classes)} classes"
-            )
-
-    def prepare(self, model: nn.Module, world: int) -> None:
-        if world > 1:
-            enable_lcf_gather(model)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.train_set.set_epoch(epoch)
-
-    def train_loader(self, sampler: torch.utils.data.Sampler) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_sampler=sampler,
-            num_workers=self.cfg.data.num_workers,
-            collate_fn=partial(collate, pad_to=self.max_seq_len),
-        )
-
-    def losses(self, net: nn.Module, model: nn.Module, batch: Any, device: torch.device, world: int, amp: bool) -> dict:
-        """Loss parts of one batch (bf16 forward with `amp`, float losses). With `loss_scale` DDP's gradient
-        average gives the single-process gradient: the terms are sums over this rank's share divided by the
-        global normaliser, hence the world factor."""
-        batch = batch.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(batch.audio, batch.visual, batch.mask)
-        losses = detection_loss(out, batch.segments, batch.labels, len(self.classes), self.normaliser, self.cfg.loss)
-        return count_replicated_once(losses, self.cfg.loss.lcf_weight, world)
-
-    @staticmethod
-    def loss_scale(world: int) -> int:
-        """Factor on the loss before backward (see `losses`)."""
-        return world
-
-    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        loader = DataLoader(
-            self.val_set,
-            batch_size=self.cfg.train.batch_size,
-            shuffle=False,
-            num_workers=self.cfg.data.num_workers,
-            collate_fn=collate,
-        )
-        events = predict(model, loader, self.cfg.postprocess, self.classes, device)
-        result = evaluate(self.annotations, events_to_predictions(events), split=self.cfg.data.val_split)
-        metrics = {self.metric: result.average_mAP}
-        for tiou, ap in zip(result.tiou_thresholds, result.mAP, strict=True):
-            metrics[f"val_mAP@{tiou:.1f}"] = float(ap)
-        return metrics
-
-    def state_dict(self) -> dict:
-        return self.normaliser.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.normaliser.load_state_dict(state)
-
-
-class SegmentTask:
-    """AVE-style segment-level AVEL: fixed segments, segment losses (full or weak), validation accuracy.
-
-    Under DDP the losses are means over each rank's share and DDP averages them; contrastive terms (WCCL, LCF)
-    see the rank's share of the batch only.
-    """
-
-    metric = "val_accuracy"  # percent
-    metric_tag = "val/accuracy"
-
-    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
-        self.cfg = cfg
-        splits = segments.build_splits(cfg)
-        self.train_set, self.val_set, self.classes, self.spec = splits.train, splits.val, splits.classes, splits.spec
-        segments.check_dims(model_cfg, self.classes, self.train_set[0])
-
-    def prepare(self, model: nn.Module, world: int) -> None:
-        pass
-
-    def set_epoch(self, epoch: int) -> None:
-        pass  # fixed-length items: nothing random per epoch but the order (the sampler's)
-
-    def train_loader(self, sampler: torch.utils.data.Sampler) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_sampler=sampler,
-            num_workers=self.cfg.data.num_workers,
-            collate_fn=segments.collate_segments,
-        )
-
-    def losses(self, net: nn.Module, model: nn.Module, batch: Any, device: torch.device, world: int, amp: bool) -> dict:
-        return segments.training_losses(net, model, self.cfg.model["name"], batch, self.cfg.segment_loss, device, amp)
-
-    @staticmethod
-    def loss_scale(world: int) -> int:
-        """Means over each rank's share, averaged by DDP: nothing to rescale."""
-        return 1
-
-    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        loader = segments.validation_loader(self.val_set, self.cfg.train.batch_size, self.cfg.data.num_workers)
-        pred, target = segments.predict_segments(model, loader, device)
-        return {self.metric: segment_accuracy(pred, target)}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def train(

@@ -111,7 +111,7 @@ class SampleSet:
 def sample_set(tmp_path_factory: pytest.TempPathFactory) -> SampleSet:
     """24 generated clips of 6-10 s (train/validation/test) with `lite` features cached: the tiny-training data."""
     from avdet.pipeline.extract import ExtractOptions, extract_videos
-    from avdet.pipeline.sample import SampleConfig, make_sample
+    from avdet.pipeline.synth.clips import SampleConfig, make_sample
 
     root = tmp_path_factory.mktemp("sample")
     ann = make_sample(root, SampleConfig(num_videos=24, seed=7, min_duration=6.0, max_duration=10.0, workers=2))

@@ -1,4 +1,4 @@
-"""AVE data (pipeline/ave.py) in the release's text and HDF5 layouts, metrics, a tiny model that learns, and the
+"""AVE data (pipeline/data/ave.py) in the release's text and HDF5 layouts, metrics, a tiny model that learns, and the
 `vgg19_vggish` extractor."""
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ import torch
 from avdet.errors import DataError, WeightsError
 from avdet.extractors import vgg19_vggish as V
 from avdet.extractors.base import VisualInput
-from avdet.pipeline import ave, segments
+from avdet.pipeline.data import ave, segments
+from avdet.pipeline.io.plots import save_confusion_png
+from avdet.pipeline.metrics.accuracy import background_only_accuracy, segment_report
+from avdet.pipeline.synth.ave_features import write_synthetic_ave
+from avdet.pipeline.tasks.segment import batch_targets
 
 ANNOTATIONS = (
     "Category&VideoID&Quality&StartTime&EndTime\r\n"
@@ -54,7 +58,7 @@ def test_bad_annotation_lines(tmp_path: Path, line: str, problem: str) -> None:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small set in the real layout: (N, 10, 7, 7, 512) visual, (N, 10, 128) audio, (N, 10, K) labels."""
-    return ave.write_synthetic_ave(tmp_path_factory.mktemp("ave_real"), num_videos=10, num_classes=3, num_noisy=2)
+    return write_synthetic_ave(tmp_path_factory.mktemp("ave_real"), num_videos=10, num_classes=3, num_noisy=2)
 
 
 def test_annotations_conversion(release: Path) -> None:
@@ -110,7 +114,7 @@ def test_weak_training_reads_no_segment_label(release: Path, tmp_path: Path) -> 
     for i in range(len(train)):
         assert "segment" not in train[i]
     assert train[len(train) - 1]["video"].tolist() == [0, 0, 0, 1]
-    assert segments.batch_targets(segments.collate_segments([train[0], train[1]])).segment is None
+    assert batch_targets(segments.collate_segments([train[0], train[1]])).segment is None
     with pytest.raises(DataError, match="not found"):
         ave.AVEFeatureDataset(weak_root, "test")  # evaluation needs the segment labels
 
@@ -118,12 +122,12 @@ def test_weak_training_reads_no_segment_label(release: Path, tmp_path: Path) -> 
 def test_report_and_confusion_png(tmp_path: Path) -> None:
     target = np.array([[0, 0, 1, 2], [2, 2, 2, 1]])
     pred = np.array([[0, 1, 1, 2], [2, 2, 0, 1]])
-    report = ave.segment_report(pred, target, ["a", "b", "Background"])
+    report = segment_report(pred, target, ["a", "b", "Background"])
     assert report.accuracy == pytest.approx(75.0)
     assert report.table() == [("a", 2, 50.0), ("b", 2, 100.0), ("Background", 4, 75.0)]
-    png = ave.save_confusion_png(report, tmp_path / "confusion.png")
+    png = save_confusion_png(report, tmp_path / "confusion.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert segments.background_only_accuracy(target, 2) == pytest.approx(50.0)
+    assert background_only_accuracy(target, 2) == pytest.approx(50.0)
 
 
 # ---------------------------------------------------------------------------------------------- extractor

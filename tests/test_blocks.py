@@ -9,13 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from avdet.models.blocks import (
-    LayerNorm,
-    MaskedConv1d,
-    TransformerBlock,
-    downsample_mask,
-    sinusoid_encoding,
-)
+from avdet.models.blocks import LayerNorm, MaskedConv1d, TransformerBlock, downsample_mask, sinusoid_encoding
 from avdet.models.heads import ClassificationHead, RegressionHead
 
 

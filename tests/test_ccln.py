@@ -7,7 +7,7 @@ import torch
 
 from avdet.models.base import MODELS
 from avdet.models.ccln import CCLN, CCLNConfig, gate_rows, masked_topk_mean
-from avdet.models.segment import SegmentLossConfig, SegmentTargets, segment_loss, video_labels_from_segments
+from avdet.models.segment_losses import SegmentLossConfig, SegmentTargets, segment_loss, video_labels_from_segments
 
 SMALL = dict(num_classes=5, audio_dim=16, visual_dim=24, d_model=32, agva_hidden=32, agva_att=8, ffn_dim=48)
 

@@ -9,12 +9,8 @@ import pytest
 import torch
 
 from avdet.errors import AvdetError, CheckpointError, ConfigError
-from avdet.models.ccnet import (
-    CCNet,
-    CCNetConfig,
-    SequenceTooLongError,
-    ccnet_state_dict_from_reference,
-)
+from avdet.models.ccnet import CCNet, CCNetConfig, SequenceTooLongError
+from avdet.models.keymaps import ccnet_state_dict_from_reference
 from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import build_model_config, load_config

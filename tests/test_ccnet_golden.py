@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from avdet.models.ccnet import CCNet, ccnet_config_from_reference, ccnet_state_dict_from_reference
-from avdet.pipeline.postprocess import PostprocessConfig, TimeGrid, postprocess
+from avdet.models.ccnet import CCNet
+from avdet.models.keymaps import ccnet_config_from_reference, ccnet_state_dict_from_reference
+from avdet.pipeline.postprocess import PostprocessConfig, postprocess
+from avdet.pipeline.types import TimeGrid
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -149,7 +149,7 @@ def test_eval_checkpoint_prints_table_and_writes_json(trained_run: Path, tmp_pat
 
 
 def test_eval_checkpoint_beats_untrained_model(trained_run: Path, tmp_path: Path) -> None:
-    from avdet.pipeline.detect import evaluate_checkpoint
+    from avdet.pipeline.evaluate import evaluate_checkpoint
 
     trained, _ = evaluate_checkpoint(trained_run / "best.ckpt", split="test")
     ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)

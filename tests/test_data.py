@@ -8,8 +8,10 @@ import torch
 
 from avdet.errors import DataError
 from avdet.extractors.base import Features, grid_times
-from avdet.pipeline.data import align_modalities, collate, grid_of, random_crop, read_classes, seconds_to_grid
-from avdet.pipeline.postprocess import TimeGrid
+from avdet.pipeline.data.annotations import read_classes
+from avdet.pipeline.data.dense import collate, random_crop, seconds_to_grid
+from avdet.pipeline.data.sources import align_modalities, grid_of
+from avdet.pipeline.types import TimeGrid
 
 
 def feats(rows: int, dim: int = 3) -> Features:

@@ -164,8 +164,7 @@ def test_ddp_resume_after_kill_equals_uninterrupted(sample_set: SampleSet, runs:
 def _mid_epoch_step(sample_set: SampleSet) -> int:
     """A step inside the second (last) epoch, after the first epoch's checkpoint."""
     from avdet.pipeline.config import load_config
-    from avdet.pipeline.data import split_ids
-    from avdet.pipeline.evaluate import load_annotations
+    from avdet.pipeline.data.annotations import load_annotations, split_ids
 
     cfg = load_config("tiny", sample_set.overrides(**SETTINGS))
     videos = len(split_ids(load_annotations(cfg.data.annotations), cfg.data.train_split))
@@ -177,9 +176,9 @@ def test_ddp_segment_task_equals_single_process(tmp_path: Path) -> None:
     """The segment task (CCLN on AVE-layout features) under 2 gloo processes follows the single-process run. Its
     losses are means over each rank's share, which DDP averages: equal to the global mean for the per-segment
     focal term (every AVE video has 10 segments); the contrastive/FEE terms and dropout are off for exactness."""
-    from avdet.pipeline import ave
+    from avdet.pipeline.synth.ave_features import write_synthetic_ave
 
-    root = ave.write_synthetic_ave(
+    root = write_synthetic_ave(
         tmp_path / "ave", num_videos=60, num_classes=3, num_noisy=0, visual_shape=(2, 2, 8), audio_dim=8, seed=2
     )
     values = {

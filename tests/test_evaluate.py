@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from avdet.errors import DataError
-from avdet.pipeline.evaluate import (
-    DEFAULT_TIOU,
-    evaluate,
-    events_to_predictions,
-    load_annotations,
-    load_predictions,
-)
-from avdet.pipeline.postprocess import Event
+from avdet.pipeline.data.annotations import load_annotations
+from avdet.pipeline.metrics.mean_ap import DEFAULT_TIOU, evaluate, events_to_predictions, load_predictions
+from avdet.pipeline.types import Event
 
 
 # -- oracle: ANETdetection.compute_average_precision_detection as loops -------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.extract import ExtractOptions, extract_videos
-from avdet.pipeline.store import FeatureStore, spec_hash
+from avdet.pipeline.io.store import FeatureStore, spec_hash
 from conftest import make_clip
 
 

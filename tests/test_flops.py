@@ -1,15 +1,19 @@
-"""Parameter and FLOP counting."""
+"""Parameter and FLOP counting (benchmarks/flops.py, the benchmarks' model-size helper)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from avdet.models.flops import count_flops, count_params, synthetic_inputs
 from avdet.models.unav import UnAV, UnAVConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from flops import count_flops, count_params, synthetic_inputs  # noqa: E402
 
 
 class _LinearDetector(nn.Module):

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 from avdet.extractors import i3d_vggish as IV
 from avdet.extractors import raft
-from avdet.extractors.base import AudioInput, ExtractorSet, VisualInput
+from avdet.extractors.base import AudioInput, ExtractorSet, MediaRequest, VisualInput
 from avdet.extractors.vggish import VGGish, VGGishAudio
 from avdet.pipeline.extract import ExtractOptions, extract_one
-from avdet.pipeline.released import ReleasedFeatures
-from avdet.pipeline.store import FeatureStore
+from avdet.pipeline.io.released import ReleasedFeatures
+from avdet.pipeline.io.store import FeatureStore
 from conftest import make_clip
 
 
@@ -158,7 +158,7 @@ def test_extract_one_gives_released_shapes(tmp_path: Path) -> None:
     audio = VGGishAudio(VGGish(), hop_s=IV.STEP_S, num_rows=IV.unav_audio_rows)
     visual = IV.TwoStreamI3D(fake_net, fake_net, fake_flow)
     spec = {"name": "i3d_vggish_test", "version": 1}
-    media = IV.MediaRequest(fps=IV.FPS, size=(256, 256), resize="short_side_crop", short_side=256)
+    media = MediaRequest(fps=IV.FPS, size=(256, 256), resize="short_side_crop", short_side=256)
     extractors = ExtractorSet("i3d_vggish", visual, audio, media, spec)
     clip = make_clip(tmp_path / "-clip id.mp4", 2.7, size="160x90")
     store = FeatureStore(tmp_path / "cache")

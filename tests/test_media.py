@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from avdet.errors import DecodeError
-from avdet.pipeline import media
+from avdet.pipeline.io import media
 from conftest import make_clip
 
 

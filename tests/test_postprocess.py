@@ -12,9 +12,7 @@ import torch
 from avdet.errors import ConfigError
 from avdet.models.base import DetectorOutput
 from avdet.pipeline.postprocess import (
-    Event,
     PostprocessConfig,
-    TimeGrid,
     batched_nms,
     decode_video,
     nms,
@@ -22,6 +20,7 @@ from avdet.pipeline.postprocess import (
     segment_voting,
     soft_nms,
 )
+from avdet.pipeline.types import Event, TimeGrid
 
 
 def reference_softnms_1d(segs: np.ndarray, scores: np.ndarray, sigma: float, min_score: float):

@@ -23,7 +23,7 @@ import pytest
 
 from avdet.errors import AvdetError
 from avdet.pipeline.extract import ExtractOptions, extract_videos, extract_videos_ray
-from avdet.pipeline.store import FeatureStore, fingerprint
+from avdet.pipeline.io.store import FeatureStore, fingerprint
 from conftest import make_clip
 
 TESTS = Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ def install_kill_hook() -> None:
     kill_dir = os.environ.get(KILL_DIR_ENV)
     if not kill_dir:
         return
-    from avdet.pipeline.store import FeatureStore as Store
+    from avdet.pipeline.io.store import FeatureStore as Store
 
     write = Store._atomic_write
 

@@ -10,8 +10,8 @@ import pytest
 
 from avdet.errors import ConfigError, DataError, WeightsError
 from avdet.extractors.registry import build_extractor_set
-from avdet.pipeline.data import ReleasedSource
-from avdet.pipeline.released import ReleasedFeatures
+from avdet.pipeline.data.sources import ReleasedSource
+from avdet.pipeline.io.released import ReleasedFeatures
 
 
 def write_i3d_vggish(root: Path, vid: str, rows: int, audio_rows: int | None = None, seed: int = 0) -> dict:
@@ -67,7 +67,7 @@ def test_onepeace_layout(tmp_path: Path) -> None:
 def test_one_row_mismatch_warns_and_crops(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_i3d_vggish(tmp_path, "a", 20, audio_rows=21)
     write_onepeace(tmp_path, "b", 17, audio_rows=16)
-    with caplog.at_level(logging.WARNING, logger="avdet.pipeline.released"):
+    with caplog.at_level(logging.WARNING, logger="avdet.pipeline.io.released"):
         visual, audio = ReleasedFeatures(tmp_path, "i3d_vggish").load("a")
     assert len(visual) == len(audio) == 20
     assert "differ by 1 row" in caplog.text
@@ -93,7 +93,7 @@ def test_incomplete_and_bad_files(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     np.save(tmp_path / "partial_rgb.npy", np.zeros((8, 1024), np.float32))
     (tmp_path / "notes.txt").write_text("not a feature")
     released = ReleasedFeatures(tmp_path, "i3d_vggish")
-    with caplog.at_level(logging.WARNING, logger="avdet.pipeline.released"):
+    with caplog.at_level(logging.WARNING, logger="avdet.pipeline.io.released"):
         assert released.video_ids() == ["ok"]
     assert "1 video(s) lack some of" in caplog.text
     with pytest.raises(DataError, match=r"partial: missing partial_flow\.npy"):

@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 
 from avdet.errors import AvdetError, ConfigError
-from avdet.pipeline import media, sample
-from avdet.pipeline.sample import (
-    CATALOGUE,
-    AveSampleConfig,
-    SampleConfig,
-    class_names,
-    make_ave_sample,
-    make_sample,
-    plan_dataset,
-)
+from avdet.pipeline.io import media
+from avdet.pipeline.synth import ave_clips
+from avdet.pipeline.synth import clips as sample
+from avdet.pipeline.synth.ave_clips import AveSampleConfig, make_ave_sample
+from avdet.pipeline.synth.clips import CATALOGUE, SampleConfig, class_names, make_sample, plan_dataset
 
 # Tiny clips: 3 videos of 4-6 s at 96x64 (default 22.05 kHz stereo audio) take about a second to make.
 TINY = SampleConfig(num_videos=3, seed=3, min_duration=4.0, max_duration=6.0, width=96, height=64)
@@ -394,7 +389,7 @@ def test_ave_files_follow_the_ave_format(made_ave: Path) -> None:
         assert info.num_frames == 250 and info.duration == pytest.approx(10.0, abs=0.08)
         assert info.has_audio and info.audio_rate == AVE_TINY.sample_rate
     assert not any("&" in n for n in names)  # a category with '&' would break the format
-    split_rows = {name: _ave_rows(made_ave / name, header=False) for name in sample.AVE_SPLIT_FILES.values()}
+    split_rows = {name: _ave_rows(made_ave / name, header=False) for name in ave_clips.AVE_SPLIT_FILES.values()}
     assert all(split_rows.values()), "every split has a video"
     assert sorted(r for rs in split_rows.values() for r in rs) == sorted(rows)  # a partition of the annotations
     tsv = [line.split("\t") for line in (made_ave / "classes.tsv").read_text().splitlines()]
@@ -404,7 +399,7 @@ def test_ave_files_follow_the_ave_format(made_ave: Path) -> None:
 
 def test_ave_plans_have_one_event_background_and_distractors_off_the_event() -> None:
     cfg = dataclasses.replace(AVE_TINY, num_videos=60)
-    plans = sample.plan_ave_dataset(cfg)
+    plans = ave_clips.plan_ave_dataset(cfg)
     assert len({p.video_id for p in plans}) == 60 and {p.subset for p in plans} == set(sample.SUBSETS)
     assert [p.video_id for p in plans] != [
         p.video_id for p in plan_dataset(dataclasses.replace(TINY, seed=AVE_TINY.seed))
@@ -413,7 +408,7 @@ def test_ave_plans_have_one_event_background_and_distractors_off_the_event() -> 
     for plan in plans:
         assert plan.num_frames == 250 and plan.duration == 10.0
         (event,) = plan.events()
-        labels = sample.segment_labels(plan, cfg.num_classes)
+        labels = ave_clips.segment_labels(plan, cfg.num_classes)
         assert list(labels) == [event.label_id if event.start <= s < event.end else cfg.num_classes for s in range(10)]
         full += event.start == 0 and event.end == 10
         for o in plan.occurrences:
@@ -427,15 +422,15 @@ def test_ave_plans_have_one_event_background_and_distractors_off_the_event() -> 
                 assert o.end < event.start or event.end < o.start, "a same-class distractor never touches the event"
     assert kinds == {"audio_only", "visual_only"} and same_class > 0
     assert 0 < full < 60  # some clips are all event, the others have background segments
-    again = sample.plan_ave_dataset(cfg)
-    assert again == plans and sample.ave_annotation_lines(again, 5) == sample.ave_annotation_lines(plans, 5)
-    no_distractors = sample.plan_ave_dataset(dataclasses.replace(cfg, distractors=False))
+    again = ave_clips.plan_ave_dataset(cfg)
+    assert again == plans and ave_clips.ave_annotation_lines(again, 5) == ave_clips.ave_annotation_lines(plans, 5)
+    no_distractors = ave_clips.plan_ave_dataset(dataclasses.replace(cfg, distractors=False))
     assert all(len(p.occurrences) == 1 for p in no_distractors)
 
 
 def test_ave_clips_show_and_play_the_event_only_in_its_segments(made_ave: Path) -> None:
     cases = set()
-    for plan in sample.plan_ave_dataset(AVE_TINY):
+    for plan in ave_clips.plan_ave_dataset(AVE_TINY):
         clip = made_ave / "videos" / f"{plan.video_id}.mp4"
         frames = np.concatenate(list(media.read_frames(clip, AVE_TINY.fps, (AVE_TINY.height, AVE_TINY.width))))
         wave = media.load_audio(clip, 16000)
@@ -476,4 +471,4 @@ def test_ave_rerun_resumes_and_writes_the_same_bytes(
 @pytest.mark.parametrize("change", [{"fps": 24.95}, {"min_event": 0}, {"min_event": 11}, {"full_share": 1.5}])
 def test_bad_ave_configs_are_config_errors(change: dict) -> None:
     with pytest.raises(ConfigError):
-        sample.plan_ave_dataset(dataclasses.replace(AVE_TINY, **change))
+        ave_clips.plan_ave_dataset(dataclasses.replace(AVE_TINY, **change))

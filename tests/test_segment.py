@@ -1,4 +1,4 @@
-"""Segment-task losses, predictions and metrics (models/segment.py) against hand-computed cases."""
+"""Segment-task losses and predictions (models/segment_losses.py) and metrics (pipeline/metrics/accuracy.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ import pytest
 import torch
 
 from avdet.models.base import DetectorOutput
-from avdet.models.segment import (
+from avdet.models.segment_losses import (
     SegmentLossConfig,
     SegmentTargets,
-    confusion_matrix,
     eventness_predictions,
     fee_loss,
     multiclass_focal_loss,
-    per_class_accuracy,
-    segment_accuracy,
     segment_logits,
     segment_loss,
     segment_predictions,
@@ -26,6 +23,7 @@ from avdet.models.segment import (
     video_labels_from_segments,
     wccl_loss,
 )
+from avdet.pipeline.metrics.accuracy import confusion_matrix, per_class_accuracy, segment_accuracy
 
 
 def _output(logits: torch.Tensor, mask: torch.Tensor | None = None, **aux) -> DetectorOutput:

@@ -14,9 +14,12 @@ from typer.testing import CliRunner
 from avdet.cli import app
 from avdet.errors import ConfigError
 from avdet.models.loco import LoCo, LoCoConfig
-from avdet.models.segment import segment_logits
-from avdet.pipeline import ave, cml, segments
+from avdet.models.segment_losses import segment_logits
 from avdet.pipeline.config import load_config
+from avdet.pipeline.data import ave, segments
+from avdet.pipeline.metrics import cml
+from avdet.pipeline.metrics.accuracy import background_only_accuracy
+from avdet.pipeline.synth.ave_features import write_synthetic_ave
 from avdet.pipeline.train import train
 
 runner = CliRunner()
@@ -63,7 +66,7 @@ def _invoke(*args: object):
 def h5_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A learnable AVE-style set in the release's HDF5 layout (small maps and dims), with noisy videos."""
     root = tmp_path_factory.mktemp("ave_h5")
-    return ave.write_synthetic_ave(
+    return write_synthetic_ave(
         root, num_videos=120, num_classes=4, num_noisy=16, visual_shape=(2, 2, 32), audio_dim=16, seed=1
     )
 
@@ -112,8 +115,8 @@ def test_collate_pads_shorter_videos() -> None:
 def test_weak_store_dataset_yields_no_segment_label() -> None:
     class Source:
         def load(self, vid: str):
-            from avdet.pipeline.data import VideoFeatures
-            from avdet.pipeline.postprocess import TimeGrid
+            from avdet.pipeline.data.sources import VideoFeatures
+            from avdet.pipeline.types import TimeGrid
 
             return VideoFeatures(
                 vid, 4.0, np.ones((12, 2), np.float32), np.ones((12, 3), np.float32), TimeGrid(0.16, 0.32)
@@ -156,7 +159,7 @@ def test_loco_avel_shapes_masks_gradients(spatial: str) -> None:
     assert torch.allclose(ref[mask[:, :10]], moved[mask[:, :10]], atol=1e-5)
     # every parameter gets a gradient from the segment loss (+ LCF) in training
     model.train()
-    from avdet.models.segment import SegmentLossConfig, SegmentTargets, segment_loss
+    from avdet.models.segment_losses import SegmentLossConfig, SegmentTargets, segment_loss
 
     labels = torch.randint(0, 4, (2, 10)).masked_fill(~mask[:, :10], -1)
     video = torch.nn.functional.one_hot(labels.clamp(min=0), 4).float().amax(dim=1)
@@ -197,7 +200,7 @@ def test_tiny_ccln_learns_full(ccln_run: Path, h5_set: Path) -> None:
     result = json.loads((ccln_run / "result.json").read_text())
     assert result["metric"] == "val_accuracy"
     labels = ave.read_h5_array(h5_set / ave.LABELS_FILE).argmax(-1)
-    floor = segments.background_only_accuracy(labels[ave.read_h5_array(h5_set / "val_order.h5", "order")], 4)
+    floor = background_only_accuracy(labels[ave.read_h5_array(h5_set / "val_order.h5", "order")], 4)
     assert result["best"] > floor + 30, (result, floor)
 
 
@@ -206,7 +209,7 @@ def test_tiny_ccln_learns_weak(h5_set: Path, tmp_path: Path, one_thread: None) -
     overrides = {**CCLN_SMALL, "data.ave_root": h5_set, "train.epochs": 15}
     result = train(load_config("ccln_ave_weak", _overrides(overrides)), tmp_path)
     labels = ave.read_h5_array(h5_set / ave.LABELS_FILE).argmax(-1)
-    floor = segments.background_only_accuracy(labels[ave.read_h5_array(h5_set / "val_order.h5", "order")], 4)
+    floor = background_only_accuracy(labels[ave.read_h5_array(h5_set / "val_order.h5", "order")], 4)
     assert result.best_metric > floor + 10, (result.best_metric, floor)
 
 
@@ -228,7 +231,7 @@ def loco_run(h5_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_loco_avel_learns(loco_run: Path, h5_set: Path) -> None:
     best = json.loads((loco_run / "result.json").read_text())["best"]
     labels = ave.read_h5_array(h5_set / ave.LABELS_FILE).argmax(-1)
-    floor = segments.background_only_accuracy(labels[ave.read_h5_array(h5_set / "val_order.h5", "order")], 4)
+    floor = background_only_accuracy(labels[ave.read_h5_array(h5_set / "val_order.h5", "order")], 4)
     assert best > floor + 30, (best, floor)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from avdet.models.base import DetectorOutput
-from avdet.pipeline.postprocess import PostprocessConfig, TimeGrid, postprocess, soft_nms
+from avdet.pipeline.postprocess import PostprocessConfig, postprocess, soft_nms
+from avdet.pipeline.types import TimeGrid
 
 STRIDES = [1, 2, 4, 8, 16, 32]
 

@@ -9,7 +9,7 @@ import pytest
 
 from avdet.errors import StoreError
 from avdet.extractors.base import Features, grid_times
-from avdet.pipeline.store import FeatureStore, StoredFeatures, fingerprint, spec_hash
+from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint, spec_hash
 
 
 def _features(rows: int, seed: int = 0) -> StoredFeatures:

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from avdet.errors import CheckpointError, ConfigError
-from avdet.models.convert import convert_checkpoint, convert_state_dict, reference_config
+from avdet.models.keymaps import convert_state_dict, reference_config
 from avdet.models.unav import UnAV, UnAVConfig
 from avdet.pipeline.checkpoint import load_model
-from avdet.pipeline.postprocess import PostprocessConfig, TimeGrid, postprocess
+from avdet.pipeline.convert import convert_checkpoint
+from avdet.pipeline.postprocess import PostprocessConfig, postprocess
+from avdet.pipeline.types import TimeGrid
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,7 @@ import torch
 
 from avdet.extractors import weights as W
 from avdet.extractors.base import AudioInput
-from avdet.extractors.vggish import (
-    PCA_FILE,
-    WEIGHTS_FILE,
-    VGGishAudio,
-    load_vggish,
-    num_examples,
-    waveform_to_examples,
-)
+from avdet.extractors.vggish import PCA_FILE, WEIGHTS_FILE, VGGishAudio, load_vggish, num_examples, waveform_to_examples
 
 
 @pytest.fixture(scope="module")

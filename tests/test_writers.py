@@ -20,18 +20,11 @@ import numpy as np
 import pytest
 
 from avdet.errors import DataError
-from avdet.pipeline import writers
-from avdet.pipeline.postprocess import Event
-from avdet.pipeline.writers import (
-    events_document,
-    output_format,
-    plot_events_file,
-    plot_timeline,
-    read_events_file,
-    write_events,
-    write_events_file,
-    write_text_atomic,
-)
+from avdet.pipeline.io import atomic, writers
+from avdet.pipeline.io.atomic import write_text_atomic
+from avdet.pipeline.io.plots import plot_events_file, plot_timeline
+from avdet.pipeline.io.writers import events_document, output_format, read_events_file, write_events, write_events_file
+from avdet.pipeline.types import Event
 
 GOLDEN = Path(__file__).parent / "golden_outputs"
 REFRESH = os.environ.get("AVDET_REFRESH_GOLDEN") == "1"
@@ -159,7 +152,7 @@ def test_atomic_write_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatc
     def refuse(src, dst):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(writers.os, "replace", refuse)
+    monkeypatch.setattr(atomic.os, "replace", refuse)
     with pytest.raises(DataError, match=r"events\.srt: cannot write \(Permission denied\)"):
         write_events_file(target, EVENTS, **META)
     monkeypatch.undo()

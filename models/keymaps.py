@@ -12,17 +12,14 @@ a list of (reference prefix, avdet prefix) rules applied to the longest matching
 from __future__ import annotations
 
 import math
-import pickle
 import re
-import zipfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from avdet.errors import CheckpointError, ConfigError
+from avdet.models.ccnet import CCNetConfig
 from avdet.models.targets import default_regression_ranges
 
 # -- UnAV (ttgeng233/UnAV LocPointTransformer) -------------------------------------------------------------------
@@ -127,7 +124,7 @@ def _unav_config(ref: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _convert_ccnet(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    from avdet.models.ccnet import ccnet_state_dict_from_reference
+    from avdet.models.keymaps import ccnet_state_dict_from_reference
 
     return ccnet_state_dict_from_reference(dict(state))
 
@@ -135,7 +132,7 @@ def _convert_ccnet(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def _ccnet_config(ref: Mapping[str, Any]) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from avdet.models.ccnet import ccnet_config_from_reference
+    from avdet.models.keymaps import ccnet_config_from_reference
 
     return asdict(ccnet_config_from_reference(dict(ref)))
 
@@ -163,88 +160,104 @@ def reference_config(model_name: str, reference_model_config: Mapping[str, Any])
     return _converter(model_name)[1](reference_model_config)
 
 
-def _load_reference(src: Path) -> dict[str, Any]:
-    if not src.is_file():
-        raise CheckpointError(f"{src}: no such checkpoint file")
-    try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{src}: not a readable PyTorch checkpoint ({first[:160]})") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{src}: expected a dict of tensors, got {type(ckpt).__name__}")
-    return ckpt
+def ccnet_config_from_reference(model_cfg: dict) -> CCNetConfig:
+    """The reference constructor arguments (its `model` config section) as a `CCNetConfig`."""
+    arch = tuple(model_cfg.get("backbone_arch", (2, 2, 5)))
+    if model_cfg.get("scale_factor", 2) != 2:
+        raise CheckpointError(f"CCNet reference scale_factor {model_cfg['scale_factor']} is not supported (only 2)")
+    return CCNetConfig(
+        visual_dim=int(model_cfg["input_dim_V"]),
+        audio_dim=int(model_cfg["input_dim_A"]),
+        num_classes=int(model_cfg["num_classes"]),
+        max_seq_len=int(model_cfg["max_seq_len"]),
+        embed_dim=int(model_cfg.get("embd_dim", 512)),
+        num_heads=int(model_cfg.get("n_head", 4)),
+        embed_convs=int(arch[0]),
+        embed_kernel=int(model_cfg.get("embd_kernel_size", 3)),
+        embed_with_ln=bool(model_cfg.get("embd_with_ln", True)),
+        encoder_layers=int(arch[1]),
+        num_levels=int(arch[2]) + 1,
+        head_dim=int(model_cfg.get("head_dim", 512)),
+        head_layers=int(model_cfg.get("head_num_layers", 3)),
+        head_kernel=int(model_cfg.get("head_kernel_size", 3)),
+        head_with_ln=bool(model_cfg.get("head_with_ln", True)),
+        class_aware=bool(model_cfg.get("class_aware", True)),
+    )
 
 
-def convert_checkpoint(
-    src_path: str | Path,
-    dst_path: str | Path,
-    model_name: str,
-    classes: list[str],
-    extractor_spec: Mapping[str, Any],
-    model_config: Mapping[str, Any] | None = None,
-    postprocess: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A released reference checkpoint -> an avdet checkpoint (see `pipeline.checkpoint.save_checkpoint`).
-
-    The EMA weights (`state_dict_ema`) are used when present, as the reference evaluates them, else `state_dict`
-    (or the file itself when it is a bare state dict). `model_config` holds the reference constructor arguments
-    (the checkpoint files do not store them); missing means the reference defaults, with the feature dims and the
-    number of classes taken from the weights. Returns the written payload.
-    """
-    from avdet.models.registry import model_entry
-    from avdet.pipeline.checkpoint import save_checkpoint
-    from avdet.pipeline.config import from_dict, to_dict
-
-    src, dst = Path(src_path), Path(dst_path)
-    ckpt = _load_reference(src)
-    raw = ckpt.get("state_dict_ema") or ckpt.get("state_dict") or ckpt
-    if not all(isinstance(v, Tensor) for v in raw.values()):
-        raise CheckpointError(f"{src}: no state dict of tensors found (keys: {', '.join(list(ckpt)[:5])})")
-    state = convert_state_dict(model_name, raw)
-    config = _infer_dims(model_name, state, reference_config(model_name, model_config or {}))
-    entry = model_entry(model_name)
-    model_cfg = from_dict(entry.config_cls, config, "model")
-    if getattr(model_cfg, "num_classes", len(classes)) != len(classes):
-        raise CheckpointError(
-            f"{src}: the weights predict {model_cfg.num_classes} classes but {len(classes)} were given"
-        )
-    model = entry.model_cls(model_cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{src}: weights do not fit the {model_name} model ({str(err).splitlines()[0][:200]})"
-        ) from None
-    payload: dict[str, Any] = {
-        "task": "dense",
-        "model": {"name": model_name, "config": to_dict(model_cfg)},
-        "classes": list(classes),
-        "extractor": dict(extractor_spec),
-        "state_dict": model.state_dict(),
-        "converted_from": str(src),
-    }
-    if postprocess is not None:
-        payload["postprocess"] = dict(postprocess)
-    save_checkpoint(dst, payload)
-    return payload
+_BLOCK = r"(?P<blk>(?:\.\d+)?)\."  # an optional ModuleList index, then the block's own names
 
 
-def _infer_dims(model_name: str, state: Mapping[str, Tensor], config: dict[str, Any]) -> dict[str, Any]:
-    """Fill sizes the weights determine (feature dims, classes, embed dim) when the config does not give them."""
-    if model_name != "unav":
-        return config
-    shapes = {
-        "visual_dim": ("visual_embed.convs.0.conv.weight", 1),
-        "audio_dim": ("audio_embed.convs.0.conv.weight", 1),
-        "embed_dim": ("visual_embed.convs.0.conv.weight", 0),
-        "num_classes": ("cls_head.classifier.conv.weight", 0),
-        "head_dim": ("cls_head.classifier.conv.weight", 1),
-    }
-    out = dict(config)
-    for field, (key, axis) in shapes.items():
-        if field not in out and key in state:
-            out[field] = int(state[key].shape[axis])
-    if "use_dependency" not in out:
-        out["use_dependency"] = any(k.startswith("dependency.") for k in state)
+# (reference pattern, avdet replacement) for the module prefixes; the block internals are mapped below
+_PREFIXES: list[tuple[str, str]] = [
+    (r"^backbone\.embd_V\.", "backbone.embed_visual."),
+    (r"^backbone\.embd_A\.", "backbone.embed_audio."),
+    (r"^backbone\.embd_norm_V\.", "backbone.embed_norm_visual."),
+    (r"^backbone\.embd_norm_A\.", "backbone.embed_norm_audio."),
+    (r"^backbone\.self_att_V\.", "backbone.encoder_visual."),
+    (r"^backbone\.self_att_A\.", "backbone.encoder_audio."),
+    (r"^backbone\.ori_CMI_Visual\.", "backbone.cross_visual.0."),
+    (r"^backbone\.ori_CMI_Audio\.", "backbone.cross_audio.0."),
+    (r"^backbone\.visual_TCG\.", "backbone.gate_visual."),
+    (r"^backbone\.audio_TCG\.", "backbone.gate_audio."),
+    (r"^MTGC_block\.feature_expand\.", "mtgc.expand."),
+    (r"^MTGC_block\.feature_squeeze\.", "mtgc.squeeze."),
+    (r"^MTGC_block\.cooccur_branch\.", "mtgc.cooccur."),
+    (r"^MTGC_block\.temporal_branch\.", "mtgc.temporal."),
+    (r"^MTGC_block\.C2F_attention\.", "mtgc.c2f_attn."),
+    (r"^MTGC_block\.F2C_attention_block\.", "mtgc.f2c_attn."),
+    (r"^MTGC_block\.C2F_linear\.", "mtgc.c2f_linear."),
+    (r"^MTGC_block\.feature_tem_press\.", "mtgc.channel_press."),
+    (r"^MTGC_block\.feature_tem_block\.", "mtgc.channel_expand."),
+    (r"^MTGC_block\.channel_att\.", "mtgc.channel_attn."),
+    (r"^(cls|reg)_head\.head\.", r"\1_head.tower.convs."),
+    (r"^(cls|reg)_head\.norm\.", r"\1_head.tower.norms."),
+    (r"^cls_head\.cls_head\.", "cls_head.classifier."),
+    (r"^reg_head\.offset_head\.", "reg_head.regressor."),
+    (r"^reg_head\.scale\.", "reg_head.scales."),
+]
+
+
+_INTERNALS: list[tuple[str, str]] = [  # inside transformer blocks and gates
+    (r"\.ln11\.", ".norm_kv."),
+    (r"\.ln12\.", ".norm_q."),
+    (r"\.ln2\.", ".norm_mlp."),
+    (r"(_TCG\.\d+)\.(query|key|value|proj)(_conv|_norm)?\.", r"\1.attn.\2\3."),
+    (r"\.gate_linear\.", ".gate."),
+]
+
+
+# reference (1, C, 1) LayerNorm / LayerScale tensors and (out, in, 1) pointwise convs become (C,) and (out, in)
+_FLATTEN = re.compile(r"(norm\w*(\.\d+)?|norms\.\d+|drop_path_\w+)\.(weight|bias|scale)$")
+
+
+_POINTWISE = re.compile(r"(\.attn\.(query|key|value|proj)|\.mlp\.[03])\.weight$")
+
+
+def _rename_ccnet(key: str) -> str:
+    new = key[len("module.") :] if key.startswith("module.") else key
+    for pattern, repl in _INTERNALS:  # before the prefixes: they look at the reference's module names
+        new = re.sub(pattern, repl, new)
+    cmi = re.match(r"^backbone\.CMI_(Visual|Audio)\.(\d+)\.", new)
+    if cmi:  # the strided cross-modal blocks are levels 1.. of avdet's pyramid
+        side = "visual" if cmi.group(1) == "Visual" else "audio"
+        return f"backbone.cross_{side}.{int(cmi.group(2)) + 1}." + new[cmi.end() :]
+    for pattern, repl in _PREFIXES:
+        renamed, hits = re.subn(pattern, repl, new)
+        if hits:
+            return renamed
+    raise CheckpointError(f"unexpected parameter {key!r} in a CCNet reference state dict")
+
+
+def ccnet_state_dict_from_reference(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A zzhhfut/CCNet-AAAI2025 `CCNet_base_TCG_Transformer` state dict (optionally `module.`-prefixed) with
+    avdet's `CCNet` names and shapes. Unknown names are a one-line `CheckpointError`."""
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        new = _rename_ccnet(key)
+        if _FLATTEN.search(new) and value.dim() == 3:
+            value = value.reshape(-1)  # (1, C, 1) -> (C,)
+        elif _POINTWISE.search(new) and value.dim() == 3:
+            value = value.squeeze(-1)  # (out, in, 1) -> (out, in)
+        out[new] = value
     return out

@@ -20,7 +20,6 @@ Metric (REFERENCE.md, "Segment-level AVEL"): segment accuracy over all test segm
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,13 +30,8 @@ import torch
 from torch.utils.data import Dataset
 
 from avdet.errors import DataError
-from avdet.models.segment import (
-    confusion_matrix,
-    per_class_accuracy,
-    segment_accuracy,
-    video_labels_from_segments,
-)
-from avdet.pipeline.postprocess import Event
+from avdet.models.segment_losses import video_labels_from_segments
+from avdet.pipeline.types import Event
 
 log = logging.getLogger(__name__)
 
@@ -401,129 +395,4 @@ class AVEFeatureDataset(Dataset):
 # ---------------------------------------------------------------------------------------------- metrics
 
 
-@dataclass
-class SegmentReport:
-    accuracy: float  # percent, all valid segments, background included
-    per_class: np.ndarray  # (K,) percent, NaN where a label never occurs
-    confusion: np.ndarray  # (K, K) rows = truth
-    class_names: list[str]
-
-    def table(self) -> list[tuple[str, int, float]]:
-        """(name, segments, accuracy %) per label."""
-        totals = self.confusion.sum(axis=1)
-        return [(n, int(t), float(a)) for n, t, a in zip(self.class_names, totals, self.per_class, strict=True)]
-
-
-def segment_report(
-    pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, class_names: Sequence[str]
-) -> SegmentReport:
-    """Accuracy, per-class accuracy and confusion matrix; `class_names` lists the K labels, background last."""
-    matrix = confusion_matrix(pred, target, len(class_names))
-    return SegmentReport(segment_accuracy(pred, target), per_class_accuracy(matrix), matrix, list(class_names))
-
-
-def save_confusion_png(report: SegmentReport, path: str | Path, normalise: bool = True) -> Path:
-    """The confusion matrix as a PNG (rows = truth, normalised per row by default)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = report.confusion.astype(np.float64)
-    if normalise:
-        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
-    k = len(report.class_names)
-    size = max(4.0, 0.32 * k + 2.0)
-    fig, ax = plt.subplots(figsize=(size, size))
-    image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0 if normalise else None)
-    ax.set_xticks(range(k), report.class_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(k), report.class_names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"segment accuracy {report.accuracy:.1f} %")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------- generated sets
-
-
-def write_synthetic_ave(
-    root: str | Path,
-    *,
-    num_videos: int = 60,
-    num_classes: int = 4,
-    num_noisy: int = 10,
-    visual_shape: tuple[int, int, int] = (7, 7, 512),
-    audio_dim: int = 128,
-    num_segments: int = NUM_SEGMENTS,
-    noise: float = 1.0,
-    seed: int = 0,
-    splits: tuple[float, float] = (0.6, 0.2),
-) -> Path:
-    """Write an AVE-style set in the release's file layout with class-dependent synthetic features.
-
-    Every video holds one event class on a random span of >= 2 segments, background elsewhere. In event segments
-    the audio carries the class's audio prototype and one spatial location of the visual map the class's visual
-    prototype (so audio-guided attention has something to find); all features get Gaussian noise. The text
-    files (with a header, and one video id starting with `-`), labels, video-level labels, split orders and
-    background-only noisy videos are written as the release names them.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    h, w, cv = visual_shape
-    k = num_classes + 1
-    proto_a = rng.normal(0.0, 1.0, (num_classes, audio_dim)) * 1.5
-    proto_v = rng.normal(0.0, 1.0, (num_classes, cv)) * 1.5
-    names = [f"class {i}, synthetic" for i in range(num_classes)]
-
-    def features(count: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        audio = rng.normal(0.0, noise, (count, num_segments, audio_dim))
-        visual = rng.normal(0.0, noise, (count, num_segments, h * w, cv))
-        for i in range(count):
-            where = rng.integers(0, h * w)
-            for t in range(num_segments):
-                if labels[i, t] < num_classes:
-                    audio[i, t] += proto_a[labels[i, t]]
-                    visual[i, t, where] += proto_v[labels[i, t]]
-        visual = visual.reshape(count, num_segments, h, w, cv)  # (N, T, H*W, C) -> (N, T, H, W, C)
-        return visual.astype(np.float32), audio.astype(np.float32)
-
-    entries: list[AVEEntry] = []
-    seg_labels = np.full((num_videos, num_segments), num_classes, dtype=np.int64)
-    for i in range(num_videos):
-        cls = i % num_classes
-        length = int(rng.integers(2, num_segments + 1))
-        start = int(rng.integers(0, num_segments - length + 1))
-        seg_labels[i, start : start + length] = cls
-        vid = f"-vid{i:04d}" if i == 0 else f"vid{i:04d}"
-        entries.append(AVEEntry(names[cls], vid, "good", start, start + length))
-    visual, audio = features(num_videos, seg_labels)
-    onehot = np.eye(k, dtype=np.float32)[seg_labels]  # (N, T, K)
-    write_h5_array(root / VISUAL_FILE, visual)
-    write_h5_array(root / AUDIO_FILE, audio)
-    write_h5_array(root / LABELS_FILE, onehot)
-    mil = onehot[:, :, :num_classes].max(axis=1)
-    write_h5_array(root / MIL_LABELS_FILE, np.concatenate([mil, np.zeros((num_videos, 1), np.float32)], axis=1))
-
-    perm = rng.permutation(num_videos)
-    n_train = int(math.floor(splits[0] * num_videos))
-    n_val = int(math.floor(splits[1] * num_videos))
-    parts = {"train": perm[:n_train], "validation": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
-    write_ave_annotations(root / "Annotations.txt", entries, header=True)
-    for split, rows in parts.items():
-        write_h5_array(root / ORDER_FILES[split], np.sort(rows).astype(np.int64), ORDER_KEY)
-        write_ave_annotations(root / SPLIT_FILES[split], [entries[r] for r in sorted(rows)], header=False)
-
-    if num_noisy:
-        bg = np.full((num_noisy, num_segments), num_classes, dtype=np.int64)
-        nv, na = features(num_noisy, bg)
-        write_h5_array(root / NOISY_VISUAL_FILES[0], nv)
-        write_h5_array(root / NOISY_AUDIO_FILE, na)
-        write_h5_array(root / NOISY_LABELS_FILE, np.eye(k, dtype=np.float32)[np.full(num_noisy, num_classes)])
-    return root

@@ -8,17 +8,15 @@ HH:MM:SS.mmm (WebVTT, hours always present); one cue per event, overlapping cues
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
-import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 
 from avdet.errors import DataError
-from avdet.pipeline.postprocess import Event
+from avdet.pipeline.io.atomic import _atomic_write
+from avdet.pipeline.types import Event
 
 FORMATS = {".json": "json", ".srt": "srt", ".vtt": "vtt"}
 
@@ -106,37 +104,6 @@ def _write_vtt(stream: TextIO, video: str, duration: float, model: str, events: 
 
 
 # -- atomic files --------------------------------------------------------------------------------------------------
-def _atomic_write(path: str | Path, binary: bool, fill: Callable[[IO], None]) -> None:
-    """Write `path` through `fill(stream)` into a temp file beside it, then rename over it: readers see the old
-    file or the new one, never half of one. Any failure removes the temp file and leaves `path` untouched."""
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise DataError(f"{path}: output folder {str(folder)!r} does not exist")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a file")
-    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        # "x": never clobber; open() honours the umask, unlike mkstemp's 0600
-        with open(tmp, "xb" if binary else "x", **({} if binary else {"encoding": "utf-8", "newline": "\n"})) as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise DataError(f"{path}: cannot write ({err.strerror or err})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replace `path` with `text` (UTF-8) atomically; a missing or unwritable folder is a DataError."""
-    _atomic_write(path, False, lambda f: f.write(text))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically; a missing or unwritable folder is a DataError."""
-    _atomic_write(path, True, lambda f: f.write(data))
 
 
 def write_events_file(
@@ -160,68 +127,6 @@ def write_events_file(
 
 
 # -- timeline picture ----------------------------------------------------------------------------------------------
-def plot_timeline(
-    events: list[Event],
-    duration: float,
-    path: str | Path,
-    classes: list[str] | None = None,
-    ground_truth: list[Event] | None = None,
-    title: str | None = None,
-) -> None:
-    """Draw one lane per class present (events or ground truth), ordered by label id: events as bars whose opacity
-    follows the score, ground truth as a thin hatched bar under them in the same lane. Time axis in seconds.
-    Writes a PNG to `path` atomically. Uses matplotlib's Agg canvas directly (no pyplot, no global backend)."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    ground_truth = ground_truth or []
-    names = {e.label_id: e.label for e in [*ground_truth, *events]}
-    if classes:
-        names.update({i: classes[i] for i in names if 0 <= i < len(classes)})
-    lanes = sorted(names)  # by label id, lane 0 at the top
-    row = {lab: i for i, lab in enumerate(lanes)}
-    end = max(float(duration), max((e.end for e in [*events, *ground_truth]), default=0.0), 1e-3)
-    min_width = end * 2e-3  # zero-length events stay visible
-
-    height = 1.4 + 0.45 * max(len(lanes), 1)
-    fig = Figure(figsize=(11, height), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    cmap = colormaps["tab10"]
-    for e in events:
-        y = row[e.label_id]
-        colour = cmap(y % 10)
-        span = [(e.start, max(e.end - e.start, min_width))]
-        alpha = 0.25 + 0.75 * min(max(e.score, 0.0), 1.0)
-        ax.broken_barh(span, (y - 0.38, 0.5), facecolor=colour, alpha=alpha)
-        ax.broken_barh(span, (y - 0.38, 0.5), facecolor="none", edgecolor=colour, linewidth=0.8)
-    for g in ground_truth:
-        span = [(g.start, max(g.end - g.start, min_width))]
-        ax.broken_barh(span, (row[g.label_id] + 0.17, 0.18), facecolor="0.35", edgecolor="0.15", hatch="////", lw=0.5)
-
-    ax.set_xlim(0, end)
-    ax.set_ylim(len(lanes) - 0.5 if lanes else 0.5, -0.5)
-    ax.set_yticks(range(len(lanes)))
-    ax.set_yticklabels([_one_line(names[lab]) for lab in lanes], fontsize=9)
-    ax.set_xlabel("time (s)")
-    ax.grid(axis="x", color="0.85", linewidth=0.6)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    if not lanes:
-        ax.text(end / 2, 0, "no events", ha="center", va="center", color="0.5")
-    if title:
-        ax.set_title(_one_line(title), loc="left", fontsize=11)
-    handles = [Patch(facecolor="0.5", alpha=0.9, label="detection (opacity = score)")]
-    if ground_truth:
-        handles.append(Patch(facecolor="0.35", edgecolor="0.15", hatch="////", label="ground truth"))
-    ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _event_from_dict(d: object, where: str) -> Event:
@@ -257,28 +162,3 @@ def read_events_file(path: str | Path) -> tuple[str, float, list[Event]]:
         raise DataError(f"{path}: duration must be a non-negative number")
     events = [_event_from_dict(d, f"{path}: event {i}") for i, d in enumerate(doc["events"])]
     return str(doc.get("video", Path(path).stem)), duration, events
-
-
-def plot_events_file(events_json_path: str | Path, out_png: str | Path, annotations: str | Path | None = None) -> None:
-    """`avdet plot`: draw an events JSON, with that video's ground truth from an annotation file if given."""
-    video, duration, events = read_events_file(events_json_path)
-    truth = None
-    if annotations is not None:
-        from avdet.pipeline.evaluate import load_annotations
-
-        db = load_annotations(annotations)["database"]
-        if video not in db:
-            raise DataError(f"{annotations}: video {video!r} is not in the annotations")
-        entry = db[video]
-        duration = duration or float(entry.get("duration", 0.0))
-        truth = [
-            Event(
-                str(a.get("label", a["label_id"])),
-                int(a["label_id"]),
-                float(a["segment"][0]),
-                float(a["segment"][1]),
-                1.0,
-            )
-            for a in entry.get("annotations", [])
-        ]
-    plot_timeline(events, duration, out_png, ground_truth=truth, title=video)

@@ -1,0 +1,142 @@
+"""Annotations in the UnAV-100 layout (`{"database": {vid: {duration, subset, annotations: [...]}}}`): reading,
+validation, class lists, splits. No torch import."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avdet.errors import DataError
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file not found") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read {what} ({err})") from None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _finite(x: Any) -> bool:
+    return _is_number(x) and math.isfinite(x)
+
+
+def _label_id(x: Any) -> int | None:
+    """An integer label id (integral floats accepted), else None."""
+    if isinstance(x, bool) or not _is_number(x):
+        return None
+    if isinstance(x, float) and not x.is_integer():
+        return None
+    return int(x)
+
+
+def _check_segment(seg: Any, where: str) -> tuple[float, float]:
+    if not isinstance(seg, list | tuple) or len(seg) != 2 or not all(_finite(v) for v in seg):
+        raise DataError(f"{where}: segment must be [start, end] finite numbers, not {seg!r}")
+    start, end = float(seg[0]), float(seg[1])
+    if start < 0:
+        raise DataError(f"{where}: negative segment start {start}")
+    if end < start:
+        raise DataError(f"{where}: reversed segment [{start}, {end}]")
+    return start, end
+
+
+def validate_annotations(data: Any, source: str = "annotations") -> dict:
+    """Check the UnAV-100 layout `{"database": {vid: {duration, subset, annotations: [...]}}}`; returns `data`."""
+    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
+        raise DataError(f'{source}: expected a JSON object with a "database" mapping of video ids')
+    for vid, video in data["database"].items():
+        where = f"{source}: video {vid!r}"
+        if not isinstance(video, dict):
+            raise DataError(f"{where}: expected an object")
+        if not isinstance(video.get("subset"), str):
+            raise DataError(f'{where}: missing "subset" (train, validation or test)')
+        if "duration" in video and (not _finite(video["duration"]) or video["duration"] < 0):
+            raise DataError(f"{where}: duration must be a non-negative number, not {video['duration']!r}")
+        events = video.get("annotations", [])
+        if not isinstance(events, list):
+            raise DataError(f'{where}: "annotations" must be a list')
+        for i, event in enumerate(events):
+            here = f"{where} event {i}"
+            if not isinstance(event, dict):
+                raise DataError(f"{here}: expected an object")
+            _check_segment(event.get("segment"), here)
+            lid = _label_id(event.get("label_id"))
+            if lid is None or lid < 0:
+                raise DataError(f"{here}: label_id must be a non-negative integer, not {event.get('label_id')!r}")
+    return data
+
+
+def load_annotations(path: str | Path) -> dict:
+    """The whole UnAV-100 annotation JSON (validated), with its "database" key."""
+    return validate_annotations(_read_json(path, "annotations"), str(path))
+
+
+def num_classes_of(annotations: dict) -> int:
+    """Classes in an annotation set: one more than the largest label id (100 for UnAV-100)."""
+    ids = [int(e["label_id"]) for v in _database(annotations).values() for e in v.get("annotations", [])]
+    return max(ids) + 1 if ids else 0
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    segments: np.ndarray  # (N, 2) seconds
+    labels: np.ndarray  # (N,) int64
+
+
+def read_classes(annotations: dict, classes_tsv: str | Path | None = None) -> list[str]:
+    """Class names by label id: from a TSV (label_id, label) when given, else from the annotations."""
+    if classes_tsv:
+        path = Path(classes_tsv)
+        try:
+            with path.open(newline="") as f:
+                rows = [r for r in csv.reader(f, delimiter="\t") if r]
+        except OSError as err:
+            raise DataError(f"{path}: cannot read class list ({err.strerror})") from None
+        if rows and not rows[0][0].strip().lstrip("-").isdigit():
+            rows = rows[1:]  # header
+        try:
+            table = {int(r[0]): r[1] for r in rows}
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: expected 'label_id<TAB>label' lines") from None
+    else:
+        table = {}
+        for video in annotations["database"].values():
+            for ann in video.get("annotations", []):
+                table[int(ann["label_id"])] = ann["label"]
+    if sorted(table) != list(range(len(table))):
+        raise DataError(f"class ids must be 0..N-1, got {sorted(table)[:5]}...")
+    return [table[i] for i in range(len(table))]
+
+
+def ground_truth(annotations: dict, video_id: str) -> GroundTruth:
+    anns = annotations["database"][video_id].get("annotations", [])
+    segments = np.array([a["segment"] for a in anns], dtype=np.float64).reshape(-1, 2)
+    labels = np.array([a["label_id"] for a in anns], dtype=np.int64)
+    return GroundTruth(segments, labels)
+
+
+def split_ids(annotations: dict, split: str) -> list[str]:
+    ids = sorted(v for v, d in annotations["database"].items() if d.get("subset") == split)
+    if not ids:
+        raise DataError(f"no videos in split {split!r} of the annotations")
+    return ids
+
+
+def _database(annotations: Mapping) -> Mapping:
+    return annotations["database"] if isinstance(annotations.get("database"), Mapping) else annotations

@@ -1,0 +1,339 @@
+"""UnAV-100 mAP, identical to the reference evaluator (ttgeng233/UnAV `libs/utils/metrics.py`, ANETdetection).
+
+ActivityNet-style interpolated AP per class, averaged over the classes present in the split's ground truth, at
+each tIoU threshold. Reference behaviours kept on purpose (they change numbers):
+- ground-truth duplicates (same class, both ends within 1e-3 s of an earlier event) are dropped;
+- each class's predictions are ranked by `argsort(scores)[::-1]` over the class's predictions in file order.
+  The reference uses numpy's default (unstable) sort there, so its order among equal scores depends on numpy's
+  version and on the CPU (numpy picks SIMD sorting kernels at run time), and so do its last digits. We use the
+  stable sort, reversed (equal scores: later in the file first), which is deterministic. On the published fixture
+  it is 1.3e-8 from the reference numbers (numpy 2 on an AVX2 machine with the default sort: 1e-16);
+- a prediction takes the unmatched ground truth of its video and class with the highest tIoU (ties: the later
+  annotation, the same reversed stable order) among those with tIoU >= threshold; otherwise it is a false
+  positive.
+  Predictions for videos without ground truth of that class (other splits included) are false positives;
+- label ids are mapped to class indices like pandas' `replace`: an id absent from the ground truth keeps its
+  value, so it is scored as whichever class has that index (a no-op when every class is present, as in the
+  UnAV-100 test split).
+No pandas: the greedy matching runs in rounds (the k-th ranked prediction of every (class, video) pair at once),
+vectorised over pairs and thresholds with numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avdet.errors import DataError
+from avdet.pipeline.data.annotations import _check_segment, _database, _finite, _label_id, _read_json, num_classes_of
+from avdet.pipeline.types import Event
+
+DEFAULT_TIOU = np.linspace(0.1, 0.9, 9)
+DUPLICATE_TOL = 1e-3  # seconds, as the reference's remove_duplicate_annotations
+
+
+@dataclass
+class EvalResult:
+    tiou_thresholds: np.ndarray  # (T,)
+    mAP: np.ndarray  # (T,) fractions, mean over classes
+    average_mAP: float  # mean of mAP over thresholds (the papers' "Avg.")
+    ap: np.ndarray  # (T, K) per class
+    class_ids: np.ndarray  # (K,) label id of each column of `ap` (classes present in the split's ground truth)
+
+    def as_dict(self) -> dict:
+        return {
+            "tiou_thresholds": [float(t) for t in self.tiou_thresholds],
+            "mAP": [float(x) for x in self.mAP],
+            "average_mAP": float(self.average_mAP),
+        }
+
+
+# -- loading and validation --------------------------------------------------------------------------------------
+
+
+def _prediction_db(predictions: Mapping) -> Mapping:
+    """Unwrap `{"database": {...}}` / `{"results": {...}}` (the reference writes "results"); plain maps pass."""
+    for key in ("database", "results"):
+        if isinstance(predictions.get(key), Mapping):
+            return predictions[key]
+    return predictions
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def _fast_rows(db: Mapping, n_cls: int) -> dict[str, list[dict]] | None:
+    """The normalised predictions when every one is well-formed, checked with numpy at once; None when any is not
+    (the caller then walks them one by one to name the first bad one)."""
+    preds = [p for ps in db.values() for p in ps]
+    try:
+        segs = [p["segment"] for p in preds]
+        scores = [p["score"] if "score" in p else p["scores"] for p in preds]
+        labels = [p["label_id"] for p in preds]
+    except (KeyError, TypeError):
+        return None
+    if {type(x) for x in segs} - {list, tuple} or {len(x) for x in segs} - {2}:
+        return None
+    if {type(v) for x in segs for v in x} - _NUMBER_TYPES or {type(v) for v in [*scores, *labels]} - _NUMBER_TYPES:
+        return None  # also rejects bools and strings, which numpy would convert
+    seg = np.asarray(segs, dtype=np.float64).reshape(-1, 2)  # (N, 2)
+    score = np.asarray(scores, dtype=np.float64)
+    label = np.asarray(labels, dtype=np.float64)
+    ok = (
+        np.isfinite(seg).all()
+        and (seg[:, 0] >= 0).all()
+        and (seg[:, 1] >= seg[:, 0]).all()
+        and np.isfinite(score).all()
+        and (label == np.floor(label)).all()
+        and ((label >= 0) & (label < n_cls)).all()
+    )
+    if not ok:
+        return None
+    rows = iter(zip(seg.tolist(), label.astype(np.int64).tolist(), score.tolist(), strict=True))
+    return {
+        vid: [{"segment": s, "label_id": lab, "score": sc} for s, lab, sc in islice(rows, len(ps))]
+        for vid, ps in db.items()
+    }
+
+
+def _checked_rows(preds: list, vid: str, n_cls: int, source: str) -> list[dict]:
+    rows = []
+    for i, p in enumerate(preds):
+        where = f"{source}: video {vid!r} prediction {i}"
+        if not isinstance(p, dict):
+            raise DataError(f"{where}: expected an object")
+        start, end = _check_segment(p.get("segment"), where)
+        score = p.get("score", p.get("scores"))
+        if not _finite(score):
+            raise DataError(f"{where}: score must be a finite number, not {score!r}")
+        lid = _label_id(p.get("label_id"))
+        if lid is None or not 0 <= lid < n_cls:
+            raise DataError(f"{where}: label_id {p.get('label_id')!r} out of range 0..{n_cls - 1}")
+        rows.append({"segment": [start, end], "label_id": lid, "score": float(score)})
+    return rows
+
+
+def validate_predictions(
+    data: Any, annotations: dict, num_classes: int | None = None, source: str = "predictions"
+) -> dict[str, list[dict]]:
+    """Normalised `{vid: [{"segment": [s, e], "label_id": int, "score": float}]}` from the results format
+    (`{"database" | "results": {vid: [{segment, label_id, score | scores}]}}`); the first bad prediction is a
+    one-line DataError naming `source`, the video and the problem."""
+    if not isinstance(data, dict):
+        raise DataError(f'{source}: expected a JSON object with a "database" (or "results") mapping')
+    db = _prediction_db(data)
+    if db is data and ("database" in data or "results" in data):
+        raise DataError(f'{source}: "database" must map video ids to lists of predictions')
+    known = _database(annotations)
+    n_cls = num_classes_of(annotations) if num_classes is None else num_classes
+    for vid, preds in db.items():
+        if vid not in known:
+            raise DataError(f"{source}: unknown video id {vid!r} (not in the annotations)")
+        if not isinstance(preds, list):
+            raise DataError(f"{source}: video {vid!r}: expected a list of predictions")
+    fast = _fast_rows(db, n_cls)
+    return fast if fast is not None else {vid: _checked_rows(preds, vid, n_cls, source) for vid, preds in db.items()}
+
+
+def load_predictions(path: str | Path, annotations: dict, num_classes: int | None = None) -> dict[str, list[dict]]:
+    """A results-format predictions file, validated against the annotations (num_classes: from them if None)."""
+    return validate_predictions(_read_json(path, "predictions"), annotations, num_classes, str(path))
+
+
+def events_to_predictions(events_by_video: Mapping[str, list[Event]]) -> dict:
+    """`{vid: [Event]}` -> the results format `{"database": {vid: [{segment, label_id, label, score}]}}`."""
+    return {
+        "database": {
+            vid: [
+                {"segment": [e.start, e.end], "label_id": e.label_id, "label": e.label, "score": e.score}
+                for e in events
+            ]
+            for vid, events in events_by_video.items()
+        }
+    }
+
+
+# -- ground truth and predictions as flat arrays -----------------------------------------------------------------
+def _dedupe(events: list[dict]) -> list[tuple[float, float, int]]:
+    kept: list[tuple[float, float, int]] = []
+    for e in events:
+        s, t, lab = float(e["segment"][0]), float(e["segment"][1]), int(e["label_id"])
+        if not any(abs(s - ks) <= DUPLICATE_TOL and abs(t - kt) <= DUPLICATE_TOL and lab == kl for ks, kt, kl in kept):
+            kept.append((s, t, lab))
+    return kept
+
+
+def _ground_truth(db: Mapping, split: str | None, video_index: dict[str, int]) -> tuple[np.ndarray, ...]:
+    vids, rows = [], []
+    for vid, video in db.items():
+        if split is not None and str(video["subset"]).lower() != split:
+            continue
+        kept = _dedupe(video.get("annotations", []))
+        vids += [video_index.setdefault(vid, len(video_index))] * len(kept)
+        rows += kept
+    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)  # (N, [start, end, label])
+    return np.asarray(vids, dtype=np.int64), arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int64)
+
+
+def _flat_predictions(db: Mapping, video_index: dict[str, int]) -> tuple[np.ndarray, ...]:
+    vids, starts, ends, labels, scores = [], [], [], [], []
+    for vid, preds in db.items():
+        v = video_index.setdefault(vid, len(video_index))
+        for p in preds:
+            vids.append(v)
+            starts.append(float(p["segment"][0]))
+            ends.append(float(p["segment"][1]))
+            labels.append(int(p["label_id"]))
+            scores.append(float(p["score"] if "score" in p else p["scores"]))
+    return (
+        np.asarray(vids, dtype=np.int64),
+        np.asarray(starts, dtype=np.float64),
+        np.asarray(ends, dtype=np.float64),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(scores, dtype=np.float64),
+    )
+
+
+def _segment_iou(ps: np.ndarray, pe: np.ndarray, gs: np.ndarray, ge: np.ndarray) -> np.ndarray:
+    """tIoU of each prediction (P, 1) with its padded ground truth (P, G); the reference's operation order."""
+    inter = (np.minimum(pe, ge) - np.maximum(ps, gs)).clip(0)
+    union = (ge - gs) + (pe - ps) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / union
+
+
+def _interpolated_ap(tp: np.ndarray, npos: float) -> np.ndarray:
+    """VOC 2011 interpolated AP per threshold row from the ranked true-positive flags tp (T, n)."""
+    tp_cum = np.cumsum(tp, axis=1, dtype=np.float64)
+    fp_cum = np.cumsum(~tp, axis=1, dtype=np.float64)
+    rec = tp_cum / npos
+    prec = tp_cum / (tp_cum + fp_cum)
+    zeros, ones = np.zeros((tp.shape[0], 1)), np.ones((tp.shape[0], 1))
+    mprec = np.hstack([zeros, prec, zeros])
+    mrec = np.hstack([zeros, rec, ones])
+    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]  # precision envelope from the right
+    step = mrec[:, 1:] - mrec[:, :-1]  # zero where recall does not change, so those points add nothing
+    return np.sum(step * mprec[:, 1:], axis=1)
+
+
+# -- the metric ---------------------------------------------------------------------------------------------------
+def evaluate(
+    annotations: Mapping,
+    predictions: Mapping,
+    split: str | None = "test",
+    tiou_thresholds: np.ndarray = DEFAULT_TIOU,
+) -> EvalResult:
+    """UnAV-100 mAP of `predictions` ({vid: [{segment, label_id, score}]}, or wrapped in "database"/"results")."""
+    thr = np.asarray(tiou_thresholds, dtype=np.float64)
+    n_thr = len(thr)
+    video_index: dict[str, int] = {}
+    g_vid, g_start, g_end, g_label = _ground_truth(_database(annotations), split, video_index)
+    p_vid, p_start, p_end, p_label, p_score = _flat_predictions(_prediction_db(predictions), video_index)
+
+    class_ids = np.unique(g_label)  # sorted: column k of the AP table is class_ids[k]
+    n_cls = len(class_ids)
+    ap = np.zeros((n_thr, n_cls))
+    if n_cls == 0:
+        raise DataError(f"no ground-truth events in split {split!r}")
+    g_cls = np.searchsorted(class_ids, g_label)
+    # pandas-replace semantics: known ids -> their index, unknown ids keep their value
+    pos = np.searchsorted(class_ids, p_label).clip(max=n_cls - 1)
+    p_cls = np.where(class_ids[pos] == p_label, pos, p_label)
+    in_range = (p_cls >= 0) & (p_cls < n_cls)
+
+    # rank each class's predictions as the reference: argsort of the class's scores in file order, reversed
+    ranked_parts, class_bounds = [], [0]
+    for k in range(n_cls):
+        idx = np.flatnonzero(in_range & (p_cls == k))
+        ranked_parts.append(idx[np.argsort(p_score[idx], kind="stable")[::-1]])
+        class_bounds.append(class_bounds[-1] + len(idx))
+    ranked = np.concatenate(ranked_parts) if ranked_parts else np.zeros(0, np.int64)
+
+    tp = _match(ranked, p_vid, p_start, p_end, p_cls, g_vid, g_start, g_end, g_cls, thr, len(video_index))
+
+    npos = np.bincount(g_cls, minlength=n_cls)
+    for k in range(n_cls):
+        lo, hi = class_bounds[k], class_bounds[k + 1]
+        if hi > lo:
+            ap[:, k] = _interpolated_ap(tp[:, lo:hi], float(npos[k]))
+    m_ap = ap.mean(axis=1)
+    return EvalResult(thr, m_ap, float(m_ap.mean()), ap, class_ids)
+
+
+def _match(
+    ranked: np.ndarray,
+    p_vid: np.ndarray,
+    p_start: np.ndarray,
+    p_end: np.ndarray,
+    p_cls: np.ndarray,
+    g_vid: np.ndarray,
+    g_start: np.ndarray,
+    g_end: np.ndarray,
+    g_cls: np.ndarray,
+    thr: np.ndarray,
+    n_videos: int,
+) -> np.ndarray:
+    """Greedy matching. Returns tp (T, R) bool for the predictions in `ranked` order (class by class)."""
+    n_thr, n_rank = len(thr), len(ranked)
+    tp = np.zeros((n_thr, n_rank), dtype=bool)
+    if n_rank == 0 or len(g_vid) == 0:
+        return tp
+
+    # ground-truth groups = (class, video) pairs, each padded to G columns in annotation order
+    g_key = g_cls * n_videos + g_vid
+    g_order = np.argsort(g_key, kind="stable")
+    keys, g_first, g_count = np.unique(g_key[g_order], return_index=True, return_counts=True)
+    n_grp, width = len(keys), int(g_count.max())
+    col = np.arange(len(g_order)) - np.repeat(g_first, g_count)
+    grp_of_gt = np.repeat(np.arange(n_grp), g_count)
+    gs = np.full((n_grp, width), np.nan)
+    ge = np.full((n_grp, width), np.nan)
+    gs[grp_of_gt, col] = g_start[g_order]
+    ge[grp_of_gt, col] = g_end[g_order]
+
+    # each ranked prediction's group (-1: no ground truth of its class in its video -> false positive)
+    r_key = p_cls[ranked] * n_videos + p_vid[ranked]
+    at = np.searchsorted(keys, r_key).clip(max=n_grp - 1)
+    r_grp = np.where(keys[at] == r_key, at, -1)
+    has = np.flatnonzero(r_grp >= 0)  # positions in `ranked`
+    grp = r_grp[has]
+    n = g_count[grp]
+    tiou = _segment_iou(
+        p_start[ranked[has]][:, None], p_end[ranked[has]][:, None], gs[grp], ge[grp]
+    )  # (H, G); padding is NaN and never eligible (masked by `valid`)
+    valid = np.arange(width)[None, :] < n[:, None]  # (H, G)
+
+    # preference order among a prediction's ground truth: tiou.argsort()[::-1] over its n entries, as the reference
+    pref = np.full(tiou.shape, width, dtype=np.int64)
+    for size in np.unique(n):
+        rows = np.flatnonzero(n == size)
+        order = np.argsort(tiou[rows, :size], axis=1, kind="stable")[
+            :, ::-1
+        ]  # (r, size) ground-truth columns, preferred first
+        pref[rows[:, None], order] = np.arange(size)[None, :]
+
+    # round k = the k-th ranked prediction of every group; within a round groups are independent
+    order_in_grp = np.argsort(grp, kind="stable")  # ranked order is kept within each group
+    _, first, counts = np.unique(grp[order_in_grp], return_index=True, return_counts=True)
+    round_of = np.empty(len(grp), dtype=np.int64)
+    round_of[order_in_grp] = np.arange(len(grp)) - np.repeat(first, counts)
+
+    locked = np.zeros((n_grp, n_thr, width), dtype=bool)
+    by_round = np.argsort(round_of, kind="stable")
+    bounds = np.searchsorted(round_of[by_round], np.arange(round_of.max() + 2))
+    for k in range(len(bounds) - 1):
+        rows = by_round[bounds[k] : bounds[k + 1]]
+        g = grp[rows]
+        # eligible: not below the threshold (NaN tIoU counts, as in the reference), unmatched, real
+        elig = ~(tiou[rows][:, None, :] < thr[None, :, None]) & ~locked[g] & valid[rows][:, None, :]  # (r, T, G)
+        choice = np.where(elig, pref[rows][:, None, :], width).argmin(axis=2)  # (r, T)
+        hit = elig.any(axis=2)  # (r, T)
+        rr, tt = np.nonzero(hit)
+        locked[g[rr], tt, choice[rr, tt]] = True
+        tp[:, has[rows]] = hit.T
+    return tp
