@@ -266,10 +266,6 @@ def _metric_text(name: str, value: float) -> str:
 
 
 # -- detect ------------------------------------------------------------------------------------------------------
-def _pp_overrides(threshold: float | None, sigma: float | None, max_seg: int | None, topk: int | None) -> dict:
-    return {"output_threshold": threshold, "sigma": sigma, "max_seg_num": max_seg, "pre_nms_topk": topk}
-
-
 @app.command()
 def detect(
     videos: Annotated[list[Path], typer.Argument(help="Video files or folders.")],
@@ -308,7 +304,7 @@ def detect(
             device=device,
             weights_dir=str(weights_dir or "") or None,
             random_weights=random_weights,
-            postprocess_overrides=_pp_overrides(threshold, sigma, max_events, None),
+            postprocess={"output_threshold": threshold, "sigma": sigma, "max_seg_num": max_events},
         )
     except AvdetError as err:
         raise fail(str(err)) from None
@@ -319,18 +315,23 @@ def detect(
                 failures += 1
                 console.print(f"[red]failed[/] {det.path}: {det.error}", highlight=False, soft_wrap=True)
                 continue
-            events = [e for e in det.events if e.score >= detector.pp.output_threshold]
+            events = [e for e in det.events if e.score >= detector.checkpoint.postprocess.output_threshold]
             target = targets.get(det.path)
             try:
                 if target is None:
                     _print_events(det.video_id, det.duration, events)
                 else:
                     write_events_file(
-                        target, events, video=det.video_id, duration=det.duration, model=detector.loaded.name, fmt=fmt
+                        target,
+                        events,
+                        video=det.video_id,
+                        duration=det.duration,
+                        model=detector.checkpoint.name,
+                        fmt=fmt,
                     )
                     console.print(f"{det.path}: {len(events)} events -> {target}", highlight=False)
                 if plot is not None:
-                    plot_timeline(events, det.duration, plot, classes=detector.loaded.classes, title=det.video_id)
+                    plot_timeline(events, det.duration, plot, classes=detector.checkpoint.classes, title=det.video_id)
             except (AvdetError, OSError) as err:
                 failures += 1
                 console.print(f"[red]failed[/] {det.path}: {err}", highlight=False, soft_wrap=True)
@@ -408,11 +409,7 @@ def eval_(
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
     import json
 
-    from avdet.pipeline.checkpoint import load_model
-    from avdet.pipeline.data.annotations import load_annotations
-    from avdet.pipeline.evaluate import evaluate_checkpoint
     from avdet.pipeline.io.atomic import write_text_atomic
-    from avdet.pipeline.metrics.mean_ap import evaluate, events_to_predictions, load_predictions
 
     if (predictions is None) == (checkpoint is None):
         raise fail("give exactly one of --predictions and --checkpoint")
@@ -420,78 +417,56 @@ def eval_(
         if predictions is not None:
             if annotations is None:
                 raise fail("--predictions needs --annotations")
-            ann = load_annotations(annotations)
-            preds = load_predictions(predictions, ann)
-            result = evaluate(ann, preds, split=split)
+            report = _eval_predictions(predictions, annotations, split)
         else:
-            loaded = load_model(checkpoint, device)
+            from avdet.pipeline.checkpoint import load_checkpoint
+            from avdet.pipeline.evaluate import evaluate_checkpoint, evaluate_cml_checkpoint
+
+            data = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
+            ckpt = load_checkpoint(checkpoint, device, data=data)
             if cml:
-                _eval_cml(
-                    checkpoint,
-                    loaded,
-                    split=split,
-                    json_out=json_out,
-                    device=device,
-                    released_root=released_root,
-                    annotations=annotations,
-                    cache=cache,
-                    ave_root=ave_root,
-                )
+                _eval_cml(evaluate_cml_checkpoint(ckpt, split=split, device=device), split, json_out)
                 return
-            if loaded.task == "segment":
-                _eval_segments(
-                    checkpoint,
-                    loaded,
-                    split=split,
-                    json_out=json_out,
-                    confusion=confusion or checkpoint.with_name(f"confusion_{split}.png"),
-                    data={
-                        "annotations": annotations,
-                        "cache": cache,
-                        "ave_root": ave_root,
-                        "released_root": released_root,
-                    },
-                    device=device,
-                    batch_size=batch_size,
-                )
-                return
-            result, events = evaluate_checkpoint(
-                checkpoint,
-                split=split,
-                annotations=annotations,
-                cache=cache,
-                released_root=released_root,
-                device=device,
-                batch_size=batch_size,
-                loaded=loaded,
-            )
-            preds_path = save_predictions or checkpoint.with_name(f"predictions_{split}.json")
-            write_text_atomic(preds_path, json.dumps(events_to_predictions(events)))
-            console.print(f"predictions written to {preds_path}", highlight=False)
+            report = evaluate_checkpoint(ckpt, split=split, device=device, batch_size=batch_size)
+            _save_eval_outputs(report, checkpoint, split, save_predictions, confusion)
+        _print_report(report)
+        if json_out is not None:
+            write_text_atomic(json_out, json.dumps(report.as_dict(), indent=2))
     except AvdetError as err:
         raise fail(str(err)) from None
-    table = Table(title=f"UnAV-100 mAP (%), split {split}", show_edge=False)
-    shown = [(t, ap) for t, ap in zip(result.tiou_thresholds, result.mAP, strict=True) if t >= 0.5 - 1e-9]
-    for t, _ in shown:
-        table.add_column(f"{t:.1f}", justify="right")
-    table.add_column("Avg.", justify="right", style="bold")
-    table.add_row(*[f"{100 * ap:.2f}" for _, ap in shown], f"{100 * result.average_mAP:.2f}")
+
+
+def _eval_predictions(predictions: Path, annotations: Path, split: str):
+    """A predictions file scored against annotations (no model, no torch import)."""
+    from avdet.pipeline.data.annotations import load_annotations
+    from avdet.pipeline.metrics.mean_ap import MapScores, evaluate, load_predictions
+
+    ann = load_annotations(annotations)
+    return MapScores(split, evaluate(ann, load_predictions(predictions, ann), split=split))
+
+
+def _print_report(report) -> None:
+    """Any task's report (`tasks.Report`) as a table."""
+    title, columns, rows = report.table()
+    table = Table(title=title, show_edge=False)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 and col == "class" else "right")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
     out.print(table)
-    if json_out is not None:
-        try:
-            write_text_atomic(json_out, json.dumps(result.as_dict(), indent=2))
-        except AvdetError as err:
-            raise fail(str(err)) from None
 
 
-def _eval_cml(checkpoint: Path, loaded, *, split: str, json_out: Path | None, device: str, **data: Path | None) -> None:
+def _save_eval_outputs(report, checkpoint: Path, split: str, predictions: Path | None, confusion: Path | None) -> None:
+    for path in report.save_outputs(checkpoint, predictions=predictions, confusion=confusion):
+        console.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+def _eval_cml(result, split: str, json_out: Path | None) -> None:
     """`avdet eval --cml`: cross-modal localization accuracy of a segment checkpoint, beside chance."""
     import json
 
-    from avdet.pipeline.evaluate import evaluate_cml_checkpoint
     from avdet.pipeline.io.atomic import write_text_atomic
 
-    result = evaluate_cml_checkpoint(checkpoint, split=split, device=device, loaded=loaded, **data)
     table = Table(title=f"Cross-modal localization (%), split {split}, {result.videos} videos", show_edge=False)
     for col in ("A2V", "V2A", "random window"):
         table.add_column(col, justify="right")
@@ -499,57 +474,6 @@ def _eval_cml(checkpoint: Path, loaded, *, split: str, json_out: Path | None, de
     out.print(table)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps({"split": split, **result.__dict__}, indent=2))
-
-
-def _eval_segments(
-    checkpoint: Path,
-    loaded,
-    *,
-    split: str,
-    json_out: Path | None,
-    confusion: Path,
-    data: dict,
-    device: str,
-    batch_size: int,
-) -> None:
-    """`avdet eval` of a segment checkpoint: accuracy table, background-only floor, confusion PNG, JSON."""
-    import json
-
-    import numpy as np
-
-    from avdet.pipeline.evaluate import evaluate_segment_checkpoint
-    from avdet.pipeline.io.atomic import write_text_atomic
-    from avdet.pipeline.io.plots import save_confusion_png
-
-    result = evaluate_segment_checkpoint(
-        checkpoint,
-        split=split,
-        device=device,
-        batch_size=batch_size,
-        loaded=loaded,
-        **data,
-    )
-    report = result.report
-    table = Table(title=f"Segment accuracy (%), split {split}", show_edge=False)
-    for col in ("class", "segments", "accuracy"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for name, count, acc in report.table():
-        table.add_row(name, str(count), "-" if np.isnan(acc) else f"{acc:.2f}")
-    table.add_section()
-    table.add_row("[bold]all segments", str(int(report.confusion.sum())), f"[bold]{report.accuracy:.2f}")
-    table.add_row("always background", "", f"{result.background_only:.2f}")
-    out.print(table)
-    save_confusion_png(report, confusion)
-    console.print(f"confusion matrix written to {confusion}", highlight=False)
-    if json_out is not None:
-        scores = {
-            "split": split,
-            "accuracy": report.accuracy,
-            "background_only": result.background_only,
-            "per_class": {n: (None if np.isnan(a) else a) for n, _, a in report.table()},
-            "segments": {n: c for n, c, _ in report.table()},
-        }
-        write_text_atomic(json_out, json.dumps(scores, indent=2))
 
 
 # -- plot --------------------------------------------------------------------------------------------------------

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from bench_extract import make_clip  # the same generated 60 s 640x360 clip
 
-from avdet.extractors import i3d_vggish as IV
-from avdet.extractors import raft
+from avdet.extractors import i3d_vggish, raft
 from avdet.extractors.base import AudioInput
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.extract import compute_features
@@ -48,22 +47,22 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=4, help="windows timed per I3D stream")
     parser.add_argument("--full", action="store_true", help="also time the whole extraction end to end")
     args = parser.parse_args()
-    device = IV.resolve_device(args.device)
+    device = i3d_vggish.resolve_device(args.device)
 
     t0 = time.perf_counter()
     ex = build_extractor_set("i3d_vggish", random_weights=True, device=device)
     build_s = time.perf_counter() - t0
-    visual: IV.TwoStreamI3D = ex.visual  # type: ignore[assignment]
+    visual: i3d_vggish.TwoStreamI3D = ex.visual  # type: ignore[assignment]
     req = ex.media
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         make_clip(clip, args.seconds)
         info = media.probe(clip)
-        rows = IV.unav_num_rows(info.duration)
-        pairs_total = IV.STACK + IV.STEP * (rows - 1)  # frame pairs the grid's windows use
+        rows = i3d_vggish.unav_num_rows(info.duration)
+        pairs_total = i3d_vggish.STACK + i3d_vggish.STEP * (rows - 1)  # frame pairs the grid's windows use
         n_frames = [0]
         sample: list[np.ndarray] = []
-        sample_len = max(args.raft_pairs + 1, IV.STACK + 1)
+        sample_len = max(args.raft_pairs + 1, i3d_vggish.STACK + 1)
 
         def decode() -> None:
             for chunk in media.read_frames(clip, req.fps, req.size, resize=req.resize, short_side=req.short_side):
@@ -99,8 +98,8 @@ def main() -> None:
             )
         )
 
-        rgb = IV.rgb_to_unit(IV.center_crop(frames[: IV.STACK]))  # (24, 3, 224, 224)
-        flow = visual._flows(frames[: IV.STACK + 1])  # (24, 2, 224, 224)
+        rgb = i3d_vggish.rgb_to_unit(i3d_vggish.center_crop(frames[: i3d_vggish.STACK]))  # (24, 3, 224, 224)
+        flow = visual._flows(frames[: i3d_vggish.STACK + 1])  # (24, 2, 224, 224)
         rgb_batch = rgb.transpose(0, 1)[None].expand(visual.batch_size, -1, -1, -1, -1).contiguous()  # (B, 3, 24, h, w)
         flow_batch = (
             flow.transpose(0, 1)[None].expand(visual.batch_size, -1, -1, -1, -1).contiguous()

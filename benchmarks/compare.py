@@ -135,7 +135,7 @@ def run_one(variant: Variant, cfg: ExperimentConfig, run_dir: Path) -> RunResult
     best = run_dir / "best.ckpt"
     if not best.is_file():
         raise DataError(f"{run_dir}: training wrote no best checkpoint (no validation epoch?)")
-    test, _ = evaluate_checkpoint(best, split=cfg.data.test_split, device="cpu")
+    test = evaluate_checkpoint(best, split=cfg.data.test_split, device="cpu").result
     result = RunResult(
         seconds=seconds,
         best_epoch=trained.best_epoch,

@@ -28,7 +28,7 @@ from flops import count_params
 from avdet.errors import AvdetError, DataError
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import ExperimentConfig, load_config
-from avdet.pipeline.evaluate import evaluate_segment_checkpoint
+from avdet.pipeline.evaluate import evaluate_checkpoint
 from avdet.pipeline.extract import ExtractOptions, extract_videos
 from avdet.pipeline.synth.ave_clips import AveSampleConfig, make_ave_sample
 from avdet.pipeline.train import Reporter, train
@@ -107,7 +107,7 @@ def run_one(variant: Variant, cfg: ExperimentConfig, run_dir: Path) -> RunResult
     t0 = time.perf_counter()
     trained = train(cfg, run_dir, reporter=Reporter(epoch=on_epoch))
     seconds = time.perf_counter() - t0
-    test = evaluate_segment_checkpoint(run_dir / "best.ckpt", split=cfg.data.test_split)
+    test = evaluate_checkpoint(run_dir / "best.ckpt", split=cfg.data.test_split)
     result = RunResult(seconds, trained.best_epoch, trained.best_metric, test.report.accuracy, test.background_only)
     result_path.write_text(json.dumps(result.__dict__, indent=1) + "\n")
     log(f"{variant.name}: {seconds:.0f} s, val {result.val_accuracy:.1f} %, test {result.test_accuracy:.1f} %")

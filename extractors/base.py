@@ -6,7 +6,7 @@ Extractors never open files and never print: `pipeline.media` decodes, `pipeline
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -99,3 +99,10 @@ def num_grid_rows(duration: float, window_s: float, step_s: float) -> int:
     if duration <= window_s:
         return 1
     return int(math.floor((duration - window_s) / step_s + 1e-6)) + 1
+
+
+def rechunk(chunks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Decoder chunks re-cut into pieces of at most `size` frames (bounds an extractor's working set)."""
+    for chunk in chunks:
+        for start in range(0, len(chunk), size):
+            yield chunk[start : start + size]

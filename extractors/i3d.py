@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avdet.extractors import weights as W
+from avdet.extractors import weights
 
 FEATURE_DIM = 1024
 NUM_CLASSES = 400
@@ -178,16 +178,7 @@ def load_i3d(
 ) -> InceptionI3D:
     """One I3D stream in eval mode with its canonical weights (or seeded random ones)."""
     model = InceptionI3D(modality)
-    reference = model.state_dict()
     if random_weights:
-        model.load_state_dict(W.seeded_state_dict(reference))
-        return model.eval()
+        return weights.seeded_model(model)
     name = WEIGHTS_FILES[modality]
-    state = dict(W.load_file(name, weights_dir, expected_sha256=expected_sha256))
-    # Some exports lack BatchNorm's `num_batches_tracked` counters; they do not affect inference.
-    for key, value in reference.items():
-        if key.endswith("num_batches_tracked"):
-            state.setdefault(key, value.clone())
-    W.check_structure(state, reference, name)
-    model.load_state_dict(state)
-    return model.eval()
+    return weights.load_checked(model, weights.load_file(name, weights_dir, expected_sha256=expected_sha256), name)

@@ -18,7 +18,7 @@ then scaled like RGB. Streaming: frames arrive in chunks and only the frames of 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avdet.errors import DataError
-from avdet.extractors import i3d as I3D
-from avdet.extractors import raft as RAFT
-from avdet.extractors import vggish as VGG
-from avdet.extractors.base import ExtractorSet, Features, MediaRequest, VisualInput, grid_times
+from avdet.extractors import i3d, raft, vggish
+from avdet.extractors.base import ExtractorSet, Features, MediaRequest, VisualInput, grid_times, rechunk
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ def unav_num_rows(duration: float) -> int:
 
 def unav_audio_rows(duration: float) -> int:
     """Audio rows of the UnAV-100 grid for `duration` seconds (VGGish examples every 0.32 s, at least one)."""
-    return VGG.num_rows_for_duration(duration, STEP_S)
+    return vggish.num_rows_for_duration(duration, STEP_S)
 
 
 def resolve_device(device: str) -> str:
@@ -105,13 +103,6 @@ def flow_to_unit(flow: Tensor) -> Tensor:
     return rgb_to_unit(quantised)
 
 
-def _frames(chunks: Iterator[np.ndarray] | object, sub: int) -> Iterator[np.ndarray]:
-    """Re-cut decoder chunks into pieces of at most `sub` frames (bounds the working set)."""
-    for chunk in chunks:  # type: ignore[union-attr]
-        for start in range(0, len(chunk), sub):
-            yield chunk[start : start + sub]
-
-
 @dataclass
 class TwoStreamI3D:
     """The visual `Extractor`: I3D RGB + I3D flow (RAFT) on the UnAV-100 grid, streamed.
@@ -129,7 +120,7 @@ class TwoStreamI3D:
     num_rows: Callable[[float], int] = unav_num_rows
     name: str = "i3d_rgb_flow"
     modality: str = "visual"
-    dim: int = 2 * I3D.FEATURE_DIM
+    dim: int = 2 * i3d.FEATURE_DIM
     window_s: float = WINDOW_S
     step_s: float = STEP_S
 
@@ -144,7 +135,7 @@ class TwoStreamI3D:
         if frames.shape[0] < 2:
             return frames.new_zeros((0, 2, CROP, CROP))
         # Like the reference: flow on the padded frame, then the centre crop of the padded flow.
-        padded = RAFT.pad_frames(frames)
+        padded = raft.pad_frames(frames)
         with torch.inference_mode():
             flow = self.flow_fn(padded[:-1], padded[1:])
         return flow_to_unit(center_crop(flow))
@@ -186,7 +177,7 @@ class TwoStreamI3D:
                 if len(pending) == self.batch_size:
                     self._run(pending, out)
 
-        for piece in _frames(decoded.chunks, self.flow_batch):
+        for piece in rechunk(decoded.chunks, self.flow_batch):
             if seen >= needed:
                 continue  # frames past the grid's last window: consumed (the decoder counts them) but unused
             absorb(self._prepare(piece[: needed - seen]))
@@ -211,7 +202,7 @@ def build(
     device: str = "cpu",
     batch_size: int = 4,
     flow_batch: int = 8,
-    raft_iterations: int = RAFT.ITERATIONS,
+    raft_iterations: int = raft.ITERATIONS,
     vggish_postprocess: bool = False,
 ) -> ExtractorSet:
     """The `i3d_vggish` set; weights from `weights_dir` (see `extractors.weights`) unless `random_weights`.
@@ -220,17 +211,17 @@ def build(
     length: about 25 + `flow_batch` frames and `batch_size` windows are held at a time.
     """
     device = resolve_device(device)
-    rgb = I3D.load_i3d("rgb", weights_dir, random_weights=random_weights).to(device)
-    flow = I3D.load_i3d("flow", weights_dir, random_weights=random_weights).to(device)
-    raft = RAFT.load_raft(weights_dir, random_weights=random_weights).to(device)
-    vggish = VGG.load_vggish(weights_dir, random_weights=random_weights)
+    rgb = i3d.load_i3d("rgb", weights_dir, random_weights=random_weights).to(device)
+    flow = i3d.load_i3d("flow", weights_dir, random_weights=random_weights).to(device)
+    flow_net = raft.load_raft(weights_dir, random_weights=random_weights).to(device)
+    audio_net = vggish.load_vggish(weights_dir, random_weights=random_weights)
 
     def flow_fn(first: Tensor, second: Tensor) -> Tensor:
-        return RAFT.estimate_flow(raft, first, second, raft_iterations)
+        return raft.estimate_flow(flow_net, first, second, raft_iterations)
 
     visual = TwoStreamI3D(rgb, flow, flow_fn, device=device, batch_size=batch_size, flow_batch=flow_batch)
-    audio = VGG.VGGishAudio(
-        vggish, hop_s=STEP_S, postprocess=vggish_postprocess, device=device, num_rows=unav_audio_rows
+    audio = vggish.VGGishAudio(
+        audio_net, hop_s=STEP_S, postprocess=vggish_postprocess, device=device, num_rows=unav_audio_rows
     )
     # The decoder's short-side mode crops; a 256 x 256 crop keeps the region I3D sees (the centre 224) and
     # gives RAFT a margin around it. The reference runs RAFT on the whole 256-short-side frame.
@@ -253,7 +244,7 @@ def build(
         "raft_iterations": raft_iterations,
         "vggish_hop_s": STEP_S,
         "vggish_postprocess": vggish_postprocess,
-        "weights": sorted([*I3D.WEIGHTS_FILES.values(), RAFT.WEIGHTS_FILE, VGG.WEIGHTS_FILE, VGG.PCA_FILE]),
+        "weights": sorted([*i3d.WEIGHTS_FILES.values(), raft.WEIGHTS_FILE, vggish.WEIGHTS_FILE, vggish.PCA_FILE]),
         "random_weights": random_weights,
         "rows": "reference",  # visual: I3D loop on round(25 d) frames; audio: whole VGGish examples
     }

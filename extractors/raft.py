@@ -15,38 +15,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avdet.extractors import weights as W
+from avdet.extractors import weights
 from avdet.extractors.tv_compat import import_torchvision
 
 WEIGHTS_FILE = "raft-sintel.pth"
 ITERATIONS = 20  # the reference's refinement steps at inference
 
-# Original RAFT name (after the `fnet.` / `cnet.` prefix) -> torchvision FeatureEncoder name.
-_ENCODER_RULES = [
-    (re.compile(r"^conv1\.(.+)$"), r"convnormrelu.0.\1"),
-    (re.compile(r"^norm1\.(.+)$"), r"convnormrelu.1.\1"),
-    (re.compile(r"^conv2\.(.+)$"), r"conv.\1"),
-    (re.compile(r"^(layer\d\.\d)\.conv([12])\.(.+)$"), r"\1.convnormrelu\2.0.\3"),
-    (re.compile(r"^(layer\d\.\d)\.norm([12])\.(.+)$"), r"\1.convnormrelu\2.1.\3"),
-    (re.compile(r"^(layer\d\.\d)\.downsample\.([01])\.(.+)$"), r"\1.downsample.\2.\3"),
-]
-_UPDATE_RULES = [
-    (re.compile(r"^encoder\.convc([12])\.(.+)$"), r"update_block.motion_encoder.convcorr\1.0.\2"),
-    (re.compile(r"^encoder\.convf([12])\.(.+)$"), r"update_block.motion_encoder.convflow\1.0.\2"),
-    (re.compile(r"^encoder\.conv\.(.+)$"), r"update_block.motion_encoder.conv.0.\1"),
-    (re.compile(r"^gru\.conv([zrq])([12])\.(.+)$"), r"update_block.recurrent_block.convgru\2.conv\1.\3"),
-    (re.compile(r"^flow_head\.(conv[12]\..+)$"), r"update_block.flow_head.\1"),
-    (re.compile(r"^mask\.0\.(.+)$"), r"mask_predictor.convrelu.0.\1"),
-    (re.compile(r"^mask\.2\.(.+)$"), r"mask_predictor.conv.\1"),
-]
+# Original RAFT name -> torchvision raft_large name, the encoders still under their original `fnet.` / `cnet.`
+# prefix (`_ENCODERS` renames it); the first matching rule wins and a name no rule matches is refused.
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile("^" + pattern), repl)
+    for pattern, repl in (
+        (r"(fnet|cnet)\.conv1\.", r"\1.convnormrelu.0."),
+        (r"(fnet|cnet)\.norm1\.", r"\1.convnormrelu.1."),
+        (r"(fnet|cnet)\.conv2\.", r"\1.conv."),
+        (r"(fnet|cnet)\.(layer\d\.\d)\.conv([12])\.", r"\1.\2.convnormrelu\3.0."),
+        (r"(fnet|cnet)\.(layer\d\.\d)\.norm([12])\.", r"\1.\2.convnormrelu\3.1."),
+        (r"(fnet|cnet)\.(layer\d\.\d)\.downsample\.([01])\.", r"\1.\2.downsample.\3."),
+        (r"update_block\.encoder\.convc([12])\.", r"update_block.motion_encoder.convcorr\1.0."),
+        (r"update_block\.encoder\.convf([12])\.", r"update_block.motion_encoder.convflow\1.0."),
+        (r"update_block\.encoder\.conv\.", "update_block.motion_encoder.conv.0."),
+        (r"update_block\.gru\.conv([zrq])([12])\.", r"update_block.recurrent_block.convgru\2.conv\1."),
+        (r"update_block\.flow_head\.(conv[12])\.", r"update_block.flow_head.\1."),
+        (r"update_block\.mask\.0\.", "mask_predictor.convrelu.0."),
+        (r"update_block\.mask\.2\.", "mask_predictor.conv."),
+    )
+)
+_ENCODERS = {"fnet": "feature_encoder", "cnet": "context_encoder"}
 # In the original ResidualBlock `norm3` is the same module as `downsample.1`: saved twice, loaded once.
-_DUPLICATE = re.compile(r"^layer\d\.\d\.norm3\.")
+_DUPLICATE = re.compile(r"^(fnet|cnet)\.layer\d\.\d\.norm3\.")
 
 
-def _apply(rules: list[tuple[re.Pattern, str]], key: str) -> str | None:
-    for pattern, repl in rules:
+def _rename(key: str) -> str | None:
+    """torchvision's name for an original RAFT parameter; None for one it does not know."""
+    for pattern, repl in _RULES:
         if pattern.match(key):
-            return pattern.sub(repl, key)
+            new = pattern.sub(repl, key)
+            prefix, _, rest = new.partition(".")
+            return f"{_ENCODERS[prefix]}.{rest}" if prefix in _ENCODERS else new
     return None
 
 
@@ -57,18 +63,10 @@ def convert_raft_checkpoint(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """
     out: dict[str, Tensor] = {}
     for raw_key, value in state.items():
-        key = raw_key[len("module.") :] if raw_key.startswith("module.") else raw_key
-        prefix, _, rest = key.partition(".")
-        if prefix in ("fnet", "cnet"):
-            if _DUPLICATE.match(rest):
-                continue
-            new = _apply(_ENCODER_RULES, rest)
-            if new is not None:
-                new = ("feature_encoder." if prefix == "fnet" else "context_encoder.") + new
-        elif prefix == "update_block":
-            new = _apply(_UPDATE_RULES, rest)
-        else:
-            new = None
+        key = raw_key.removeprefix("module.")
+        if _DUPLICATE.match(key):
+            continue
+        new = _rename(key)
         if new is None:
             raise ValueError(f"unexpected RAFT parameter {raw_key!r}: not a RAFT (large) checkpoint")
         out[new] = value
@@ -88,22 +86,15 @@ def load_raft(
 ) -> nn.Module:
     """raft_large in eval mode with the converted Sintel weights (or seeded random ones)."""
     # The file first: a missing one is reported before the (slower) model construction.
-    original = None if random_weights else W.load_file(WEIGHTS_FILE, weights_dir, expected_sha256=expected_sha256)
+    original = None if random_weights else weights.load_file(WEIGHTS_FILE, weights_dir, expected_sha256=expected_sha256)
     model = raft_large_model()
-    reference = model.state_dict()
     if original is None:
-        model.load_state_dict(W.seeded_state_dict(reference))
-        return model.eval()
+        return weights.seeded_model(model)
     try:
         state = convert_raft_checkpoint(original)
     except ValueError as err:
-        raise W.WeightsError(f"{WEIGHTS_FILE}: {err}") from None
-    for key, value in reference.items():  # counters some exports lack; unused at inference
-        if key.endswith("num_batches_tracked"):
-            state.setdefault(key, value.clone())
-    W.check_structure(state, reference, WEIGHTS_FILE)
-    model.load_state_dict(state)
-    return model.eval()
+        raise weights.WeightsError(f"{WEIGHTS_FILE}: {err}") from None
+    return weights.load_checked(model, state, WEIGHTS_FILE)
 
 
 def sintel_padding(height: int, width: int, multiple: int = 8) -> tuple[int, int, int, int]:

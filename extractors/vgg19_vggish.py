@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avdet.errors import DataError
-from avdet.extractors import vggish as VGG
-from avdet.extractors import weights as W
-from avdet.extractors.base import ExtractorSet, Features, MediaRequest, VisualInput, grid_times
+from avdet.extractors import vggish, weights
+from avdet.extractors.base import ExtractorSet, Features, MediaRequest, VisualInput, grid_times, rechunk
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +72,11 @@ def load_vgg19(
 ) -> VGG19Features:
     """VGG-19 features in eval mode with the torchvision ImageNet weights (or seeded random ones for tests)."""
     model = VGG19Features()
-    reference = model.state_dict()
     if random_weights:
-        model.load_state_dict(W.seeded_state_dict(reference))
-        return model.eval()
-    state = W.load_file(WEIGHTS_FILE, weights_dir, expected_sha256=expected_sha256)
+        return weights.seeded_model(model)
+    state = weights.load_file(WEIGHTS_FILE, weights_dir, expected_sha256=expected_sha256)
     state = {k: v for k, v in state.items() if k.startswith("features.")}  # the classifier is not used
-    W.check_structure(state, reference, WEIGHTS_FILE)
-    model.load_state_dict(state)
-    return model.eval()
+    return weights.load_checked(model, state, WEIGHTS_FILE)
 
 
 def segment_rows(duration: float) -> int:
@@ -95,12 +90,6 @@ def imagenet_normalise(frames: Tensor) -> Tensor:
     mean = frames.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
     std = frames.new_tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
     return (frames - mean) / std
-
-
-def _pieces(chunks: Iterator[np.ndarray] | object, size: int) -> Iterator[np.ndarray]:
-    for chunk in chunks:  # type: ignore[union-attr]
-        for start in range(0, len(chunk), size):
-            yield chunk[start : start + size]
 
 
 @dataclass
@@ -133,7 +122,7 @@ class VGG19Segments:
         counts = torch.zeros(rows, dtype=torch.int64)
         seen = 0
         last: Tensor | None = None  # pool5 map of the last frame, (7, 7, 512)
-        for piece in _pieces(decoded.chunks, self.batch_size):
+        for piece in rechunk(decoded.chunks, self.batch_size):
             if seen >= needed:
                 continue  # frames past the last segment: consumed, unused
             piece = piece[: needed - seen]
@@ -169,10 +158,10 @@ def build(
 ) -> ExtractorSet:
     """The `vgg19_vggish` set; weights from `weights_dir` (see `extractors.weights`) unless `random_weights`."""
     vgg19 = load_vgg19(weights_dir, random_weights=random_weights).to(device)
-    vggish = VGG.load_vggish(weights_dir, random_weights=random_weights)
+    audio_net = vggish.load_vggish(weights_dir, random_weights=random_weights)
     visual = VGG19Segments(vgg19, device=device, batch_size=batch_size)
-    audio = VGG.VGGishAudio(
-        vggish, hop_s=SEGMENT_S, postprocess=vggish_postprocess, device=device, num_rows=segment_rows
+    audio = vggish.VGGishAudio(
+        audio_net, hop_s=SEGMENT_S, postprocess=vggish_postprocess, device=device, num_rows=segment_rows
     )
     media = MediaRequest(fps=FPS, size=(SIZE, SIZE), resize="stretch")
     spec = {
@@ -191,7 +180,7 @@ def build(
         "sample_rate": media.sample_rate,
         "vggish_hop_s": SEGMENT_S,
         "vggish_postprocess": vggish_postprocess,
-        "weights": sorted([WEIGHTS_FILE, VGG.WEIGHTS_FILE, VGG.PCA_FILE]),
+        "weights": sorted([WEIGHTS_FILE, vggish.WEIGHTS_FILE, vggish.PCA_FILE]),
         "random_weights": random_weights,
     }
     return ExtractorSet("vgg19_vggish", visual, audio, media, spec)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from avdet.errors import WeightsError
-from avdet.extractors import weights as W
+from avdet.extractors import weights
 from avdet.extractors.base import AudioInput, Features, grid_times
 from avdet.extractors.mel import frame_examples, log_mel
 
@@ -132,18 +132,12 @@ def load_vggish(
 ) -> VGGish:
     """VGGish in eval mode with the canonical weights (or seeded random ones for tests and benchmarks)."""
     model = VGGish()
-    reference = model.state_dict()
     if random_weights:
-        model.load_state_dict(W.seeded_state_dict(reference))
-        return model.eval()
+        return weights.seeded_model(model)
     sums = expected_sha256 or {}
-    net = W.load_file(WEIGHTS_FILE, weights_dir, expected_sha256=sums.get(WEIGHTS_FILE))
-    pca = W.load_file(PCA_FILE, weights_dir, expected_sha256=sums.get(PCA_FILE))
-    state = dict(net)
-    state.update(pca_state(pca))
-    W.check_structure(state, reference, f"{WEIGHTS_FILE} + {PCA_FILE}")
-    model.load_state_dict(state)
-    return model.eval()
+    net = weights.load_file(WEIGHTS_FILE, weights_dir, expected_sha256=sums.get(WEIGHTS_FILE))
+    pca = weights.load_file(PCA_FILE, weights_dir, expected_sha256=sums.get(PCA_FILE))
+    return weights.load_checked(model, {**net, **pca_state(pca)}, f"{WEIGHTS_FILE} + {PCA_FILE}")
 
 
 def pca_state(pca: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,9 +1,8 @@
 """Pretrained weights: canonical files in a weights directory, checked before use, downloaded on request only.
 
-Directory: the explicit argument (`--weights-dir`), else `$AVDET_WEIGHTS` (or its older spelling
-`$AVDET_WEIGHTS_DIR`), else `~/.cache/avdet/weights`. Nothing here touches the network unless `download(...)` /
-`download_weights(...)` is called; a missing file is a one-line `WeightsError` naming the file, the directory
-searched and where to get it.
+Directory: the explicit argument (`--weights-dir`), else `$AVDET_WEIGHTS`, else `~/.cache/avdet/weights`. Nothing
+here touches the network unless `download(...)` / `download_weights(...)` is called; a missing file is a one-line
+`WeightsError` naming the file, the directory searched and where to get it.
 
 Checksums, strongest first: a full SHA-256 in the catalog; a line for the file in `SHA256SUMS` inside the weights
 directory (written by `download`, or by a user pinning their own copies, `sha256sum` format); the digest prefix
@@ -24,6 +23,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,9 +32,9 @@ from torch import Tensor
 from avdet.errors import WeightsError
 
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 WEIGHTS_ENV = "AVDET_WEIGHTS"
-WEIGHTS_ENV_OLD = "AVDET_WEIGHTS_DIR"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/avdet/weights")
 SUMS_FILE = "SHA256SUMS"
 RANDOM_SEED = 0  # seed of `random_weights=True`: the golden recipe's seed
@@ -101,10 +101,10 @@ CATALOG: dict[str, WeightsFile] = {
 
 
 def weights_dir(explicit: str | Path | None = None) -> Path:
-    """The weights directory: `explicit` > `$AVDET_WEIGHTS` > `$AVDET_WEIGHTS_DIR` > default (not created)."""
+    """The weights directory: `explicit` > `$AVDET_WEIGHTS` > default (not created)."""
     if explicit:
         return Path(explicit).expanduser()
-    env = os.environ.get(WEIGHTS_ENV) or os.environ.get(WEIGHTS_ENV_OLD)
+    env = os.environ.get(WEIGHTS_ENV)
     return Path(env).expanduser() if env else DEFAULT_WEIGHTS_DIR.expanduser()
 
 
@@ -378,6 +378,23 @@ def seeded_tensor(key: str, shape: tuple[int, ...], seed: int) -> Tensor:
     if key.endswith("running_var"):
         w = 0.5 + np.abs(w)
     return torch.from_numpy(np.asarray(w, dtype=np.float32))
+
+
+def seeded_model(model: ModelT) -> ModelT:
+    """`model` in eval mode with seeded weights (`random_weights=True`); no file is read."""
+    model.load_state_dict(seeded_state_dict(model.state_dict()))
+    return model.eval()
+
+
+def load_checked(model: ModelT, state: Mapping[str, Tensor], what: str) -> ModelT:
+    """`model` in eval mode with `state`, once `check_structure` has passed against the model's own parameters.
+    BatchNorm's `num_batches_tracked` counters, which some exports lack and inference never reads, are kept."""
+    reference = model.state_dict()
+    counters = {k: v.clone() for k, v in reference.items() if k.endswith("num_batches_tracked")}
+    state = {**counters, **state}
+    check_structure(state, reference, what)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def seeded_state_dict(reference: Mapping[str, Tensor], seed: int = RANDOM_SEED) -> dict[str, Tensor]:

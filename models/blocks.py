@@ -95,6 +95,30 @@ class Scale(nn.Module):
         return x * self.scale
 
 
+class ConvStack(nn.Module):
+    """num_convs x [masked conv (in_dim -> dim, then dim -> dim) -> LayerNorm (or identity) -> ReLU]: UnAV's
+    embedding projections and the towers of its heads. With no convs it passes its input through."""
+
+    def __init__(self, in_dim: int, dim: int, num_convs: int, kernel_size: int = 3, with_ln: bool = True) -> None:
+        super().__init__()
+        dims = [in_dim] + [dim] * num_convs
+        self.convs = nn.ModuleList(
+            MaskedConv1d(dims[i], dims[i + 1], kernel_size, bias=not with_ln) for i in range(num_convs)
+        )
+        self.norms = nn.ModuleList(LayerNorm(dims[i + 1]) if with_ln else nn.Identity() for i in range(num_convs))
+        self.out_dim = dims[-1]
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return conv_stack(x, mask, self.convs, self.norms)
+
+
+def conv_stack(x: Tensor, mask: Tensor, convs: nn.ModuleList, norms: nn.ModuleList) -> Tensor:
+    """`ConvStack`'s forward over convs and norms held elsewhere (CCNet keeps them in two lists)."""
+    for conv, norm in zip(convs, norms, strict=True):
+        x = F.relu(norm(conv(x, mask)))
+    return x
+
+
 def drop_path(x: Tensor, prob: float, training: bool) -> Tensor:
     """Stochastic depth: while training, zero whole samples with probability `prob` and rescale the rest."""
     if prob == 0.0 or not training:

@@ -35,14 +35,17 @@ from torch import Tensor, nn
 from avdet.errors import AvdetError
 from avdet.models.base import DetectorOutput, register_model
 from avdet.models.blocks import (
+    ConvStack,
     LayerNorm,
     MaskedAttention,
     MaskedConv1d,
     TransformerBlock,
+    conv_stack,
     downsample_mask,
     sinusoid_encoding,
 )
-from avdet.models.heads import ClassificationHead, RegressionHead
+from avdet.models.heads import detection_heads
+from avdet.models.pyramid import PyramidConfig, PyramidDetector
 
 
 class SequenceTooLongError(AvdetError, ValueError):
@@ -50,39 +53,33 @@ class SequenceTooLongError(AvdetError, ValueError):
 
 
 @dataclass
-class CCNetConfig:
+class CCNetConfig(PyramidConfig):
+    """CCNet's fields; the pyramid and head ones come from `PyramidConfig` (max_seq_len: every input is padded to
+    it and longer ones are refused, 256 for ONE-PEACE; num_levels = backbone_arch[2] + 1; strides 1, 2, 4, ...)."""
+
     visual_dim: int = 2048
     audio_dim: int = 128
     num_classes: int = 100
-    max_seq_len: int = 224  # every input is padded to this; longer ones are refused (256 for ONE-PEACE)
     embed_dim: int = 512  # D of each modality stream (the reference's embd_dim)
     num_heads: int = 4  # heads of the backbone attention and its gates
     embed_convs: int = 2  # masked conv + LayerNorm + ReLU projections per modality (backbone_arch[0])
     embed_kernel: int = 3
     embed_with_ln: bool = True
     encoder_layers: int = 2  # unimodal self-attention blocks (backbone_arch[1])
-    num_levels: int = 6  # pyramid levels, strides 1, 2, 4, ... (backbone_arch[2] + 1)
     mtgc_dim: int = 128  # E: per-class channels inside MTGC (fixed at 128 in the reference)
     mtgc_heads: int = 1  # heads of MTGC's temporal, co-occurrence, channel and fine-to-coarse attention
     c2f_heads: int = 4  # heads of the coarse-to-fine attention
     channel_attention: bool = True  # MTGC's channel-attention expansion branch
     tcg_mask_padded_keys: bool = False  # True: gates of levels >= 1 exclude padded keys (reference: they do not)
-    head_dim: int = 512
-    head_layers: int = 3
-    head_kernel: int = 3
     head_with_ln: bool = True
-    head_prior_prob: float = 0.01
     class_aware: bool = True  # one (left, right) offset pair per class
     dropout: float = 0.0
     drop_path: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.num_levels < 1 or self.embed_convs < 1 or self.encoder_layers < 0:
-            raise ValueError("num_levels and embed_convs must be >= 1, encoder_layers >= 0")
-        if self.max_seq_len < 1 or self.max_seq_len % self.max_stride:
-            raise ValueError(
-                f"max_seq_len {self.max_seq_len} is not a positive multiple of the top stride {self.max_stride}"
-            )
+        super().__post_init__()
+        if self.embed_convs < 1 or self.encoder_layers < 0:
+            raise ValueError("embed_convs must be >= 1, encoder_layers >= 0")
         for name, heads, dim in (
             ("num_heads", self.num_heads, self.embed_dim),
             ("c2f_heads", self.c2f_heads, 2 * self.embed_dim),
@@ -95,29 +92,19 @@ class CCNetConfig:
             bad = [n for n in self.level_lengths if n % self.mtgc_heads]
             if bad:
                 raise ValueError(f"mtgc_heads {self.mtgc_heads} does not divide the level length {bad[0]}")
-        if self.embed_kernel % 2 == 0 or self.head_kernel % 2 == 0:
-            raise ValueError("embed_kernel and head_kernel must be odd")
-        if not 0.0 < self.head_prior_prob < 1.0:
-            raise ValueError("head_prior_prob must lie in (0, 1)")
-
-    @property
-    def max_stride(self) -> int:
-        return 2 ** (self.num_levels - 1)
-
-    @property
-    def strides(self) -> list[int]:
-        return [2**level for level in range(self.num_levels)]
-
-    @property
-    def level_lengths(self) -> list[int]:
-        """Steps of each pyramid level: MTGC's fixed temporal sizes."""
-        return [self.max_seq_len // s for s in self.strides]
+        if self.embed_kernel % 2 == 0:
+            raise ValueError("embed_kernel must be odd")
 
     def padded_length(self, length: int) -> int:
         """Always max_seq_len: MTGC's linear layers over time need exactly that many steps."""
         if length > self.max_seq_len:
             raise SequenceTooLongError(_too_long_message(length, self.max_seq_len))
         return self.max_seq_len
+
+    def check_length(self, length: int) -> None:
+        """Exactly max_seq_len steps."""
+        if self.padded_length(length) != length:  # beyond max_seq_len, padded_length raises
+            raise ValueError(f"CCNet needs sequences padded to max_seq_len={self.max_seq_len} steps, got {length}")
 
 
 def _too_long_message(length: int, limit: int) -> str:
@@ -171,15 +158,6 @@ class CMCCBackbone(nn.Module):
         dim = cfg.embed_dim
         self.mask_gate_keys = cfg.tcg_mask_padded_keys
 
-        def embed(in_dim: int) -> nn.ModuleList:
-            return nn.ModuleList(
-                MaskedConv1d(in_dim if i == 0 else dim, dim, cfg.embed_kernel, bias=not cfg.embed_with_ln)
-                for i in range(cfg.embed_convs)
-            )
-
-        def norms() -> nn.ModuleList:
-            return nn.ModuleList(LayerNorm(dim) if cfg.embed_with_ln else nn.Identity() for _ in range(cfg.embed_convs))
-
         def pyramid() -> nn.ModuleList:  # level 0 at full rate, every further level downsamples by 2
             return nn.ModuleList(
                 TransformerBlock(
@@ -188,8 +166,13 @@ class CMCCBackbone(nn.Module):
                 for i in range(cfg.num_levels)
             )
 
-        self.embed_visual, self.embed_audio = embed(cfg.visual_dim), embed(cfg.audio_dim)
-        self.embed_norm_visual, self.embed_norm_audio = norms(), norms()
+        # UnAV's embedding, its convs and norms held apart (the reference's names); same registration order
+        visual, audio = (
+            ConvStack(in_dim, dim, cfg.embed_convs, cfg.embed_kernel, cfg.embed_with_ln)
+            for in_dim in (cfg.visual_dim, cfg.audio_dim)
+        )
+        self.embed_visual, self.embed_audio = visual.convs, audio.convs
+        self.embed_norm_visual, self.embed_norm_audio = visual.norms, audio.norms
         self.encoder_visual = nn.ModuleList(
             TransformerBlock(dim, cfg.num_heads, dropout=cfg.dropout, drop_path=cfg.drop_path)
             for _ in range(cfg.encoder_layers)
@@ -208,16 +191,11 @@ class CMCCBackbone(nn.Module):
         pe = sinusoid_encoding(cfg.max_seq_len, dim) / math.sqrt(dim)  # (max_seq_len, D)
         self.register_buffer("pos_embed", pe, persistent=False)
 
-    def _embed(self, x: Tensor, mask: Tensor, convs: nn.ModuleList, norms: nn.ModuleList) -> Tensor:
-        for conv, norm in zip(convs, norms, strict=True):
-            x = F.relu(norm(conv(x, mask)))
-        return x
-
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """(B, T, Ca), (B, T, Cv), (B, T) -> per level visual (B, T_l, D), audio (B, T_l, D), masks (B, T_l)."""
         keep = mask[..., None].to(visual.dtype)  # (B, T, 1)
-        v = self._embed(visual * keep, mask, self.embed_visual, self.embed_norm_visual)
-        a = self._embed(audio * keep, mask, self.embed_audio, self.embed_norm_audio)
+        v = conv_stack(visual * keep, mask, self.embed_visual, self.embed_norm_visual)
+        a = conv_stack(audio * keep, mask, self.embed_audio, self.embed_norm_audio)
         pe = self.pos_embed[: mask.shape[1]].to(v.dtype) * keep  # (B, T, D)
         v, a = v + pe, a + pe
         for block_v, block_a in zip(self.encoder_visual, self.encoder_audio, strict=True):
@@ -318,7 +296,7 @@ class MTGCBlock(nn.Module):
 
 # -- the detector --------------------------------------------------------------------------------------------------
 @register_model("ccnet", CCNetConfig, ("dense",))
-class CCNet(nn.Module):
+class CCNet(PyramidDetector):
     """The CCNet detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
 
     def __init__(self, cfg: CCNetConfig) -> None:
@@ -326,40 +304,11 @@ class CCNet(nn.Module):
         self.cfg = cfg
         self.backbone = CMCCBackbone(cfg)
         self.mtgc = MTGCBlock(cfg)
-        dim = 2 * cfg.embed_dim
-        self.cls_head = ClassificationHead(
-            dim,
-            cfg.head_dim,
-            cfg.num_classes,
-            num_layers=cfg.head_layers,
-            prior_prob=cfg.head_prior_prob,
-            kernel_size=cfg.head_kernel,
-            with_ln=cfg.head_with_ln,
-        )
-        self.reg_head = RegressionHead(
-            dim,
-            cfg.head_dim,
-            cfg.num_classes,
-            cfg.num_levels,
-            num_layers=cfg.head_layers,
-            kernel_size=cfg.head_kernel,
-            with_ln=cfg.head_with_ln,
-            class_aware=cfg.class_aware,
-        )
-
-    def padded_length(self, length: int) -> int:
-        """The length a batch of `length` steps must be padded to: always max_seq_len (see `CCNetConfig`)."""
-        return self.cfg.padded_length(length)
+        self.cls_head, self.reg_head = detection_heads(2 * cfg.embed_dim, cfg, cfg.num_classes)
 
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
         """audio (B, T, Ca), visual (B, T, Cv), mask (B, T) bool with T = max_seq_len (`padded_length`)."""
-        length, limit = mask.shape[1], self.cfg.max_seq_len
-        if audio.shape[:2] != mask.shape or visual.shape[:2] != mask.shape:
-            raise ValueError(f"audio {tuple(audio.shape)}, visual {tuple(visual.shape)}, mask {tuple(mask.shape)}")
-        if length > limit:
-            raise SequenceTooLongError(_too_long_message(length, limit))
-        if length < limit:
-            raise ValueError(f"CCNet needs sequences padded to max_seq_len={limit} steps, got {length}")
+        self.check_inputs(audio, visual, mask)
         mask = mask.bool()
         feats_v, feats_a, masks = self.backbone(audio, visual, mask)
         feats = [torch.cat([v, a], dim=-1) for v, a in zip(feats_v, feats_a, strict=True)]  # (B, T_l, 2D)
@@ -373,6 +322,3 @@ class CCNet(nn.Module):
             masks=masks,
             strides=self.cfg.strides,
         )
-
-
-# -- reference checkpoints -----------------------------------------------------------------------------------------

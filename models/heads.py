@@ -1,4 +1,5 @@
-"""UnAV's detection heads (PtTransformerClsHead / class-aware PtTransformerRegHead), channel-last.
+"""UnAV's detection heads (PtTransformerClsHead / class-aware PtTransformerRegHead), channel-last, used by LoCo,
+UnAV and CCNet (built from their config by `detection_heads`).
 
 Both heads are shared across pyramid levels: (num_layers - 1) masked convs + LayerNorm + ReLU, then a masked conv
 predictor. Inputs are lists over levels of (B, T_l, D) features with (B, T_l) bool masks.
@@ -11,27 +12,15 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avdet.models.blocks import LayerNorm, MaskedConv1d, Scale
+from avdet.models.blocks import ConvStack, MaskedConv1d, Scale
+from avdet.models.pyramid import PyramidConfig
 
 
-class _ConvTower(nn.Module):
-    """(num_layers - 1) x [masked conv -> LayerNorm (or identity) -> ReLU]."""
-
-    def __init__(self, in_dim: int, head_dim: int, num_layers: int, kernel_size: int, with_ln: bool) -> None:
-        super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        dims = [in_dim] + [head_dim] * (num_layers - 1)
-        self.convs = nn.ModuleList(
-            MaskedConv1d(dims[i], dims[i + 1], kernel_size, bias=not with_ln) for i in range(num_layers - 1)
-        )
-        self.norms = nn.ModuleList(LayerNorm(dims[i + 1]) if with_ln else nn.Identity() for i in range(num_layers - 1))
-        self.out_dim = dims[-1]
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = F.relu(norm(conv(x, mask)))
-        return x
+def _tower(in_dim: int, head_dim: int, num_layers: int, kernel_size: int, with_ln: bool) -> ConvStack:
+    """The (num_layers - 1) conv + norm + ReLU layers before a head's predictor."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    return ConvStack(in_dim, head_dim, num_layers - 1, kernel_size, with_ln)
 
 
 class ClassificationHead(nn.Module):
@@ -49,7 +38,7 @@ class ClassificationHead(nn.Module):
         empty_classes: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
-        self.tower = _ConvTower(in_dim, head_dim, num_layers, kernel_size, with_ln)
+        self.tower = _tower(in_dim, head_dim, num_layers, kernel_size, with_ln)
         self.classifier = MaskedConv1d(self.tower.out_dim, num_classes, kernel_size)
         nn.init.constant_(self.classifier.conv.bias, -math.log((1 - prior_prob) / prior_prob))
         # classes without training examples: a very negative bias keeps them silent (reference behaviour)
@@ -83,7 +72,7 @@ class RegressionHead(nn.Module):
         super().__init__()
         self.num_levels = num_levels
         self.num_outputs = num_classes if class_aware else 1
-        self.tower = _ConvTower(in_dim, head_dim, num_layers, kernel_size, with_ln)
+        self.tower = _tower(in_dim, head_dim, num_layers, kernel_size, with_ln)
         self.scales = nn.ModuleList(Scale() for _ in range(num_levels))
         self.regressor = MaskedConv1d(self.tower.out_dim, 2 * self.num_outputs, kernel_size)
 
@@ -95,3 +84,33 @@ class RegressionHead(nn.Module):
             offsets = F.relu(scale(self.regressor(self.tower(x, mask), mask)))  # (B, T_l, 2K)
             out.append(offsets.unflatten(-1, (self.num_outputs, 2)))  # (B, T_l, K, 2)
         return out
+
+
+def detection_heads(
+    in_dim: int, cfg: PyramidConfig, num_classes: int, regression: bool = True
+) -> tuple[ClassificationHead, RegressionHead | None]:
+    """A detector's classification head over `num_classes` labels and, unless `regression` is off (segment
+    models), its regression head; sizes from the config's head fields. Assign them to `cls_head` and `reg_head`:
+    the state-dict names (and the reference key maps) depend on it."""
+    cls_head = ClassificationHead(
+        in_dim,
+        cfg.head_dim,
+        num_classes,
+        num_layers=cfg.head_layers,
+        prior_prob=cfg.head_prior_prob,
+        kernel_size=cfg.head_kernel,
+        with_ln=cfg.head_with_ln,
+    )
+    if not regression:
+        return cls_head, None
+    reg_head = RegressionHead(
+        in_dim,
+        cfg.head_dim,
+        num_classes,
+        cfg.num_levels,
+        num_layers=cfg.head_layers,
+        kernel_size=cfg.head_kernel,
+        with_ln=cfg.head_with_ln,
+        class_aware=cfg.class_aware,
+    )
+    return cls_head, reg_head

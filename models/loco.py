@@ -20,25 +20,27 @@ from torch import Tensor, nn
 
 from avdet.models.base import DetectorOutput, register_model
 from avdet.models.blocks import LayerNorm, MaskedConv1d, TransformerBlock, sinusoid_encoding
-from avdet.models.heads import ClassificationHead, RegressionHead
+from avdet.models.heads import detection_heads
 from avdet.models.lac import ATTENTION_TYPES, LACPyramid
 from avdet.models.lcf import LCF_TYPES, LCFModulation
+from avdet.models.pyramid import PyramidConfig, PyramidDetector
 from avdet.models.spatial import SPATIAL_REDUCTIONS, AudioGuidedVisualAttention, reduce_visual, visual_map
 
 
 @dataclass
-class LoCoConfig:
+class LoCoConfig(PyramidConfig):
+    """LoCo's fields; the pyramid and head ones (max_seq_len, num_levels, head_*) come from `PyramidConfig`. Inputs
+    pad to `padded_length`: LAC pads each level to whole windows itself, so the top stride alone decides."""
+
     visual_dim: int = 2048
     audio_dim: int = 128
     num_classes: int = 100
-    max_seq_len: int = 224  # training length (crop / pad); 256 for ONE-PEACE features
     embed_dim: int = 512  # D of each modality stream
     num_heads: int = 4  # heads of the unimodal and fusion transformers
     embed_convs: int = 2  # masked conv (k3) + LayerNorm + ReLU projections per modality
     embed_kernel: int = 3
     encoder_layers: int = 2  # unimodal self-attention blocks
     use_abs_pe: bool = True  # sinusoidal position encoding after the projection
-    num_levels: int = 6  # pyramid levels, strides 1, 2, 4, ...
     attention: Literal["adaptive", "fixed", "global"] = "adaptive"
     window_size: int = 8  # LAC base window W
     lac_heads: int = 4  # LAC heads h (each head adapts its own windows)
@@ -50,10 +52,6 @@ class LoCoConfig:
     lcf_label_smoothing: float = 0.1  # eps of the "softened" target
     decoder_layers: int = 1  # fusion transformer blocks on the concatenated streams
     decoder_shared: bool = True  # one fusion stack for every level (False: one per level)
-    head_dim: int = 512
-    head_layers: int = 3
-    head_kernel: int = 3
-    head_prior_prob: float = 0.01
     # Segment-level AVEL (AVE): "segment" keeps the classification head only, over num_classes + 1 labels
     # (background last), as the paper evaluates LoCo on AVE; "detection" is the dense UnAV-100 pair of heads.
     head: Literal["detection", "segment"] = "detection"
@@ -65,14 +63,13 @@ class LoCoConfig:
     drop_path: float = 0.1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.attention not in ATTENTION_TYPES:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_TYPES)}, not {self.attention!r}")
         if self.lcf not in LCF_TYPES:
             raise ValueError(f"lcf must be one of {', '.join(LCF_TYPES)}, not {self.lcf!r}")
-        if self.num_levels < 1 or self.window_size < 1 or self.encoder_layers < 0 or self.decoder_layers < 0:
-            raise ValueError("num_levels and window_size must be >= 1, encoder/decoder_layers >= 0")
-        if self.max_seq_len % self.max_stride:
-            raise ValueError(f"max_seq_len {self.max_seq_len} is not a multiple of the top stride {self.max_stride}")
+        if self.window_size < 1 or self.encoder_layers < 0 or self.decoder_layers < 0:
+            raise ValueError("window_size must be >= 1, encoder/decoder_layers >= 0")
         for name, heads, dim in (
             ("num_heads", self.num_heads, self.embed_dim),
             ("lac_heads", self.lac_heads, self.embed_dim),
@@ -87,23 +84,8 @@ class LoCoConfig:
             raise ValueError(f"head must be 'detection' or 'segment', not {self.head!r}")
         if self.spatial not in SPATIAL_REDUCTIONS:
             raise ValueError(f"spatial must be one of {', '.join(SPATIAL_REDUCTIONS)}, not {self.spatial!r}")
-        if self.embed_kernel % 2 == 0 or self.head_kernel % 2 == 0:
-            raise ValueError("embed_kernel and head_kernel must be odd")
-
-    @property
-    def max_stride(self) -> int:
-        return 2 ** (self.num_levels - 1)
-
-    @property
-    def strides(self) -> list[int]:
-        return [2**level for level in range(self.num_levels)]
-
-    def padded_length(self, length: int) -> int:
-        """max_seq_len, or beyond it the next multiple of the top stride (LAC pads each level to whole windows
-        itself, so the stride alone decides)."""
-        if length <= self.max_seq_len:
-            return self.max_seq_len
-        return -(-length // self.max_stride) * self.max_stride
+        if self.embed_kernel % 2 == 0:
+            raise ValueError("embed_kernel must be odd")
 
 
 class UnimodalEncoder(nn.Module):
@@ -174,7 +156,7 @@ class FusionDecoder(nn.Module):
 
 
 @register_model("loco", LoCoConfig, ("dense", "segment"))
-class LoCo(nn.Module):
+class LoCo(PyramidDetector):
     """The LoCo detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
 
     def __init__(self, cfg: LoCoConfig) -> None:
@@ -203,25 +185,10 @@ class LoCo(nn.Module):
         self.spatial = (
             AudioGuidedVisualAttention(cfg.visual_dim, cfg.audio_dim) if cfg.spatial == "audio_attention" else None
         )
-        self.cls_head = ClassificationHead(
-            2 * cfg.embed_dim,
-            cfg.head_dim,
-            cfg.num_classes + 1 if segment else cfg.num_classes,
-            num_layers=cfg.head_layers,
-            prior_prob=cfg.head_prior_prob,
-        )
-        # Not built for the segment head, so every parameter gets a gradient (DDP needs that).
-        self.reg_head = (
-            None
-            if segment
-            else RegressionHead(
-                2 * cfg.embed_dim, cfg.head_dim, cfg.num_classes, cfg.num_levels, num_layers=cfg.head_layers
-            )
-        )
-
-    def padded_length(self, length: int) -> int:
-        """The length a batch of `length` steps must be padded to (see `LoCoConfig.padded_length`)."""
-        return self.cfg.padded_length(length)
+        # the segment head (C + 1 labels, background last) has no regression head, so every parameter gets a
+        # gradient (DDP needs that)
+        num_labels = cfg.num_classes + 1 if segment else cfg.num_classes
+        self.cls_head, self.reg_head = detection_heads(2 * cfg.embed_dim, cfg, num_labels, regression=not segment)
 
     def _pooled_visual(self, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
         """A spatial visual map reduced to (B, T, Cv) (and the attention map); pooled inputs pass through."""
@@ -250,14 +217,7 @@ class LoCo(nn.Module):
         Up to max_seq_len, outputs on valid steps do not depend on how much padding follows, provided every level
         keeps at least one padded step (the shared blocks and heads keep UnAV's padding semantics).
         """
-        length = mask.shape[1]
-        if audio.shape[:2] != mask.shape or visual.shape[:2] != mask.shape:
-            raise ValueError(f"audio {tuple(audio.shape)}, visual {tuple(visual.shape)}, mask {tuple(mask.shape)}")
-        if length % self.cfg.max_stride:
-            raise ValueError(
-                f"sequence length {length} is not a multiple of {self.cfg.max_stride}: "
-                f"pad to padded_length({length}) = {self.padded_length(length)}"
-            )
+        self.check_inputs(audio, visual, mask)
         aux = {}
         visual, alpha = self._pooled_visual(audio, visual, mask)
         if alpha is not None:

@@ -87,13 +87,6 @@ def video_labels_from_segments(segment: Tensor, num_labels: int) -> Tensor:
     return out
 
 
-def targets_from_onehot(labels: Tensor, mask: Tensor, setting: Setting) -> SegmentTargets:
-    """AVE's (B, T, C + 1) one-hot segment labels -> targets; the weak setting keeps only the video level."""
-    segment = labels.argmax(dim=-1).masked_fill(~mask, -1)  # (B, T)
-    video = video_labels_from_segments(segment, labels.shape[-1])
-    return SegmentTargets(video=video, segment=segment if setting == "full" else None)
-
-
 # ---------------------------------------------------------------------------------------------- predictions
 
 
@@ -122,19 +115,6 @@ def segment_logits(output: DetectorOutput, length: int | None = None) -> Tensor:
 def segment_predictions(output: DetectorOutput, length: int | None = None) -> Tensor:
     """(B, T) int64 predicted labels: the argmax over the C + 1 labels (the AVE reference's convention)."""
     return segment_logits(output, length).argmax(dim=-1)
-
-
-def eventness_predictions(eventness: Tensor, class_scores: Tensor, threshold: float = 0.5) -> Tensor:
-    """The CMBS convention: event-ness probability > threshold -> the foreground argmax, else background.
-
-    eventness: (B, T) probabilities; class_scores: (B, C) foreground scores of the video (or (B, T, C)).
-    Returns (B, T) labels with background = C.
-    """
-    num_fg = class_scores.shape[-1]
-    fg = class_scores.argmax(dim=-1)
-    if fg.dim() == 1:
-        fg = fg[:, None].expand_as(eventness)
-    return torch.where(eventness > threshold, fg, torch.full_like(fg, num_fg))
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -214,12 +194,12 @@ def weak_video_logits(output: DetectorOutput, mask: Tensor) -> Tensor:
 
 
 def segment_loss(
-    model_name: str, output: DetectorOutput, labels: SegmentTargets, cfg: SegmentLossConfig, mask: Tensor | None = None
+    output: DetectorOutput, labels: SegmentTargets, cfg: SegmentLossConfig, mask: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss and its parts for one batch of the segment task.
 
-    model_name: "ccln" adds FEE + WCCL from `output.aux`; any other model (LoCo-AVEL) gets the focal term and,
-        when its output carries one, the LCF term.
+    Auxiliary terms are declared by the model through its output: FEE (`aux["fee"]`) and WCCL
+    (`aux["contrast"]`), which CCLN emits, and LCF (`aux["lcf"]`), which LoCo emits in training.
     mask: (B, T) valid segments; defaults to the output's level-0 mask cropped to the label length.
     Full: focal on segment logits vs `labels.segment`. Weak: binary focal on video-level logits vs
     `labels.video`; a segment label passed in the weak setting is an error (it must not leak into training).
@@ -243,14 +223,13 @@ def segment_loss(
         parts["focal"] = binary_focal_loss(video_logits, labels.video, cfg.focal_alpha, cfg.focal_gamma)
     total = parts["focal"]
 
-    if model_name == "ccln":
-        if "fee" in output.aux:
-            parts["fee"] = fee_loss(output.aux["fee"], labels.video)
-            total = total + cfg.fee_weight * parts["fee"]
-        views = output.aux.get("contrast")
-        if views:
-            parts["wccl"] = wccl_loss(views, video_class(labels.video), cfg.wccl_temperature)
-            total = total + cfg.wccl_weight * parts["wccl"]
+    if "fee" in output.aux:
+        parts["fee"] = fee_loss(output.aux["fee"], labels.video)
+        total = total + cfg.fee_weight * parts["fee"]
+    views = output.aux.get("contrast")
+    if views:
+        parts["wccl"] = wccl_loss(views, video_class(labels.video), cfg.wccl_temperature)
+        total = total + cfg.wccl_weight * parts["wccl"]
     lcf = output.aux.get("lcf")
     if lcf is not None:
         parts["lcf"] = lcf_loss(lcf["visual"], lcf["audio"], lcf["scale"], lcf["targets"])

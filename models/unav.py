@@ -20,84 +20,48 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avdet.models.base import DetectorOutput, register_model
-from avdet.models.blocks import LayerNorm, MaskedConv1d, TransformerBlock, downsample_mask, sinusoid_encoding
-from avdet.models.heads import ClassificationHead, RegressionHead
+from avdet.models.blocks import ConvStack, MaskedConv1d, TransformerBlock, downsample_mask, sinusoid_encoding
+from avdet.models.heads import detection_heads
+from avdet.models.pyramid import PyramidConfig, PyramidDetector
 
 
 @dataclass
-class UnAVConfig:
+class UnAVConfig(PyramidConfig):
+    """UnAV's fields; the pyramid and head ones (max_seq_len, num_levels = reference backbone_arch[2] + 1, head_*)
+    come from `PyramidConfig`, and UnAV makes scale_factor, head_with_ln and class_aware configurable."""
+
     visual_dim: int = 2048
     audio_dim: int = 128
     num_classes: int = 100
-    max_seq_len: int = 224  # training length; 256 for ONE-PEACE features
     embed_dim: int = 512  # D of each modality stream
     num_heads: int = 4
     embed_convs: int = 2  # masked conv projections per modality (reference backbone_arch[0])
     embed_kernel: int = 3
     embed_with_ln: bool = True
     self_attn_layers: int = 2  # unimodal self-attention blocks (reference backbone_arch[1] - 1)
-    num_levels: int = 6  # pyramid levels (reference backbone_arch[2] + 1)
     scale_factor: int = 2  # downsampling between levels
     use_abs_pe: bool = True
     use_dependency: bool = True
     dependency_dim: int = 128  # per-class feature size H of the dependency block
     dependency_heads: int = 1
     class_aware: bool = True
-    head_dim: int = 512
-    head_layers: int = 3
-    head_kernel: int = 3
     head_with_ln: bool = True
-    head_prior_prob: float = 0.01
     dropout: float = 0.0
     drop_path: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.num_levels < 1 or self.embed_convs < 1 or self.self_attn_layers < 0:
-            raise ValueError("num_levels and embed_convs must be >= 1, self_attn_layers >= 0")
-        if self.scale_factor < 2 or self.scale_factor % 2:
-            raise ValueError(f"scale_factor must be an even number >= 2, got {self.scale_factor}")
+        super().__post_init__()
+        if self.embed_convs < 1 or self.self_attn_layers < 0:
+            raise ValueError("embed_convs must be >= 1, self_attn_layers >= 0")
         if self.embed_dim % self.num_heads or self.dependency_dim % self.dependency_heads:
             raise ValueError("embed_dim must be a multiple of num_heads, dependency_dim of dependency_heads")
-        if self.max_seq_len % self.max_stride:
-            raise ValueError(f"max_seq_len {self.max_seq_len} is not a multiple of the top stride {self.max_stride}")
-        if self.embed_kernel % 2 == 0 or self.head_kernel % 2 == 0:
-            raise ValueError("embed_kernel and head_kernel must be odd")
-        if not 0.0 < self.head_prior_prob < 1.0:
-            raise ValueError("head_prior_prob must lie in (0, 1)")
-
-    @property
-    def strides(self) -> list[int]:
-        return [self.scale_factor**level for level in range(self.num_levels)]
-
-    @property
-    def max_stride(self) -> int:
-        return self.scale_factor ** (self.num_levels - 1)
-
-    def padded_length(self, length: int) -> int:
-        """max_seq_len, or beyond it the next multiple of the top stride (the reference's inference padding)."""
-        if length <= self.max_seq_len:
-            return self.max_seq_len
-        return -(-length // self.max_stride) * self.max_stride
+        if self.embed_kernel % 2 == 0:
+            raise ValueError("embed_kernel must be odd")
 
 
-class ConvEmbedding(nn.Module):
+def conv_embedding(in_dim: int, cfg: UnAVConfig) -> ConvStack:
     """embed_convs x [masked conv -> LayerNorm (or identity) -> ReLU] for one modality."""
-
-    def __init__(self, in_dim: int, cfg: UnAVConfig) -> None:
-        super().__init__()
-        dim = cfg.embed_dim
-        self.convs = nn.ModuleList(
-            MaskedConv1d(in_dim if i == 0 else dim, dim, cfg.embed_kernel, bias=not cfg.embed_with_ln)
-            for i in range(cfg.embed_convs)
-        )
-        self.norms = nn.ModuleList(
-            LayerNorm(dim) if cfg.embed_with_ln else nn.Identity() for _ in range(cfg.embed_convs)
-        )
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = F.relu(norm(conv(x, mask)))
-        return x
+    return ConvStack(in_dim, cfg.embed_dim, cfg.embed_convs, cfg.embed_kernel, cfg.embed_with_ln)
 
 
 class DependencyBlock(nn.Module):
@@ -141,15 +105,15 @@ class DependencyBlock(nn.Module):
 
 
 @register_model("unav", UnAVConfig, ("dense",))
-class UnAV(nn.Module):
+class UnAV(PyramidDetector):
     """The UnAV detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
 
     def __init__(self, cfg: UnAVConfig) -> None:
         super().__init__()
         self.cfg = cfg
         dim = cfg.embed_dim
-        self.visual_embed = ConvEmbedding(cfg.visual_dim, cfg)
-        self.audio_embed = ConvEmbedding(cfg.audio_dim, cfg)
+        self.visual_embed = conv_embedding(cfg.visual_dim, cfg)
+        self.audio_embed = conv_embedding(cfg.audio_dim, cfg)
         pe = sinusoid_encoding(cfg.max_seq_len, dim) / dim**0.5  # (max_seq_len, D)
         self.register_buffer("pos_embed", pe if cfg.use_abs_pe else None, persistent=False)
 
@@ -164,29 +128,7 @@ class UnAV(nn.Module):
         self.visual_pyramid = nn.ModuleList(block(cfg.scale_factor) for _ in range(cfg.num_levels - 1))
         self.audio_pyramid = nn.ModuleList(block(cfg.scale_factor) for _ in range(cfg.num_levels - 1))
         self.dependency = DependencyBlock(2 * dim, cfg) if cfg.use_dependency else None
-        self.cls_head = ClassificationHead(
-            2 * dim,
-            cfg.head_dim,
-            cfg.num_classes,
-            num_layers=cfg.head_layers,
-            prior_prob=cfg.head_prior_prob,
-            kernel_size=cfg.head_kernel,
-            with_ln=cfg.head_with_ln,
-        )
-        self.reg_head = RegressionHead(
-            2 * dim,
-            cfg.head_dim,
-            cfg.num_classes,
-            cfg.num_levels,
-            num_layers=cfg.head_layers,
-            kernel_size=cfg.head_kernel,
-            with_ln=cfg.head_with_ln,
-            class_aware=cfg.class_aware,
-        )
-
-    def padded_length(self, length: int) -> int:
-        """The length a batch of `length` steps must be padded to (see `UnAVConfig.padded_length`)."""
-        return self.cfg.padded_length(length)
+        self.cls_head, self.reg_head = detection_heads(2 * dim, cfg, cfg.num_classes)
 
     def position_encoding(self, length: int) -> Tensor:
         """(T, D): the table; at inference, from max_seq_len on, linearly resampled to T (reference behaviour)."""
@@ -224,18 +166,11 @@ class UnAV(nn.Module):
 
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
         """audio (B, T, Ca), visual (B, T, Cv), mask (B, T) bool with T a multiple of the top stride."""
-        length = mask.shape[1]
-        if audio.shape[:2] != mask.shape or visual.shape[:2] != mask.shape:
-            raise ValueError(f"audio {tuple(audio.shape)}, visual {tuple(visual.shape)}, mask {tuple(mask.shape)}")
+        self.check_inputs(audio, visual, mask)
         if visual.shape[-1] != self.cfg.visual_dim or audio.shape[-1] != self.cfg.audio_dim:
             raise ValueError(
                 f"features of dims (visual {visual.shape[-1]}, audio {audio.shape[-1]}) but the model expects "
                 f"(visual {self.cfg.visual_dim}, audio {self.cfg.audio_dim})"
-            )
-        if length % self.cfg.max_stride:
-            raise ValueError(
-                f"sequence length {length} is not a multiple of {self.cfg.max_stride}: "
-                f"pad to padded_length({length}) = {self.padded_length(length)}"
             )
         feats, masks = self.encode(audio, visual, mask.bool())
         return DetectorOutput(

@@ -7,7 +7,7 @@ checkpoint (`last.ckpt`) adds the optimiser, schedule, raw weights, normaliser a
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,31 +18,47 @@ from torch import nn
 from avdet import __version__
 from avdet.errors import AvdetError, CheckpointError
 from avdet.models.registry import model_entry
+from avdet.pipeline.config import DataConfig, from_dict
+from avdet.pipeline.io.atomic import atomic_path
+from avdet.pipeline.postprocess import PostprocessConfig
 
 FORMAT = "avdet-checkpoint"
 VERSION = 1
 
 
 @dataclass
-class LoadedModel:
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, EMA weights) and everything `detect` and `eval` need with it."""
+
+    path: Path
     model: nn.Module
-    name: str
-    task: str
+    name: str  # model name in the registry (loco, unav, ccnet, ccln)
+    task: str  # dense | segment
     classes: list[str]
-    extractor: dict
-    postprocess: dict
-    meta: dict
+    extractor: dict  # the spec of the features the model was trained on
+    postprocess: PostprocessConfig  # decoding and NMS settings (dense task)
+    data: DataConfig  # where the training data was, with any overrides applied
+    meta: dict  # epoch, metrics, avdet_version
+
+    def check_compatible(self, classes: list[str], dims: tuple[int, int]) -> None:
+        """Refuse data whose classes or feature dims (visual, audio) differ from what the model was trained on."""
+        if self.classes != classes:
+            raise CheckpointError(
+                f"{self.path}: trained on {len(self.classes)} classes ({', '.join(self.classes[:3])}, ...) but the "
+                f"data has {len(classes)} ({', '.join(classes[:3])}, ...)"
+            )
+        want = (self.extractor.get("visual_dim"), self.extractor.get("audio_dim"))
+        if None not in want and tuple(want) != tuple(dims):
+            raise CheckpointError(
+                f"{self.path}: trained on features of dims {want} (visual, audio) but the data has {dims}"
+            )
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically (temp + rename): an interrupted save never replaces a good checkpoint with half a file."""
     payload = {"format": FORMAT, "version": VERSION, "avdet_version": __version__, **payload}
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, CheckpointError) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -69,42 +85,47 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def build_model_from(model_section: dict) -> tuple[nn.Module, str]:
-    from avdet.pipeline.config import from_dict
-
     entry = model_entry(model_section["name"])
     cfg = from_dict(entry.config_cls, model_section["config"], "model")
     return entry.model_cls(cfg), entry.name
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A model ready for inference (eval mode, EMA weights) with its metadata."""
+def _with(cls: type, recorded: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str) -> Any:
+    values = {**recorded, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    return from_dict(cls, values, where)
+
+
+def load_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    data: Mapping[str, Any] | None = None,
+    postprocess: Mapping[str, Any] | None = None,
+) -> Checkpoint:
+    """A checkpoint ready for inference. `data` overrides the recorded data locations (DataConfig fields such as
+    annotations, cache, released_root, ave_root); `postprocess` overrides PostprocessConfig fields. None values
+    are ignored, so command-line options can be passed as they are."""
+    path = Path(path)
     ckpt = read_checkpoint(path)
     try:
         model, name = build_model_from(ckpt["model"])
         model.load_state_dict(ckpt["state_dict"])
+        data_cfg = _with(DataConfig, ckpt.get("data", {}), data, "data")
+        pp_cfg = _with(PostprocessConfig, ckpt.get("postprocess", {}), postprocess, "postprocess")
     except AvdetError as err:
         raise CheckpointError(f"{path}: {err}") from None
     except (RuntimeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: weights do not fit the model ({str(err).splitlines()[0][:160]})") from None
     model.to(device).eval()
-    return LoadedModel(
+    return Checkpoint(
+        path=path,
         model=model,
         name=name,
         task=ckpt.get("task", "dense"),
         classes=list(ckpt["classes"]),
         extractor=dict(ckpt["extractor"]),
-        postprocess=dict(ckpt.get("postprocess", {})),
-        meta={k: ckpt[k] for k in ("epoch", "metrics", "avdet_version", "data") if k in ckpt},
+        postprocess=pp_cfg,
+        data=data_cfg,
+        meta={k: ckpt[k] for k in ("epoch", "metrics", "avdet_version") if k in ckpt},
     )
-
-
-def check_compatible(path: str | Path, loaded: LoadedModel, classes: list[str], dims: tuple[int, int]) -> None:
-    """Refuse data whose classes or feature dims differ from what the checkpoint was trained on."""
-    if loaded.classes != classes:
-        raise CheckpointError(
-            f"{path}: trained on {len(loaded.classes)} classes ({', '.join(loaded.classes[:3])}, ...) but the data has "
-            f"{len(classes)} ({', '.join(classes[:3])}, ...)"
-        )
-    want = (loaded.extractor.get("visual_dim"), loaded.extractor.get("audio_dim"))
-    if None not in want and tuple(want) != tuple(dims):
-        raise CheckpointError(f"{path}: trained on features of dims {want} (visual, audio) but the data has {dims}")

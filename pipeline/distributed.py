@@ -14,7 +14,7 @@ from avdet.models.losses import PositiveNormaliser
 
 
 @dataclass
-class Dist:
+class DistributedContext:
     """This process's place in a torchrun job (world 1 when run alone)."""
 
     rank: int = 0
@@ -44,11 +44,11 @@ class Dist:
         return box[0]
 
 
-def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+def init_distributed(device_name: str) -> tuple[DistributedContext, torch.device]:
     """Join the torchrun process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist(), resolve_device(device_name)
+        return DistributedContext(), resolve_device(device_name)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
     if device.type == "cuda":
@@ -56,13 +56,13 @@ def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank), device
+    return DistributedContext(rank, world, local_rank), device
 
 
 class SyncedNormaliser(PositiveNormaliser):
     """The positive-count EMA fed with the count summed over all ranks, so every rank keeps the same value."""
 
-    def __init__(self, dist: Dist, init: float, momentum: float) -> None:
+    def __init__(self, dist: DistributedContext, init: float, momentum: float) -> None:
         super().__init__(init, momentum)
         self._dist = dist
 

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,12 @@ class ExtractOptions:
     random_weights: bool = False
     device: str = "cpu"
 
+    def build(self) -> ExtractorSet:
+        """The extractor set these options name."""
+        return build_extractor_set(
+            self.extractor, weights_dir=self.weights_dir, random_weights=self.random_weights, device=self.device
+        )
+
 
 @dataclass(frozen=True)
 class ExtractResult:
@@ -49,6 +55,7 @@ class ExtractResult:
     rows: int = 0
     media_seconds: float = 0.0
     wall_seconds: float = 0.0
+    features: StoredFeatures | None = field(default=None, repr=False, compare=False)  # with `keep_features`
 
 
 def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backend = "ffmpeg") -> StoredFeatures:
@@ -76,9 +83,15 @@ def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backen
 
 
 def extract_one(
-    path: str | Path, store: FeatureStore, extractors: ExtractorSet, options: ExtractOptions
+    path: str | Path,
+    store: FeatureStore,
+    extractors: ExtractorSet,
+    options: ExtractOptions,
+    *,
+    keep_features: bool = False,
 ) -> ExtractResult:
-    """Extract one video into the store unless it is there already; never raises for a bad video."""
+    """Extract one video into the store unless it is there already; never raises for a bad video. With
+    `keep_features` the result carries the features (read once, from the cache or just computed)."""
     path = Path(path)
     vid = media.video_id(path)
     key = store.register_spec(extractors.spec)
@@ -106,7 +119,8 @@ def extract_one(
             media_seconds=stored.duration,
             wall_seconds=wall,
         )
-        return ExtractResult(str(path), vid, status, None, rows, stored.duration, wall)
+        kept = stored if keep_features else None
+        return ExtractResult(str(path), vid, status, None, rows, stored.duration, wall, kept)
     except AvdetError as err:
         reason = err.reason if isinstance(err, DecodeError) else str(err)
         wall = time.perf_counter() - start
@@ -132,12 +146,7 @@ _worker: dict = {}
 def _init_worker(cache: str, options: ExtractOptions, threads: int) -> None:
     torch.set_num_threads(threads)
     _worker["store"] = FeatureStore(cache)
-    _worker["extractors"] = build_extractor_set(
-        options.extractor,
-        weights_dir=options.weights_dir,
-        random_weights=options.random_weights,
-        device=options.device,
-    )
+    _worker["extractors"] = options.build()
     _worker["options"] = options
 
 
@@ -156,12 +165,7 @@ def extract_videos(
     """Extract every video; results arrive through `on_result` as they finish, in completion order."""
     paths = [str(p) for p in paths]
     store = FeatureStore(cache)  # fails early and clearly on an unwritable cache
-    extractors = build_extractor_set(
-        options.extractor,
-        weights_dir=options.weights_dir,
-        random_weights=options.random_weights,
-        device=options.device,
-    )
+    extractors = options.build()
     results: list[ExtractResult] = []
 
     def done(res: ExtractResult) -> None:
@@ -200,12 +204,7 @@ def _ray_task(path: str, cache: str, options: ExtractOptions) -> ExtractResult:
         _ray_cache.clear()
         _ray_cache[key] = (
             FeatureStore(cache),
-            build_extractor_set(
-                options.extractor,
-                weights_dir=options.weights_dir,
-                random_weights=options.random_weights,
-                device=options.device,
-            ),
+            options.build(),
         )
     store, extractors = _ray_cache[key]
     return extract_one(path, store, extractors, options)

@@ -7,16 +7,17 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from avdet.models.pyramid import PyramidDetector
 from avdet.pipeline.data.dense import Batch
 from avdet.pipeline.postprocess import PostprocessConfig, postprocess
 from avdet.pipeline.types import Event
 
 
 def pad_inputs(model: nn.Module, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Right-pad (B, T, ...) inputs with zeros and their (B, T) mask with False to the length the model needs (its
-    `padded_length`: max_seq_len, or a stride multiple beyond it); models without one take any length."""
-    padded_length = getattr(model, "padded_length", None)
-    extra = padded_length(mask.shape[1]) - mask.shape[1] if padded_length is not None else 0
+    """Right-pad (B, T, ...) inputs with zeros and their (B, T) mask with False to the length a pyramid detector
+    needs (`PyramidDetector.padded_length`: max_seq_len, or a stride multiple beyond it); other models (CCLN) take
+    any length."""
+    extra = model.padded_length(mask.shape[1]) - mask.shape[1] if isinstance(model, PyramidDetector) else 0
     if extra <= 0:
         return audio, visual, mask
 

@@ -1,19 +1,21 @@
 """Detector outputs -> events in seconds: decoding, multi-class Gaussian soft-NMS, conversion through the time grid.
 
 Follows the UnAV reference (`LocPointTransformer.inference_single_video` / `postprocessing`, `batched_nms` and
-`softnms_1d_cpu`) operation by operation, in float32, so results match it; the soft-NMS is pure PyTorch and runs
-every (video, class) group of a batch at once: one loop step per kept detection, each step a handful of tensor ops.
-The reference's other `nms_method`s are there too: "hard" (`nms_1d_cpu`, greedy) and "none";
-`PostprocessConfig.from_reference(test_cfg)` reads a reference `test_cfg` mapping.
+`softnms_1d_cpu`) operation by operation, in float32 (glibc's expf included), so results match it bit for bit. The
+soft-NMS runs every (video, class) group of a batch at once in numpy, one pick per group and step, and stops each
+group as soon as it provably cannot reach its video's best max_seg_num (the only detections the reference keeps).
+The reference's other `nms_method`s are there too: "hard" (`nms_1d_cpu`, greedy) and "none".
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from functools import cache
 
+import numpy as np
 import torch
 
 from avdet.errors import ConfigError
@@ -21,9 +23,6 @@ from avdet.models.base import DetectorOutput
 from avdet.pipeline.types import Event, TimeGrid
 
 NMS_METHODS = ("soft", "hard", "none")
-
-# the reference's `test_cfg` names -> PostprocessConfig fields (same name when absent)
-_REFERENCE_NAMES = {"nms_sigma": "sigma", "multiclass_nms": "multiclass"}
 
 
 @dataclass
@@ -58,25 +57,6 @@ class PostprocessConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-
-    @classmethod
-    def from_reference(cls, test_cfg: dict) -> PostprocessConfig:
-        """From a UnAV / ActionFormer / CCNet `test_cfg` mapping (e.g. a golden file's `test_config`).
-
-        `nms_sigma` -> sigma, `multiclass_nms` -> multiclass, the rest by name; `ext_score_file` (external
-        video-level scores, a THUMOS14 option) must be None. Unknown keys are a ConfigError."""
-        values: dict = {}
-        known = {f.name for f in fields(cls)}
-        for key, value in test_cfg.items():
-            if key == "ext_score_file":
-                if value is not None:
-                    raise ConfigError("postprocess: ext_score_file (external classification scores) is not supported")
-                continue
-            name = _REFERENCE_NAMES.get(key, key)
-            if name not in known:
-                raise ConfigError(f"postprocess: unknown reference test_cfg key {key!r}")
-            values[name] = value
-        return cls(**values)
 
 
 # -- decoding ------------------------------------------------------------------------------------------------------
@@ -116,87 +96,309 @@ def _one_thread() -> Iterator[None]:
 
 
 # -- NMS -----------------------------------------------------------------------------------------------------------
+# The NMS loop runs in numpy on the CPU: each step is a couple of dozen operations on small arrays, for which numpy's
+# per-call cost is several times lower than torch's. Inputs on another device come back there.
+_F32 = np.float32
+_DENSE_SIZE = 4096  # (groups x width) up to which the decay runs on every candidate: fewer, larger calls
+
+
+@dataclass
+class _Groups:
+    """Candidates laid out one NMS group (video, class) per row, in input order along the row; padding is dead."""
+
+    geo: np.ndarray  # (3, G, W) float32: x1, x2 and the reference's area x2 - x1 + 1e-6
+    score: np.ndarray  # (G, W) float32, -inf where dead (picked, dropped or padding)
+    alive: np.ndarray  # (G, W) bool: not picked, not dropped
+    slot: np.ndarray  # (G, W) position of each candidate in the reference's working array (when tracked)
+    row: np.ndarray  # (G,) row id in the original layout (rows are dropped as groups finish)
+    video: np.ndarray  # (G,) video of each row
+
+    def take(self, keep: np.ndarray) -> _Groups:
+        k = keep
+        return _Groups(self.geo[:, k], self.score[k], self.alive[k], self.slot[k], self.row[k], self.video[k])
+
+
+def _layout(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort candidates by group key (stable): order, row and column of each, and each row's key."""
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    first = np.concatenate(([0], np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1))
+    counts = np.concatenate((first[1:], [len(key)])) - first
+    row = np.repeat(np.arange(len(first)), counts)
+    col = np.arange(len(key)) - np.repeat(first, counts)
+    return order, row, col, sorted_key[first]
+
+
+def _padded(values: np.ndarray, row: np.ndarray, col: np.ndarray, shape: tuple[int, int], fill: float) -> np.ndarray:
+    out = np.full(shape, fill, dtype=values.dtype)
+    out[row, col] = values
+    return out
+
+
+@cache
+def _exp2_table() -> np.ndarray:
+    """2^(i/32), i = 0..31, correctly rounded to float64, as bits less i << 47 (adding k << 47 scales by 2^(k/32))."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        powers = np.array([float(Decimal(2) ** (Decimal(i) / 32)) for i in range(32)])
+    return powers.view(np.uint64) - (np.arange(32, dtype=np.uint64) << np.uint64(47))
+
+
+# glibc's expf (>= 2.28): x / ln2 = k / 32 + r / 32, exp(x) = 2^(k/32) * 2^(r/32) with a cubic for 2^(r/32), in
+# float64, rounded to float32 once. Its constants below; the float64 exp rounded to float32 differs from it in about
+# 1 case in 1,000 (by one unit in the last place), enough to change the last bit of some decayed scores.
+_INV_LN2_32 = float.fromhex("0x1.71547652b82fep+0") * 32
+_SHIFT = float.fromhex("0x1.8p+52")  # adding it rounds to an integer, found in the low bits
+_POLY = (
+    float.fromhex("0x1.c6af84b912394p-5") / 32**3,
+    float.fromhex("0x1.ebfce50fac4f3p-3") / 32**2,
+    float.fromhex("0x1.62e42ff0c52d6p-1") / 32,
+)
+
+
+_LOW5, _TO_EXPONENT = np.uint64(31), np.uint64(47)
+
+
+def _expf_neg(q: np.ndarray, clamp: bool = True) -> np.ndarray:
+    """exp(-q) of a float32 array q >= 0 with the float32 result of glibc's `expf` (std::exp(float) in the
+    reference). q is clamped to 110, where the float32 result is 0 as glibc's (which flushes beyond 103.97); the
+    caller may skip that when q stays below 103."""
+    z = np.multiply(np.minimum(q, _F32(110)) if clamp else q, -_INV_LN2_32, dtype=np.float64)  # -q is exact
+    kd = z + _SHIFT
+    ki = kd.view(np.uint64)
+    r = z - (kd - _SHIFT)
+    s = (_exp2_table()[ki & _LOW5] + (ki << _TO_EXPONENT)).view(np.float64)
+    c0, c1, c2 = _POLY
+    y = (c0 * r + c1) * (r * r) + (c2 * r + 1.0)
+    return (y * s).astype(_F32)
+
+
+def _expf(x: np.ndarray) -> np.ndarray:
+    """glibc's float32 `expf` of float32 x <= 0."""
+    return _expf_neg(np.negative(x))
+
+
+def _gaussian_weight(ovr: np.ndarray, sigma: np.float32) -> np.ndarray:
+    """exp(-(ovr^2) / sigma) as the reference computes it in float32 (-(a) / s is -(a / s) exactly); ovr <= 1."""
+    return _expf_neg(np.divide(np.multiply(ovr, ovr), sigma), clamp=sigma < 0.01)
+
+
+def _decay(
+    g: _Groups, inter: np.ndarray, iarea: np.ndarray, sigma: np.float32, min_score: np.float32, full: bool
+) -> np.ndarray:
+    """Gaussian decay of the live candidates by their overlap with the picks; returns the drop mask. Large blocks
+    only touch the overlapping candidates (inter > 0; exp(-0) = 1), which is enough after step 0 (`full`), where
+    scores below min_score are dropped whether or not they overlap."""
+    if g.score.size <= _DENSE_SIZE:
+        np.maximum(inter, _F32(0), out=inter)
+        ovr = inter / ((iarea[:, None] + g.geo[2]) - inter)
+        np.multiply(g.score, _gaussian_weight(ovr, sigma), out=g.score, where=g.alive)
+        return g.alive & (g.score < min_score)
+    rr, cc = np.nonzero((inter > 0) & g.alive)
+    hit = inter[rr, cc]
+    ovr = hit / ((iarea[rr] + g.geo[2, rr, cc]) - hit)
+    decayed = g.score[rr, cc] * _gaussian_weight(ovr, sigma)
+    g.score[rr, cc] = decayed
+    if full:
+        return g.alive & (g.score < min_score)
+    low = decayed < min_score
+    drop = np.zeros_like(g.alive)
+    drop[rr[low], cc[low]] = True
+    return drop
+
+
+def _refill(g: _Groups, drop: np.ndarray) -> None:
+    """The reference moves the surviving candidates nearest the tail into dropped places (lowest place first)."""
+    rows = np.flatnonzero(drop.any(axis=1))
+    d, alive, slot = drop[rows], g.alive[rows], g.slot[rows]
+    survive = alive & ~d
+    width = slot.shape[1]
+    holes = np.sort(np.where(d, slot, width + 1), axis=1)
+    donor_col = np.argsort(np.where(survive, -slot, 1), axis=1, kind="stable")  # by descending place
+    donor_slot = np.take_along_axis(np.where(survive, slot, -1), donor_col, axis=1)
+    np.put_along_axis(slot, donor_col, np.where(holes < donor_slot, holes, donor_slot), axis=1)
+    g.slot[rows] = slot
+    g.alive[rows] = survive
+    g.score[rows] = np.where(survive, g.score[rows], -np.inf)
+
+
+def _kth_best(
+    pool: tuple[np.ndarray, np.ndarray, np.ndarray], n_videos: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best k (score, row) picks of each video, by the final order: score descending, then row (class) order;
+    returns the reduced pool and, per video, the k-th best score and row (-inf and -1 while fewer than k)."""
+    score, row, video = pool
+    if n_videos == 1:
+        order = np.lexsort((row, -score))[:k]
+        score, row, video = score[order], row[order], video[order]
+        if len(score) < k:
+            return (score, row, video), np.full(1, -np.inf, dtype=_F32), np.full(1, -1)
+        return (score, row, video), score[-1:], row[-1:]
+    order = np.lexsort((row, -score, video))
+    score, row, video = score[order], row[order], video[order]
+    rank = np.arange(len(score)) - np.searchsorted(video, video)
+    keep = rank < k
+    kth_score, kth_row = np.full(n_videos, -np.inf, dtype=_F32), np.full(n_videos, -1)
+    last = rank == k - 1
+    kth_score[video[last]], kth_row[video[last]] = score[last], row[last]
+    return (score[keep], row[keep], video[keep]), kth_score, kth_row
+
+
 def _grouped_nms(
-    segs: torch.Tensor,
-    scores: torch.Tensor,
-    group: torch.Tensor,
+    segs: np.ndarray,
+    scores: np.ndarray,
+    key: np.ndarray,
+    n_groups: int,
     *,
     method: str,
     sigma: float,
     iou_threshold: float,
     min_score: float,
     max_keep: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian soft-NMS ("soft") or greedy NMS ("hard") inside each group, all groups at once.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian soft-NMS ("soft") or greedy NMS ("hard") inside each group, then each video's best `max_keep`.
 
-    "soft" reproduces `softnms_1d_cpu` (method 2) exactly, including its tie-breaking: it picks the first maximum
-    in its working array, whose order it changes by swapping the pick to the front and refilling dropped slots
-    from the tail. We track that slot order (`slot`) instead of moving data. "hard" is `nms_1d_cpu`: the best
-    remaining candidate suppresses every other one with IoU >= iou_threshold (ties: input order). Returns, per
-    kept detection in the reference's output order (group by group, then pick order), its candidate index and
-    (decayed) score; at most `max_keep` per group.
+    `key` = video * n_groups + group. "soft" reproduces `softnms_1d_cpu` (method 2) exactly, including its
+    tie-breaking: it picks the first maximum in its working array, whose order it changes by swapping the pick to the
+    front and refilling dropped places from the tail; `slot` tracks that order instead of moving data. "hard" is
+    `nms_1d_cpu`: the best remaining candidate suppresses every other one with IoU >= iou_threshold (ties: input
+    order). All groups advance together, one pick per step; a group stops as soon as it cannot reach its video's
+    best `max_keep` (see `_grouped_picks`). Returns the kept candidates' indices, scores and videos, video by video,
+    each video by descending score, equal scores by class, then pick order (a stable sort of the reference's
+    concatenation; its own final `sort` is torch's unstable CPU sort, which may order exactly equal scores of
+    different classes otherwise, and so cut a different one of them at max_keep).
     """
-    device = scores.device
+    empty = np.zeros(0, dtype=np.int64)
     if len(scores) == 0:
-        return torch.zeros(0, dtype=torch.long, device=device), scores.new_zeros(0)
-    soft = method == "soft"
-    order = torch.argsort(group, stable=True)  # candidates of a group keep their input order
-    grp_ids, counts = torch.unique_consecutive(group[order], return_counts=True)
-    n_grp, width = len(grp_ids), int(counts.max())
-    row = torch.repeat_interleave(torch.arange(n_grp, device=device), counts)
-    col = torch.arange(len(order), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        return empty, np.zeros(0, dtype=_F32), empty
+    order, row, col, row_key = _layout(key)
+    row_video = row_key // n_groups
+    pr, pc, kept, step = _grouped_picks(
+        segs[order], scores[order], row, col, row_video,
+        soft=method == "soft", sigma=sigma, iou_threshold=iou_threshold, min_score=min_score, max_keep=max_keep,
+    )  # fmt: skip
+    cand = _padded(order, row, col, (len(row_key), int(col.max()) + 1), -1)
+    video = row_video[pr]
+    final = np.lexsort((step, pr, -kept, video))  # rows run in (video, class) order
+    if row_video[-1] == 0:  # one video
+        final = final[:max_keep]
+    else:
+        video = video[final]
+        final = final[np.arange(len(final)) - np.searchsorted(video, video) < max_keep]
+    return cand[pr[final], pc[final]], kept[final], row_video[pr[final]]
 
-    def padded(values: torch.Tensor, fill: float) -> torch.Tensor:  # (N,) -> (G, W) by (row, col)
-        out = values.new_full((n_grp, width), fill)
-        out[row, col] = values[order]
-        return out
 
-    x1, x2, sc = padded(segs[:, 0], 0.0), padded(segs[:, 1], 0.0), padded(scores, 0.0)
-    cand = torch.full((n_grp, width), -1, dtype=torch.long, device=device)
-    cand[row, col] = order
-    area = x2 - x1 + 1e-6  # float32, as the reference
-    alive = torch.zeros((n_grp, width), dtype=torch.bool, device=device)  # not yet picked, not dropped
-    alive[row, col] = True
-    slot = torch.arange(width, device=device).expand(n_grp, width).clone()  # position in the reference's array
-    rows = torch.arange(n_grp, device=device)
+def _grouped_picks(
+    segs: np.ndarray,
+    scores: np.ndarray,
+    row: np.ndarray,
+    col: np.ndarray,
+    row_video: np.ndarray,
+    *,
+    soft: bool,
+    sigma: float,
+    iou_threshold: float,
+    min_score: float,
+    max_keep: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The NMS loop: every pick's row, column, score and step (its rank among its row's picks).
+
+    Exact early stop: a group's picks have non-increasing scores (the NMS only lowers scores), so its next pick
+    bounds all later ones. In the final order (score descending, ties by class then pick order) that pick is beaten
+    by every pick already made with a higher score, or an equal one in an earlier or the same class. Once a video's
+    k-th best pick so far (k = max_keep) beats it, neither it nor any later pick of the group can make the top k: the
+    group stops. Every pick made is the reference's, so the final top k is unchanged.
+
+    Soft-NMS first runs without tracking the reference's array order, which only decides between equal maxima; if
+    a pick has a tied maximum, it starts again tracking it.
+    """
+    n_rows, width = int(row[-1]) + 1, int(col.max()) + 1
+    geo = np.zeros((3, n_rows, width), dtype=_F32)
+    geo[:2, row, col] = segs.T
+    np.add(geo[1] - geo[0], _F32(1e-6), out=geo[2])
+    options = {"sigma": sigma, "iou_threshold": iou_threshold, "min_score": min_score, "max_keep": max_keep}
+    for track in (False, True) if soft else (False,):
+        slot = np.tile(np.arange(width), (n_rows, 1)) if track else np.zeros((n_rows, 0), dtype=np.int64)
+        score = _padded(scores, row, col, (n_rows, width), -np.inf)
+        g = _Groups(geo, score, score > -np.inf, slot, np.arange(n_rows), row_video)
+        picks = _pick_loop(g, soft=soft, track=track, **options)
+        if picks is not None:
+            return picks
+    raise AssertionError("unreachable: the order-tracking loop always finishes")
+
+
+def _pick_loop(
+    g: _Groups,
+    *,
+    soft: bool,
+    track: bool,
+    sigma: float,
+    iou_threshold: float,
+    min_score: float,
+    max_keep: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """`_grouped_picks`' loop on `g` (changed in place); None if soft-NMS without `track` meets a tied maximum."""
+    n_rows, width = g.score.shape
     steps = min(width, max_keep)
-    pick_col = torch.full((n_grp, steps), -1, dtype=torch.long, device=device)
-    pick_score = sc.new_zeros((n_grp, steps))
-    neg_inf = torch.tensor(-math.inf, dtype=sc.dtype, device=device)
-
+    picks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per step: rows, columns, scores
+    f_sigma, f_min, f_iou = _F32(sigma), _F32(min_score), _F32(iou_threshold)
+    n_videos = int(g.video[-1]) + 1
+    pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # picks since the last k-th best, and its top k
+    pooled = 0
+    kth_score, kth_row = np.full(n_videos, -np.inf, dtype=_F32), np.full(n_videos, -1)
     for i in range(steps):
-        active = alive.any(dim=1)  # (G,)
-        if not bool(active.any()):
-            break
-        best = torch.where(alive, sc, neg_inf).amax(dim=1)  # (G,)
-        tied = alive & (sc == best[:, None])
-        j = torch.where(tied, slot, width).argmin(dim=1)  # (G,) first maximum in the reference's array order
-        pick_col[:, i] = torch.where(active, j, -1)
-        pick_score[:, i] = best
-        if soft:  # the pick swaps places with whoever sits at slot i
-            slot = torch.where(alive & (slot == i), slot[rows, j][:, None], slot)
-        alive[rows[active], j[active]] = False
+        best = g.score.max(axis=1)
+        if n_videos == 1:  # scalars: fewer operations
+            ks, kr = kth_score[0], kth_row[0]
+        else:
+            ks, kr = kth_score[g.video], kth_row[g.video]
+        go = best > ks  # also drops exhausted groups (-inf)
+        if pooled >= max_keep:  # an equal score loses to the k-th best from an earlier or the same class
+            tied = best == ks
+            if tied.any():
+                go |= tied & (kr > g.row)
+        if not go.all():
+            if not go.any():
+                break
+            g = g.take(np.flatnonzero(go))
+            best = best[go]
+        rows = np.arange(len(best))
+        if track:  # the first maximum in the reference's array order
+            j = np.where(g.score == best[:, None], g.slot, width).argmin(axis=1)
+            at_i = g.alive & (g.slot == i)  # the candidate in place i swaps places with the pick
+            g.slot = np.where(at_i, g.slot[rows, j][:, None], g.slot)
+        else:  # hard NMS: the first maximum in input order; soft: the maximum if it is not tied
+            j = g.score.argmax(axis=1)
+            if soft and np.count_nonzero(g.score == best[:, None]) > len(rows):
+                return None
+        picks.append((g.row, j, best))
+        g.alive[rows, j] = False
+        g.score[rows, j] = -np.inf
         # overlap of the rest with the pick, in the reference's float32 operation order
-        ix1, ix2, iarea = x1[rows, j][:, None], x2[rows, j][:, None], area[rows, j][:, None]
-        inter = (torch.minimum(ix2, x2) - torch.maximum(ix1, x1)).clamp(min=0)
-        ovr = inter / (iarea + area - inter)  # (G, W)
-        if not soft:
-            alive = alive & ~(ovr >= iou_threshold)  # groups without a pick have nothing alive
-            continue
-        sc = torch.where(alive, sc * torch.exp(-(ovr * ovr) / sigma), sc)
-        drop = alive & (sc < min_score)
-        if bool(drop.any()):
-            # dropped slots (ascending) are refilled by the surviving candidates nearest the tail (descending)
-            survive = alive & ~drop
-            holes = torch.where(drop, slot, width + 1).sort(dim=1).values  # (G, W)
-            donor_slot, donor_col = torch.where(survive, slot, -1).sort(dim=1, descending=True)  # (G, W)
-            moved = holes < donor_slot  # a prefix of each row
-            slot = slot.scatter(1, donor_col, torch.where(moved, holes, donor_slot))
-            alive = survive
-
-    kept = pick_col >= 0  # (G, S)
-    flat_rows = rows[:, None].expand_as(pick_col)[kept]  # (K,) group by group, pick order within
-    return cand[flat_rows, pick_col[kept]], pick_score[kept]
+        ix1, ix2, iarea = g.geo[:, rows, j][:, :, None]
+        x1, x2, area = g.geo
+        inter = np.minimum(x2, ix2) - np.maximum(x1, ix1)
+        if soft:  # only overlapping candidates decay (exp(-0) = 1); at step 0 every score meets min_score
+            drop = _decay(g, inter, iarea[:, 0], f_sigma, f_min, full=i == 0)
+        else:
+            np.maximum(inter, _F32(0), out=inter)
+            drop = g.alive & (inter / ((iarea + area) - inter) >= f_iou)
+        if drop.any():
+            if track:
+                _refill(g, drop)
+            else:
+                g.alive ^= drop  # drop is within alive
+                np.copyto(g.score, -np.inf, where=drop)
+        pool.append((best, g.row, g.video))
+        pooled += len(best)
+        if pooled >= max_keep:  # some video may have k picks
+            merged = (np.concatenate(part) for part in zip(*pool, strict=True))
+            kept, kth_score, kth_row = _kth_best(tuple(merged), n_videos, max_keep)
+            pool, pooled = [kept], len(kept[0])
+    if not picks:  # no finite score at all
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=_F32), np.zeros(0)
+    rows, cols, scores = (np.concatenate(part) for part in zip(*picks, strict=True))
+    return rows, cols, scores, np.repeat(np.arange(len(picks)), [len(p[0]) for p in picks])
 
 
 def segment_voting(
@@ -272,36 +474,41 @@ def _batched_nms(
 ) -> list[Detections]:
     if method == "none":
         return [(segments[video == v], scores[video == v], labels[video == v]) for v in range(n_videos)]
-    group = labels if multiclass else torch.zeros_like(labels)
-    key = video * (int(group.max()) + 1 if len(group) else 1) + group  # one NMS group per (video, class)
-    cand = torch.arange(len(scores))
+    device = segments.device
+    segs_np, scores_np = segments.detach().cpu().numpy(), scores.detach().cpu().numpy()
+    labels_np, video_np = labels.detach().cpu().numpy(), video.detach().cpu().numpy().astype(np.int64)
+    group = labels_np.astype(np.int64) if multiclass else np.zeros_like(video_np)
+    n_groups = int(group.max()) + 1 if len(group) else 1
+    key = video_np * n_groups + group  # one NMS group per (video, class)
+    cand = None
     if method == "hard":  # the reference filters before hard NMS (strictly above min_score)
-        cand = cand[scores > min_score]
-    idx, kept_scores = _grouped_nms(
-        segments[cand],
-        scores[cand],
-        key[cand],
+        cand = np.flatnonzero(scores_np > _F32(min_score))
+    idx, kept_scores, kept_video = _grouped_nms(
+        segs_np if cand is None else segs_np[cand],
+        scores_np if cand is None else scores_np[cand],
+        key if cand is None else key[cand],
+        n_groups,
         method=method,
         sigma=sigma,
         iou_threshold=iou_threshold,
         min_score=min_score,
         max_keep=max_seg_num,
     )
-    idx = cand[idx]
+    if cand is not None:
+        idx = cand[idx]
+    bounds = np.searchsorted(kept_video, np.arange(n_videos + 1))
     results = []
     for v in range(n_videos):
-        mine = video[idx] == v
-        vid_idx, vid_scores = idx[mine], kept_scores[mine]
-        _, rank = vid_scores.sort(descending=True, stable=True)
-        rank = rank[:max_seg_num]
-        segs = segments[vid_idx[rank]]
+        mine = idx[bounds[v] : bounds[v + 1]]
+        segs = torch.from_numpy(segs_np[mine]).to(device)
         if not multiclass and voting_thresh > 0:
             segs = segment_voting(segs, segments[video == v], scores[video == v], voting_thresh)
-        results.append((segs, vid_scores[rank], labels[vid_idx[rank]]))
+        kept = torch.from_numpy(kept_scores[bounds[v] : bounds[v + 1]]).to(device)
+        results.append((segs, kept, torch.from_numpy(labels_np[mine]).to(device)))
     return results
 
 
-def _nms_options(cfg: PostprocessConfig) -> dict:
+def nms_options(cfg: PostprocessConfig) -> dict:
     """The `batched_nms` keywords a post-processing config sets."""
     return {
         "method": cfg.nms_method,
@@ -312,53 +519,6 @@ def _nms_options(cfg: PostprocessConfig) -> dict:
         "multiclass": cfg.multiclass,
         "voting_thresh": cfg.voting_thresh,
     }
-
-
-def nms(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg: PostprocessConfig) -> Detections:
-    """One video's candidates through the NMS `cfg` describes."""
-    video = torch.zeros(len(scores), dtype=torch.long)
-    (out,) = batched_nms(
-        segments,
-        scores,
-        labels,
-        video,
-        1,
-        **_nms_options(cfg),
-    )
-    return out
-
-
-def soft_nms(
-    segments: torch.Tensor,
-    scores: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    sigma: float,
-    min_score: float,
-    max_seg_num: int,
-    multiclass: bool = True,
-    voting_thresh: float = 0.0,
-) -> Detections:
-    """Gaussian soft-NMS of one video's candidates, as the reference `batched_nms(use_soft_nms=True)`.
-
-    segments (N, 2), scores (N,), labels (N,). Returns the kept segments, decayed scores and labels, by
-    descending score, at most `max_seg_num` (per class first when `multiclass`, then overall).
-    """
-    video = torch.zeros(len(scores), dtype=torch.long)
-    (out,) = batched_nms(
-        segments,
-        scores,
-        labels,
-        video,
-        1,
-        method="soft",
-        sigma=sigma,
-        min_score=min_score,
-        max_seg_num=max_seg_num,
-        multiclass=multiclass,
-        voting_thresh=voting_thresh,
-    )
-    return out
 
 
 # -- seconds and events ------------------------------------------------------------------------------------------
@@ -402,7 +562,7 @@ def postprocess(
         labels,
         video,
         n_videos,
-        **_nms_options(cfg),
+        **nms_options(cfg),
     )
     return [
         to_events(s, sc, lab, grid, dur, class_names)

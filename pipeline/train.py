@@ -28,8 +28,7 @@ from avdet.pipeline.checkpoint import read_checkpoint, save_checkpoint
 from avdet.pipeline.config import ExperimentConfig, check_task, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
 from avdet.pipeline.io.store import default_cache_dir
-from avdet.pipeline.tasks.dense import DenseTask
-from avdet.pipeline.tasks.segment import SegmentTask
+from avdet.pipeline.tasks import task_class
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ def train(
 
     model_cfg = cfg.model_config()
     entry = model_entry(cfg.model["name"])
-    task = (SegmentTask if cfg.task == "segment" else DenseTask)(cfg, model_cfg, dist)
+    task = task_class(cfg.task)(cfg, model_cfg, dist)
 
     model = entry.model_cls(model_cfg).to(device)
     ema = ModelEma(model, tc.ema_decay)

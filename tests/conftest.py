@@ -134,3 +134,37 @@ def trained_run(sample_set: SampleSet, tmp_path_factory: pytest.TempPathFactory)
     result_path = run_dir / "result.json"
     result_path.write_text(json.dumps({"best": result.best_metric, "history": result.history}))
     return run_dir
+
+
+# -- post-processing through the real entry points -------------------------------------------------------------------
+REFERENCE_TEST_CFG_NAMES = {"nms_sigma": "sigma", "multiclass_nms": "multiclass"}  # reference name -> avdet field
+
+
+def reference_postprocess(test_cfg: dict):
+    """A UnAV / ActionFormer / CCNet `test_cfg` mapping (a golden file's `test_config`) as a PostprocessConfig;
+    `ext_score_file` must be None and every other key must map to a field."""
+    from dataclasses import fields
+
+    from avdet.pipeline.postprocess import PostprocessConfig
+
+    known = {f.name for f in fields(PostprocessConfig)}
+    values = {}
+    for key, value in test_cfg.items():
+        if key == "ext_score_file":
+            assert value is None, "external classification scores are not supported"
+            continue
+        name = REFERENCE_TEST_CFG_NAMES.get(key, key)
+        assert name in known, f"unknown reference test_cfg key {key!r}"
+        values[name] = value
+    return PostprocessConfig(**values)
+
+
+def video_nms(segments, scores, labels, cfg=None, **options):
+    """One video's candidates through `batched_nms` under a PostprocessConfig (`cfg`) or its keywords."""
+    import torch
+
+    from avdet.pipeline.postprocess import batched_nms, nms_options
+
+    options = nms_options(cfg) if cfg is not None else {"method": "soft", **options}
+    (out,) = batched_nms(segments, scores, labels, torch.zeros(len(scores), dtype=torch.long), 1, **options)
+    return out

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from avdet.errors import DataError, WeightsError
-from avdet.extractors import vgg19_vggish as V
+from avdet.extractors import vgg19_vggish
 from avdet.extractors.base import VisualInput
 from avdet.pipeline.data import ave, segments
 from avdet.pipeline.io.plots import save_confusion_png
@@ -151,9 +151,9 @@ def _expected(value: float) -> float:
 
 def test_vgg19_segments_average_16_frames() -> None:
     values = [10] * 16 + [200] * 8 + [100] * 8
-    extractor = V.VGG19Segments(_fake_net, batch_size=7)
+    extractor = vgg19_vggish.VGG19Segments(_fake_net, batch_size=7)
     feats = extractor(_video(values))
-    assert feats.values.shape == (2, V.DIM) and feats.times.tolist() == [[0.0, 1.0], [1.0, 2.0]]
+    assert feats.values.shape == (2, vgg19_vggish.DIM) and feats.times.tolist() == [[0.0, 1.0], [1.0, 2.0]]
     maps = feats.values.reshape(2, 7, 7, 512)
     assert np.allclose(maps[0], _expected(10), atol=1e-4)
     assert np.allclose(maps[1], (_expected(200) + _expected(100)) / 2, atol=1e-4)
@@ -161,18 +161,18 @@ def test_vgg19_segments_average_16_frames() -> None:
 
 def test_vgg19_segments_pad_short_videos() -> None:
     """A clip whose decode ends early: missing frames repeat the last one; extra frames are ignored."""
-    extractor = V.VGG19Segments(_fake_net, num_rows=lambda d: 2)
+    extractor = vgg19_vggish.VGG19Segments(_fake_net, num_rows=lambda d: 2)
     feats = extractor(_video([50] * 16 + [150] * 4))
     assert np.allclose(feats.values[1], _expected(150), atol=1e-4)
-    feats = V.VGG19Segments(_fake_net, num_rows=lambda d: 1)(_video([50] * 16 + [250] * 16))
+    feats = vgg19_vggish.VGG19Segments(_fake_net, num_rows=lambda d: 1)(_video([50] * 16 + [250] * 16))
     assert np.allclose(feats.values[0], _expected(50), atol=1e-4)
     with pytest.raises(DataError):
         extractor(VisualInput(chunks=[], fps=16.0, duration=2.0))
-    assert [V.segment_rows(d) for d in (9.98, 10.0, 10.02, 0.3)] == [10, 10, 10, 1]
+    assert [vgg19_vggish.segment_rows(d) for d in (9.98, 10.0, 10.02, 0.3)] == [10, 10, 10, 1]
 
 
 def test_vgg19_architecture_and_weights(tmp_path: Path) -> None:
-    model = V.load_vgg19(random_weights=True)
+    model = vgg19_vggish.load_vgg19(random_weights=True)
     convs = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]  # torchvision's features.N indices
     assert sorted(model.state_dict()) == sorted(f"features.{i}.{p}" for i in convs for p in ("weight", "bias"))
     with torch.inference_mode():
@@ -180,19 +180,19 @@ def test_vgg19_architecture_and_weights(tmp_path: Path) -> None:
     # A torchvision-style checkpoint (features + classifier) loads; the classifier is ignored.
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(2, 2)
-    path = tmp_path / V.WEIGHTS_FILE
+    path = tmp_path / vgg19_vggish.WEIGHTS_FILE
     torch.save(state, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    loaded = V.load_vgg19(str(tmp_path), expected_sha256=digest)
+    loaded = vgg19_vggish.load_vgg19(str(tmp_path), expected_sha256=digest)
     assert torch.equal(loaded.features[0].weight, model.features[0].weight)
     with pytest.raises(WeightsError, match="SHA-256"):
-        V.load_vgg19(str(tmp_path))  # not the canonical file: its checksum prefix differs
+        vgg19_vggish.load_vgg19(str(tmp_path))  # not the canonical file: its checksum prefix differs
     with pytest.raises(WeightsError, match="not found"):
-        V.load_vgg19(str(tmp_path / "empty"))
+        vgg19_vggish.load_vgg19(str(tmp_path / "empty"))
 
 
 def test_build_spec() -> None:
-    ext = V.build(random_weights=True)
+    ext = vgg19_vggish.build(random_weights=True)
     assert ext.name == "vgg19_vggish" and ext.dims == (25088, 128)
     assert ext.media.fps == 16.0 and ext.media.size == (224, 224)
     assert ext.audio.step_s == 1.0 and ext.spec["visual_map"] == [7, 7, 512]

@@ -92,7 +92,7 @@ def test_gradients_reach_every_parameter(setting: str) -> None:
     video = video_labels_from_segments(seg, 6)
     targets = SegmentTargets(video, seg if setting == "full" else None)
     out = model(audio, visual, mask)
-    loss, parts = segment_loss("ccln", out, targets, SegmentLossConfig(setting=setting))
+    loss, parts = segment_loss(out, targets, SegmentLossConfig(setting=setting))
     assert {"focal", "fee", "wccl"} <= set(parts) and torch.isfinite(loss)
     if setting == "weak":
         assert out.aux["video_logits"].shape == (4, 6)

@@ -10,7 +10,7 @@ import torch
 
 from avdet.errors import AvdetError, CheckpointError, ConfigError
 from avdet.models.ccnet import CCNet, CCNetConfig, SequenceTooLongError
-from avdet.models.keymaps import ccnet_state_dict_from_reference
+from avdet.models.keymaps import convert_state_dict
 from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import build_model_config, load_config
@@ -173,12 +173,12 @@ def test_converter_round_trip_names_and_errors() -> None:
         "module.MTGC_block.channel_att.2.mlp.3.weight": torch.ones(8, 8, 1),
         "module.reg_head.scale.1.scale": torch.ones(()),
     }
-    converted = ccnet_state_dict_from_reference(reference)
+    converted = convert_state_dict("ccnet", reference)
     for key, value in converted.items():
         assert key in ours, key
         assert value.shape == ours[key].shape, key
     with pytest.raises(CheckpointError, match="unexpected parameter 'backbone.fancy.weight'"):
-        ccnet_state_dict_from_reference({"backbone.fancy.weight": torch.ones(1)})
+        convert_state_dict("ccnet", {"backbone.fancy.weight": torch.ones(1)})
 
 
 def test_config_is_primitives_only() -> None:

@@ -1,6 +1,6 @@
 """CCNet against the reference (zzhhfut/CCNet-AAAI2025 `CCNet_base_TCG_Transformer`): golden ccnet_model.pt.
 
-The reference state dict is loaded through `ccnet_state_dict_from_reference` (strict), each video is run alone as
+The reference state dict is loaded through `convert_state_dict("ccnet", ...)` (strict), each video is run alone as
 the reference evaluates it, and the per-level logits, offsets, masks and the final detections must match.
 """
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from avdet.models.ccnet import CCNet
-from avdet.models.keymaps import ccnet_config_from_reference, ccnet_state_dict_from_reference
-from avdet.pipeline.postprocess import PostprocessConfig, postprocess
+from avdet.models.ccnet import CCNet, CCNetConfig
+from avdet.models.keymaps import convert_state_dict, reference_config
+from avdet.pipeline.postprocess import postprocess
 from avdet.pipeline.types import TimeGrid
+from conftest import reference_postprocess
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,8 +37,8 @@ def golden(golden_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def model(golden: dict) -> CCNet:
-    net = CCNet(ccnet_config_from_reference(golden["model_config"]))
-    net.load_state_dict(ccnet_state_dict_from_reference(golden["state_dict"]), strict=True)
+    net = CCNet(CCNetConfig(**reference_config("ccnet", golden["model_config"])))
+    net.load_state_dict(convert_state_dict("ccnet", golden["state_dict"]), strict=True)
     return net.eval()
 
 
@@ -51,20 +52,6 @@ def padded_inputs(model: CCNet, videos: list[dict]) -> tuple[torch.Tensor, torch
         n = video["visual"].shape[0]
         audio[i, :n], visual[i, :n], mask[i, :n] = video["audio"][:n], video["visual"], True
     return audio, visual, mask
-
-
-def postprocess_config(test_cfg: dict) -> PostprocessConfig:
-    assert test_cfg["nms_method"] == "soft" and test_cfg["multiclass_nms"]
-    return PostprocessConfig(
-        pre_nms_thresh=test_cfg["pre_nms_thresh"],
-        pre_nms_topk=test_cfg["pre_nms_topk"],
-        duration_thresh=test_cfg["duration_thresh"],
-        sigma=test_cfg["nms_sigma"],
-        min_score=test_cfg["min_score"],
-        max_seg_num=test_cfg["max_seg_num"],
-        multiclass=True,
-        voting_thresh=test_cfg["voting_thresh"],
-    )
 
 
 def grid_of(video: dict) -> TimeGrid:
@@ -99,7 +86,7 @@ def assert_detections_match(events: list, expected: dict) -> None:
 
 
 def test_reference_state_dict_loads_strictly(golden: dict, model: CCNet) -> None:
-    converted = ccnet_state_dict_from_reference(golden["state_dict"])
+    converted = convert_state_dict("ccnet", golden["state_dict"])
     assert len(converted) == len(golden["state_dict"]) == len(model.state_dict())
 
 
@@ -112,7 +99,7 @@ def test_each_video_alone_matches_reference(golden: dict, model: CCNet, index: i
         out = model(audio, visual, mask)
     assert_levels_match(out, 0, expected)
     (events,) = postprocess(
-        out, [grid_of(video)], [float(video["duration"])], postprocess_config(golden["test_config"]), None
+        out, [grid_of(video)], [float(video["duration"])], reference_postprocess(golden["test_config"]), None
     )
     assert_detections_match(events, expected)
 
@@ -122,7 +109,7 @@ def test_batched_videos_match_reference(golden: dict, model: CCNet) -> None:
     audio, visual, mask = padded_inputs(model, golden["inputs"])
     with torch.no_grad():
         out = model(audio, visual, mask)
-    cfg = postprocess_config(golden["test_config"])
+    cfg = reference_postprocess(golden["test_config"])
     grids = [grid_of(v) for v in golden["inputs"]]
     durations = [float(v["duration"]) for v in golden["inputs"]]
     for index, (events, expected) in enumerate(

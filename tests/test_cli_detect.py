@@ -151,7 +151,7 @@ def test_eval_checkpoint_prints_table_and_writes_json(trained_run: Path, tmp_pat
 def test_eval_checkpoint_beats_untrained_model(trained_run: Path, tmp_path: Path) -> None:
     from avdet.pipeline.evaluate import evaluate_checkpoint
 
-    trained, _ = evaluate_checkpoint(trained_run / "best.ckpt", split="test")
+    trained = evaluate_checkpoint(trained_run / "best.ckpt", split="test").result
     ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
     from avdet.pipeline.checkpoint import build_model_from, save_checkpoint
 
@@ -161,7 +161,7 @@ def test_eval_checkpoint_beats_untrained_model(trained_run: Path, tmp_path: Path
     for key in ("format", "version", "avdet_version"):
         ckpt.pop(key)
     save_checkpoint(tmp_path / "untrained.ckpt", ckpt)
-    untrained, _ = evaluate_checkpoint(tmp_path / "untrained.ckpt", split="test")
+    untrained = evaluate_checkpoint(tmp_path / "untrained.ckpt", split="test").result
     assert trained.average_mAP > untrained.average_mAP + 0.1, (trained.average_mAP, untrained.average_mAP)
 
 

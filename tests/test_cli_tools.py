@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from avdet.cli import app
-from avdet.pipeline.checkpoint import load_model
+from avdet.pipeline.checkpoint import load_checkpoint
 
 runner = CliRunner()
 
@@ -39,7 +39,7 @@ def test_convert_reference_unav_checkpoint_reproduces_golden(golden_dir: Path, t
         ],
     )
     assert res.exit_code == 0, res.output
-    loaded = load_model(tmp_path / "unav.ckpt")
+    loaded = load_checkpoint(tmp_path / "unav.ckpt")
     video, want = golden["inputs"][0], golden["outputs"][0]
     visual, audio = video["visual"][None].float(), video["audio"][None].float()  # (1, T, C)
     length = loaded.model.padded_length(visual.shape[1])

@@ -10,18 +10,28 @@ import pytest
 
 from avdet.errors import DataError
 from avdet.pipeline.data.annotations import load_annotations
-from avdet.pipeline.metrics.mean_ap import DEFAULT_TIOU, evaluate, events_to_predictions, load_predictions
+from avdet.pipeline.metrics.mean_ap import (
+    DEFAULT_TIOU,
+    argsort_numpy123,
+    evaluate,
+    events_to_predictions,
+    load_predictions,
+)
 from avdet.pipeline.types import Event
 
 
 # -- oracle: ANETdetection.compute_average_precision_detection as loops -------------------------------------------
-def _oracle_ap(gt: list[tuple], preds: list[tuple], thresholds: np.ndarray) -> np.ndarray:
+def _stable_argsort(v: np.ndarray) -> np.ndarray:
+    return np.argsort(v, kind="stable")
+
+
+def _oracle_ap(gt: list[tuple], preds: list[tuple], thresholds: np.ndarray, argsort=_stable_argsort) -> np.ndarray:
     """gt: (video, start, end); preds: (video, start, end, score) of one class, in file order."""
     ap = np.zeros(len(thresholds))
     if not preds:
         return ap
-    # the reference's argsort()[::-1]; ties taken as a stable sort reversed, as avdet documents
-    order = np.argsort(np.array([p[3] for p in preds]), kind="stable")[::-1]
+    # the reference's argsort()[::-1]; ties as `argsort` orders them (default: a stable sort reversed)
+    order = argsort(np.array([p[3] for p in preds]))[::-1]
     preds = [preds[i] for i in order]
     lock = np.full((len(thresholds), len(gt)), -1)
     tp = np.zeros((len(thresholds), len(preds)))
@@ -37,7 +47,7 @@ def _oracle_ap(gt: list[tuple], preds: list[tuple], thresholds: np.ndarray) -> n
         with np.errstate(divide="ignore", invalid="ignore"):
             tiou = inter / ((ge - gs) + (pe - ps) - inter)
         for t, thr in enumerate(thresholds):
-            for jdx in np.argsort(tiou, kind="stable")[::-1]:
+            for jdx in argsort(tiou)[::-1]:
                 if tiou[jdx] < thr:
                     fp[t, idx] = 1
                     break
@@ -60,7 +70,7 @@ def _oracle_ap(gt: list[tuple], preds: list[tuple], thresholds: np.ndarray) -> n
     return ap
 
 
-def _oracle_map(annotations: dict, predictions: dict, split: str) -> np.ndarray:
+def _oracle_map(annotations: dict, predictions: dict, split: str, argsort=_stable_argsort) -> np.ndarray:
     gt_by_class: dict[int, list] = {}
     for vid, v in annotations["database"].items():
         if v["subset"] != split:
@@ -76,7 +86,7 @@ def _oracle_map(annotations: dict, predictions: dict, split: str) -> np.ndarray:
     for vid, ps in predictions["database"].items():
         for p in ps:
             pred_by_class.setdefault(p["label_id"], []).append((vid, *p["segment"], p["score"]))
-    aps = [_oracle_ap(gt_by_class[c], pred_by_class.get(c, []), DEFAULT_TIOU) for c in sorted(gt_by_class)]
+    aps = [_oracle_ap(gt_by_class[c], pred_by_class.get(c, []), DEFAULT_TIOU, argsort) for c in sorted(gt_by_class)]
     return np.mean(aps, axis=0)
 
 
@@ -114,7 +124,7 @@ def test_reproduces_reference_evaluator_on_unav100_test(golden_dir, shared_data_
     ann = load_annotations(shared_data_dir / "unav100_annotations.json")
     preds = load_predictions(golden_dir / "eval_predictions.json", ann)
     expected = json.loads((golden_dir / "eval_expected.json").read_text())
-    result = evaluate(ann, preds, split="test")
+    result = evaluate(ann, preds, split="test", tie_order="stable")  # the fixture was made under numpy 2.x
     np.testing.assert_allclose(result.tiou_thresholds, expected["tiou_thresholds"], atol=1e-12)
     np.testing.assert_allclose(result.mAP, expected["mAP"], rtol=0, atol=1e-6)
     assert result.average_mAP == pytest.approx(expected["average_mAP"], abs=1e-6)
@@ -127,8 +137,8 @@ def test_reproduces_reference_evaluator_on_unav100_test(golden_dir, shared_data_
     # the reference reads "scores"; the raw (unvalidated) dicts work too, wrapped or not
     raw = json.loads((golden_dir / "eval_predictions.json").read_text())
     renamed = {vid: [{**p, "scores": p.pop("score")} for p in ps] for vid, ps in raw["database"].items()}
-    np.testing.assert_array_equal(evaluate(ann, {"results": renamed}).mAP, result.mAP)
-    np.testing.assert_array_equal(evaluate(ann, renamed).mAP, result.mAP)
+    np.testing.assert_array_equal(evaluate(ann, {"results": renamed}, tie_order="stable").mAP, result.mAP)
+    np.testing.assert_array_equal(evaluate(ann, renamed, tie_order="stable").mAP, result.mAP)
 
 
 # -- oracle and hand-computed cases ---------------------------------------------------------------------------------
@@ -137,8 +147,21 @@ def test_matches_loop_transcription_of_the_reference(ties):
     rng = np.random.default_rng(7 if ties else 8)
     for _ in range(6):
         ann, preds = _random_dataset(rng, n_videos=25, n_cls=4, ties=ties)
-        got = evaluate(ann, preds, split="test")
+        got = evaluate(ann, preds, split="test", tie_order="stable")
         np.testing.assert_allclose(got.mAP, _oracle_map(ann, preds, "test"), rtol=0, atol=1e-12)
+
+
+def test_matches_loop_transcription_with_numpy123_ties():
+    """The default order: the transcription with numpy 1.23's argsort (checked against numpy 1.23.5 itself by
+    benchmarks/bench_eval.py --check-argsort) gives the same numbers; the stable order does not, on these ties."""
+    rng = np.random.default_rng(17)
+    differs = 0
+    for _ in range(6):
+        ann, preds = _random_dataset(rng, n_videos=40, n_cls=2, ties=True)
+        got = evaluate(ann, preds, split="test")
+        np.testing.assert_allclose(got.mAP, _oracle_map(ann, preds, "test", argsort_numpy123), rtol=0, atol=1e-12)
+        differs += not np.allclose(got.mAP, evaluate(ann, preds, split="test", tie_order="stable").mAP, atol=1e-12)
+    assert differs > 0
 
 
 def _single(preds: list[dict], anns: list[dict] | None = None) -> tuple[dict, dict]:
@@ -267,3 +290,60 @@ def test_bad_annotation_files(tmp_path):
         with pytest.raises(DataError, match=message) as err:
             load_annotations(path)
         assert str(err.value).startswith(path) and "\n" not in str(err.value)
+
+
+# -- the reference's tie order under numpy < 1.24 ------------------------------------------------------------------
+def test_reproduces_reference_evaluator_under_numpy123(golden_dir, shared_data_dir):
+    """eval_expected_numpy123.json: the reference as it runs under the numpy it requires; avdet's default order."""
+    ann = load_annotations(shared_data_dir / "unav100_annotations.json")
+    preds = load_predictions(golden_dir / "eval_predictions.json", ann)
+    expected = json.loads((golden_dir / "eval_expected_numpy123.json").read_text())
+    result = evaluate(ann, preds, split="test")
+    np.testing.assert_allclose(result.mAP, expected["mAP"], rtol=0, atol=1e-8)
+    assert result.average_mAP == pytest.approx(expected["average_mAP"], abs=1e-8)
+    stable = evaluate(ann, preds, split="test", tie_order="stable")
+    assert np.abs(stable.mAP - np.asarray(expected["mAP"])).max() > 1e-7  # the tie order shows in these numbers
+
+
+def test_argsort_numpy123_hand_checked():
+    # 17 equal values: one partition (pivot = middle, parked at 15; the scans swap places 1..7 with 14..8 and the
+    # pivot lands at 8), then insertion sorts of both halves; numpy 1.23.5 gives exactly this
+    np.testing.assert_array_equal(
+        argsort_numpy123(np.ones(17)), [0, 14, 13, 12, 11, 10, 9, 15, 8, 6, 5, 4, 3, 2, 1, 7, 16]
+    )
+    np.testing.assert_array_equal(  # numpy 1.23.5's np.array([1., 0.] * 9).argsort()
+        argsort_numpy123(np.array([1.0, 0.0] * 9)), [17, 1, 15, 3, 5, 13, 7, 9, 11, 14, 12, 0, 16, 6, 4, 2, 10, 8]
+    )
+    np.testing.assert_array_equal(  # numpy 1.23.5's np.full(20, 0.5).argsort()
+        argsort_numpy123(np.full(20, 0.5)), [0, *range(17, 0, -1), 18, 19]
+    )
+    for v in (np.ones(17), np.array([1.0, 0.0] * 9), np.full(20, 0.5)):
+        assert not np.array_equal(argsort_numpy123(v), np.argsort(v, kind="stable"))  # a stable sort fails here
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 16, 17, 100, 1000):  # always a sorting permutation; up to 16 elements an insertion sort
+        v = np.round(rng.random(n), 1)
+        order = argsort_numpy123(v)
+        assert sorted(order.tolist()) == list(range(n)) and np.all(np.diff(v[order]) >= 0)
+        if n <= 16:
+            np.testing.assert_array_equal(order, np.argsort(v, kind="stable"))
+
+
+def test_numpy123_order_also_ranks_equal_tious():
+    """18 ground truths of one class (more than numpy's insertion-sort size): the first prediction has tIoU 0.1
+    with the first five. numpy 1.23's tiou.argsort()[::-1] prefers ground truth 0 (a stable order: 4), so the second
+    prediction, exactly ground truth 0, is a false positive at tIoU 0.1 under the reference's order."""
+    anns = [{"segment": [10.0 * i, 10.0 * i + 5], "label_id": 0} for i in range(18)]
+    ann, preds = _single(
+        [
+            {"segment": [0.0, 50.0], "label_id": 0, "score": 0.9},
+            {"segment": [0.0, 5.0], "label_id": 0, "score": 0.8},
+        ],
+        anns,
+    )
+    ref = evaluate(ann, preds, split="test")
+    stable = evaluate(ann, preds, split="test", tie_order="stable")
+    assert ref.ap[0, 0] == pytest.approx(1 / 18) and stable.ap[0, 0] == pytest.approx(2 / 18)
+    np.testing.assert_allclose(ref.ap[1:, 0], 1 / 36)
+    np.testing.assert_allclose(stable.ap[1:, 0], 1 / 36)
+    with pytest.raises(ValueError, match="tie_order"):
+        evaluate(ann, preds, tie_order="numpy2")

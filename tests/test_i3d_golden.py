@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from avdet.extractors import weights as W
+from avdet.extractors import weights
 from avdet.extractors.i3d import WEIGHTS_FILES, InceptionI3D, load_i3d, same_padding
 
 
@@ -42,7 +42,7 @@ def test_i3d_matches_reference(golden: dict, stream: str, tmp_path: Path) -> Non
     state = {
         k: torch.zeros((), dtype=torch.long)
         if k.endswith("num_batches_tracked")
-        else W.seeded_tensor(k, tuple(s), seed)
+        else weights.seeded_tensor(k, tuple(s), seed)
         for k, s in ref["state_dict_shapes"].items()
     }
     torch.save(state, tmp_path / WEIGHTS_FILES[stream])

@@ -15,12 +15,11 @@ from avdet.pipeline.postprocess import (
     PostprocessConfig,
     batched_nms,
     decode_video,
-    nms,
     postprocess,
     segment_voting,
-    soft_nms,
 )
 from avdet.pipeline.types import Event, TimeGrid
+from conftest import reference_postprocess, video_nms
 
 
 def reference_softnms_1d(segs: np.ndarray, scores: np.ndarray, sigma: float, min_score: float):
@@ -85,7 +84,7 @@ def test_soft_nms_matches_transcribed_reference(quantise):
         segs, scores, labels = _random_case(rng, n, int(rng.integers(1, 6)), quantise)
         sigma, min_score, max_num = [0.4, 0.9, 0.1][trial % 3], [0.001, 0.05, 0.3][trial % 3], [100, 7, 3][trial % 3]
         want_idx, want_scores = reference_batched(segs, scores, labels, sigma, min_score, max_num)
-        got_segs, got_scores, got_labels = soft_nms(
+        got_segs, got_scores, got_labels = video_nms(
             torch.from_numpy(segs),
             torch.from_numpy(scores),
             torch.from_numpy(labels),
@@ -132,7 +131,7 @@ def test_hard_nms_matches_transcribed_reference(quantise):
         thr, min_score, max_num = [0.7, 0.3, 0.5][trial % 3], [0.001, 0.2, 0.6][trial % 3], [100, 9, 4][trial % 3]
         want = reference_hard_nms(segs, scores, labels, thr, min_score, max_num)
         cfg = PostprocessConfig(nms_method="hard", iou_threshold=thr, min_score=min_score, max_seg_num=max_num)
-        got_segs, got_scores, got_labels = nms(
+        got_segs, got_scores, got_labels = video_nms(
             torch.from_numpy(segs), torch.from_numpy(scores), torch.from_numpy(labels), cfg
         )
         assert got_labels.tolist() == labels[want].tolist()
@@ -145,13 +144,13 @@ def test_hard_nms_suppresses_by_threshold_and_none_keeps_everything():
     scores = torch.tensor([0.9, 0.8, 0.7, 0.0005])
     labels = torch.tensor([0, 0, 0, 1])
     # iou([0,10],[1,10]) = 0.9 -> suppressed; iou([0,10],[5,15]) = 1/3 -> kept; class 1 is below min_score
-    out_segs, out_scores, out_labels = nms(segs, scores, labels, PostprocessConfig(nms_method="hard"))
+    out_segs, out_scores, out_labels = video_nms(segs, scores, labels, PostprocessConfig(nms_method="hard"))
     assert out_segs.tolist() == [[0.0, 10.0], [5.0, 15.0]] and out_labels.tolist() == [0, 0]
     assert out_scores.tolist() == pytest.approx([0.9, 0.7])
-    _, sc, _ = nms(segs, scores, labels, PostprocessConfig(nms_method="hard", iou_threshold=0.3))
+    _, sc, _ = video_nms(segs, scores, labels, PostprocessConfig(nms_method="hard", iou_threshold=0.3))
     assert sc.tolist() == pytest.approx([0.9])
     # "none": the reference skips NMS and its limits, candidates stay in their order
-    none = nms(segs, scores, labels, PostprocessConfig(nms_method="none", max_seg_num=1))
+    none = video_nms(segs, scores, labels, PostprocessConfig(nms_method="none", max_seg_num=1))
     assert torch.equal(none[0], segs) and torch.equal(none[1], scores) and torch.equal(none[2], labels)
 
 
@@ -169,12 +168,12 @@ def test_batched_nms_equals_per_video_calls():
         )
         assert len(batched) == 5 and len(batched[1][1]) == 0 and len(batched[4][1]) == 0
         for v, (s, sc, lab) in enumerate(parts):
-            alone = nms(torch.from_numpy(s).reshape(-1, 2), torch.from_numpy(sc), torch.from_numpy(lab), cfg)
+            alone = video_nms(torch.from_numpy(s).reshape(-1, 2), torch.from_numpy(sc), torch.from_numpy(lab), cfg)
             for got, want in zip(batched[v], alone, strict=True):
                 assert torch.equal(got, want)
 
 
-def test_from_reference_maps_every_test_cfg_key():
+def test_every_reference_test_cfg_key_maps_to_a_postprocess_field():
     test_cfg = {
         "pre_nms_thresh": 0.01,
         "pre_nms_topk": 500,
@@ -188,14 +187,14 @@ def test_from_reference_maps_every_test_cfg_key():
         "ext_score_file": None,
         "voting_thresh": 0.9,
     }
-    cfg = PostprocessConfig.from_reference(test_cfg)
+    cfg = reference_postprocess(test_cfg)
     assert (cfg.pre_nms_thresh, cfg.pre_nms_topk, cfg.iou_threshold, cfg.min_score) == (0.01, 500, 0.6, 0.002)
     assert (cfg.max_seg_num, cfg.nms_method, cfg.sigma, cfg.duration_thresh) == (50, "hard", 0.5, 0.1)
     assert (cfg.multiclass, cfg.voting_thresh) == (False, 0.9)
-    with pytest.raises(ConfigError, match="ext_score_file"):
-        PostprocessConfig.from_reference({"ext_score_file": "scores.json"})
-    with pytest.raises(ConfigError, match="unknown reference test_cfg key 'bogus'"):
-        PostprocessConfig.from_reference({"bogus": 1})
+    with pytest.raises(AssertionError, match="external classification scores"):
+        reference_postprocess({"ext_score_file": "scores.json"})
+    with pytest.raises(AssertionError, match="unknown reference test_cfg key 'bogus'"):
+        reference_postprocess({"bogus": 1})
     with pytest.raises(ConfigError, match="nms_method"):
         PostprocessConfig(nms_method="linear")
 
@@ -204,24 +203,24 @@ def test_soft_nms_decays_overlaps_and_keeps_disjoint():
     segs = torch.tensor([[0.0, 10.0], [0.0, 10.0], [20.0, 30.0]])
     scores = torch.tensor([0.9, 0.8, 0.7])
     labels = torch.tensor([0, 0, 0])
-    out_segs, out_scores, _ = soft_nms(segs, scores, labels, sigma=0.5, min_score=0.001, max_seg_num=10)
+    out_segs, out_scores, _ = video_nms(segs, scores, labels, sigma=0.5, min_score=0.001, max_seg_num=10)
     # identical segment: iou ~1 -> 0.8 * exp(-1 / 0.5); the disjoint one keeps its score
     assert out_scores.tolist() == pytest.approx([0.9, 0.7, 0.8 * math.exp(-2.0)], rel=1e-5)
     assert out_segs[1].tolist() == [20.0, 30.0]
     # another class is not suppressed
-    _, sc2, lab2 = soft_nms(segs, scores, torch.tensor([0, 1, 0]), sigma=0.5, min_score=0.001, max_seg_num=10)
+    _, sc2, lab2 = video_nms(segs, scores, torch.tensor([0, 1, 0]), sigma=0.5, min_score=0.001, max_seg_num=10)
     assert sc2.tolist() == pytest.approx([0.9, 0.8, 0.7])
     assert lab2.tolist() == [0, 1, 0]
 
 
 def test_soft_nms_empty_and_limits():
-    segs, scores, labels = soft_nms(
+    segs, scores, labels = video_nms(
         torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long), sigma=0.4, min_score=0.001, max_seg_num=5
     )
     assert segs.shape == (0, 2) and scores.shape == (0,) and labels.shape == (0,)
     rng = np.random.default_rng(3)
     s, sc, lab = _random_case(rng, 300, 4, False)
-    _, out_scores, _ = soft_nms(
+    _, out_scores, _ = video_nms(
         torch.from_numpy(s), torch.from_numpy(sc), torch.from_numpy(lab), sigma=0.4, min_score=0.001, max_seg_num=17
     )
     assert len(out_scores) == 17
@@ -232,7 +231,7 @@ def test_class_agnostic_nms_with_voting():
     segs = torch.tensor([[0.0, 10.0], [1.0, 10.0], [30.0, 40.0]])
     scores = torch.tensor([0.9, 0.6, 0.5])
     labels = torch.tensor([0, 1, 2])
-    out_segs, out_scores, out_labels = soft_nms(
+    out_segs, out_scores, out_labels = video_nms(
         segs, scores, labels, sigma=0.4, min_score=0.001, max_seg_num=10, multiclass=False, voting_thresh=0.75
     )
     assert out_labels.tolist()[:2] == [0, 2]  # the overlapping class-1 segment was decayed below the disjoint one
@@ -321,3 +320,91 @@ def test_soft_nms_is_fast_on_a_full_video():
     elapsed = time.perf_counter() - start
     assert all(len(e) == 100 for e in events)
     assert elapsed < 8.0, f"postprocess took {elapsed:.2f} s for {b} videos"
+
+
+# -- the early stop, the large-block decay and the float32 exp ------------------------------------------------------
+def _check_against_transcription(segs, scores, labels, sigma, min_score, max_num):
+    want_idx, want_scores = reference_batched(segs, scores, labels, sigma, min_score, max_num)
+    got_segs, got_scores, got_labels = video_nms(
+        torch.from_numpy(segs),
+        torch.from_numpy(scores),
+        torch.from_numpy(labels),
+        sigma=sigma,
+        min_score=min_score,
+        max_seg_num=max_num,
+    )
+    assert got_labels.tolist() == labels[want_idx].tolist()
+    np.testing.assert_array_equal(got_segs.numpy(), segs[want_idx].reshape(-1, 2))
+    np.testing.assert_allclose(got_scores.numpy(), want_scores, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("quantise", [False, True])
+def test_early_stop_with_many_classes_keeps_the_reference_top(quantise):
+    """Many classes, few kept: most classes stop after a pick or two. With quantised scores, equal scores across
+    classes sit at the cut, where the final order (class, then pick order) decides what is kept."""
+    rng = np.random.default_rng(21 if quantise else 22)
+    for trial in range(8):
+        segs, scores, labels = _random_case(rng, int(rng.integers(50, 400)), int(rng.integers(10, 40)), quantise)
+        max_num = [5, 12, 30, 1][trial % 4]
+        _check_against_transcription(segs, scores, labels, 0.4, 0.001, max_num)
+
+
+@pytest.mark.parametrize("quantise", [False, True])
+def test_large_block_decay_matches_the_dense_one(quantise, monkeypatch):
+    """Blocks above _DENSE_SIZE decay only the overlapping candidates: forced on small cases, same results."""
+    import avdet.pipeline.postprocess as pp
+
+    monkeypatch.setattr(pp, "_DENSE_SIZE", 0)
+    rng = np.random.default_rng(31 if quantise else 32)
+    for trial in range(10):
+        segs, scores, labels = _random_case(rng, int(rng.integers(1, 150)), int(rng.integers(1, 8)), quantise)
+        sigma, min_score, max_num = [0.4, 0.9, 0.1][trial % 3], [0.001, 0.05, 0.3][trial % 3], [100, 7, 3][trial % 3]
+        _check_against_transcription(segs, scores, labels, sigma, min_score, max_num)
+
+
+def test_batched_early_stop_per_video():
+    """Each video stops its classes against its own best max_seg_num, whatever the other videos hold."""
+    rng = np.random.default_rng(41)
+    parts = [_random_case(rng, n, 25, q) for n, q in ((300, False), (5, True), (200, True), (120, False))]
+    segs = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+    scores = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    labels = torch.from_numpy(np.concatenate([p[2] for p in parts]))
+    video = torch.repeat_interleave(torch.arange(4), torch.tensor([len(p[1]) for p in parts]))
+    batched = batched_nms(segs, scores, labels, video, 4, method="soft", sigma=0.4, min_score=0.001, max_seg_num=10)
+    for (s, sc, lab), got in zip(parts, batched, strict=True):
+        want_idx, want_scores = reference_batched(s, sc, lab, 0.4, 0.001, 10)
+        assert got[2].tolist() == lab[want_idx].tolist()
+        np.testing.assert_array_equal(got[0].numpy(), s[want_idx].reshape(-1, 2))
+        np.testing.assert_allclose(got[1].numpy(), want_scores, rtol=1e-6, atol=0)
+
+
+def test_expf_is_glibc_expf():
+    """The Gaussian weight's exp gives glibc's float32 expf, as the reference's std::exp(float): bit for bit."""
+    import ctypes
+    import ctypes.util
+
+    from avdet.pipeline.postprocess import _expf
+
+    x = np.array([0.0, -0.0, -1.0, -2.5, -1e-8], dtype=np.float32)
+    np.testing.assert_array_equal(
+        _expf(x).view(np.uint32), [0x3F800000, 0x3F800000, 0x3EBC5AB2, 0x3DA81C2E, 0x3F800000]
+    )
+    libm = ctypes.util.find_library("m")
+    if libm is None or "libm.so.6" not in libm:
+        pytest.skip("not glibc: no expf to compare with")
+    expf = ctypes.CDLL(libm).expf
+    expf.restype, expf.argtypes = ctypes.c_float, [ctypes.c_float]
+    ovr = np.random.default_rng(0).random(20000).astype(np.float32)
+    arg = -(ovr * ovr) / np.float32(0.4)
+    want = np.array([expf(float(a)) for a in arg], dtype=np.float32)
+    np.testing.assert_array_equal(_expf(arg), want)
+    assert (np.exp(arg.astype(np.float64)).astype(np.float32) != want).any()  # a float64 exp would not do
+
+
+def test_tiny_sigma_decays_to_zero_as_the_reference():
+    """sigma < 0.01: exp(-ovr^2 / sigma) underflows to 0 (glibc's expf flushes below -103.97); with min_score 0
+    the zeroed scores stay, in the reference's order."""
+    rng = np.random.default_rng(51)
+    for _ in range(4):
+        segs, scores, labels = _random_case(rng, int(rng.integers(20, 80)), 2, False)
+        _check_against_transcription(segs, scores, labels, 0.005, 0.0, 30)

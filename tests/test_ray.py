@@ -36,21 +36,22 @@ def install_kill_hook() -> None:
     kill_dir = os.environ.get(KILL_DIR_ENV)
     if not kill_dir:
         return
-    from avdet.pipeline.io.store import FeatureStore as Store
+    from avdet.pipeline.io import store
+    from avdet.pipeline.io.atomic import temp_path
 
-    write = Store._atomic_write
+    write = store.write_bytes_atomic
 
-    def dying_write(self, target: Path, data: bytes) -> None:
+    def dying_write(target: Path, data: bytes, error: type) -> None:
         arm = Path(kill_dir) / f"{target.stem}.arm"
         try:
             arm.rename(arm.with_suffix(".fired"))  # atomic: only the first attempt dies
         except FileNotFoundError:
-            return write(self, target, data)
-        with open(target.with_name(f"{target.name}.tmp-{os.getpid()}"), "wb") as f:
+            return write(target, data, error)
+        with open(temp_path(target), "wb") as f:
             f.write(data[: len(data) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
 
-    Store._atomic_write = dying_write
+    store.write_bytes_atomic = dying_write
 
 
 @pytest.fixture(scope="module")

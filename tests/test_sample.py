@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from avdet.errors import AvdetError, ConfigError
+from avdet.pipeline.data.ave import parse_ave_lines, segment_labels
 from avdet.pipeline.io import media
+from avdet.pipeline.io.atomic import TEMP_MARK
 from avdet.pipeline.synth import ave_clips
 from avdet.pipeline.synth import clips as sample
 from avdet.pipeline.synth.ave_clips import AveSampleConfig, make_ave_sample
@@ -281,7 +283,7 @@ def test_failure_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.Monk
     plans = plan_dataset(cfg)
     videos = tmp_path / "videos"
     videos.mkdir()
-    stale = videos / f"old.mp4{sample.TEMP_MARK}999999999"  # left by a killed run whose process is gone
+    stale = videos / f"old.mp4{TEMP_MARK}999999999-abcd"  # left by a killed run whose process is gone
     stale.write_bytes(b"half")
     real = sample.render_frames
     calls = []
@@ -408,7 +410,8 @@ def test_ave_plans_have_one_event_background_and_distractors_off_the_event() -> 
     for plan in plans:
         assert plan.num_frames == 250 and plan.duration == 10.0
         (event,) = plan.events()
-        labels = ave_clips.segment_labels(plan, cfg.num_classes)
+        (entry,) = parse_ave_lines(ave_clips.ave_annotation_lines([plan], cfg.num_classes))  # as the reader sees it
+        labels = segment_labels(entry, event.label_id, cfg.num_classes)
         assert list(labels) == [event.label_id if event.start <= s < event.end else cfg.num_classes for s in range(10)]
         full += event.start == 0 and event.end == 10
         for o in plan.occurrences:

@@ -12,18 +12,18 @@ from avdet.models.base import DetectorOutput
 from avdet.models.segment_losses import (
     SegmentLossConfig,
     SegmentTargets,
-    eventness_predictions,
     fee_loss,
     multiclass_focal_loss,
     segment_logits,
     segment_loss,
     segment_predictions,
-    targets_from_onehot,
     video_class,
     video_labels_from_segments,
     wccl_loss,
 )
+from avdet.pipeline.data.segments import collate_segments
 from avdet.pipeline.metrics.accuracy import confusion_matrix, per_class_accuracy, segment_accuracy
+from avdet.pipeline.tasks.segment import batch_targets
 
 
 def _output(logits: torch.Tensor, mask: torch.Tensor | None = None, **aux) -> DetectorOutput:
@@ -58,12 +58,6 @@ def test_accuracy_matches_the_reference_argmax_loop() -> None:
     assert ours == pytest.approx(100 * reference)
 
 
-def test_cmbs_eventness_convention() -> None:
-    eventness = torch.tensor([[0.9, 0.2, 0.51, 0.5]])
-    class_scores = torch.tensor([[0.1, 3.0, 0.2]])  # foreground argmax = 1, background = 3
-    assert eventness_predictions(eventness, class_scores).tolist() == [[1, 3, 1, 3]]
-
-
 def test_confusion_and_per_class() -> None:
     matrix = confusion_matrix([0, 1, 1, 2, 2, 2], [0, 1, 2, 2, 2, 1], 4)
     assert matrix[0, 0] == 1 and matrix[1, 1] == 1 and matrix[1, 2] == 1 and matrix[2, 1] == 1 and matrix[2, 2] == 2
@@ -77,10 +71,21 @@ def test_video_labels() -> None:
     video = video_labels_from_segments(seg, 4)
     assert video.tolist() == [[0, 1, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0]]
     assert video_class(video).tolist() == [1, 3, 0]
-    onehot = torch.eye(4)[torch.tensor([[3, 2, 2]])]
-    full = targets_from_onehot(onehot, torch.tensor([[True, True, False]]), "full")
-    assert full.segment.tolist() == [[3, 2, -1]]
-    assert targets_from_onehot(onehot, torch.ones(1, 3, dtype=torch.bool), "weak").segment is None
+    # the real path: AVE's one-hot labels -> the dataset's argmax -> a padded batch -> the loss targets
+    segment = torch.eye(4)[torch.tensor([3, 2, 2])].argmax(dim=-1)  # (T, C + 1) -> (T,)
+    items = [
+        {
+            "mask": torch.ones(n, dtype=torch.bool),
+            "segment": segment[:n],
+            "video": video_labels_from_segments(segment[None, :n], 4)[0],
+        }
+        for n in (3, 2)
+    ]
+    full = batch_targets(collate_segments(items))
+    assert full.segment.tolist() == [[3, 2, 2], [3, 2, -1]]
+    assert full.video.tolist() == [[0, 0, 1, 0], [0, 0, 1, 0]]
+    weak = batch_targets(collate_segments([{k: v for k, v in it.items() if k != "segment"} for it in items]))
+    assert weak.segment is None
 
 
 def test_multiclass_focal_hand_case() -> None:
@@ -147,14 +152,14 @@ def test_segment_loss_settings() -> None:
     seg = torch.tensor([[0, 0, 2, 2], [1, 2, 2, 2]])
     video = video_labels_from_segments(seg, 3)
     full_cfg = SegmentLossConfig()
-    total, parts = segment_loss("loco", _output(logits), SegmentTargets(video, seg), full_cfg)
+    total, parts = segment_loss(_output(logits), SegmentTargets(video, seg), full_cfg)
     assert set(parts) == {"focal", "total"} and total.requires_grad
     weak_cfg = SegmentLossConfig(setting="weak")
     with pytest.raises(ValueError, match="segment labels"):
-        segment_loss("loco", _output(logits), SegmentTargets(video, seg), weak_cfg)
+        segment_loss(_output(logits), SegmentTargets(video, seg), weak_cfg)
     with pytest.raises(ValueError, match="needs segment labels"):
-        segment_loss("loco", _output(logits), SegmentTargets(video), full_cfg)
-    weak, _ = segment_loss("loco", _output(logits), SegmentTargets(video), weak_cfg)
+        segment_loss(_output(logits), SegmentTargets(video), full_cfg)
+    weak, _ = segment_loss(_output(logits), SegmentTargets(video), weak_cfg)
     weak.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
@@ -167,7 +172,7 @@ def test_ccln_terms_weighted() -> None:
     fee = torch.randn(2, 2)
     views = [torch.randn(2, 4), torch.randn(2, 4)]
     cfg = SegmentLossConfig(fee_weight=2.0, wccl_weight=3.0)
-    total, parts = segment_loss("ccln", _output(logits, fee=fee, contrast=views), targets, cfg)
+    total, parts = segment_loss(_output(logits, fee=fee, contrast=views), targets, cfg)
     assert float(total) == pytest.approx(float(parts["focal"] + 2 * parts["fee"] + 3 * parts["wccl"]), rel=1e-6)
     with pytest.raises(ValueError):
         SegmentLossConfig(setting="semi")

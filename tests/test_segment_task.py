@@ -17,7 +17,7 @@ from avdet.models.loco import LoCo, LoCoConfig
 from avdet.models.segment_losses import segment_logits
 from avdet.pipeline.config import load_config
 from avdet.pipeline.data import ave, segments
-from avdet.pipeline.metrics import cml
+from avdet.pipeline.metrics import cross_modal
 from avdet.pipeline.metrics.accuracy import background_only_accuracy
 from avdet.pipeline.synth.ave_features import write_synthetic_ave
 from avdet.pipeline.train import train
@@ -163,7 +163,7 @@ def test_loco_avel_shapes_masks_gradients(spatial: str) -> None:
 
     labels = torch.randint(0, 4, (2, 10)).masked_fill(~mask[:, :10], -1)
     video = torch.nn.functional.one_hot(labels.clamp(min=0), 4).float().amax(dim=1)
-    loss, parts = segment_loss("loco", model(audio, visual, mask), SegmentTargets(video, labels), SegmentLossConfig())
+    loss, parts = segment_loss(model(audio, visual, mask), SegmentTargets(video, labels), SegmentLossConfig())
     assert "lcf" in parts
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -236,12 +236,12 @@ def test_tiny_loco_avel_learns(loco_run: Path, h5_set: Path) -> None:
 
 
 def test_cml_hand_cases() -> None:
-    assert cml.event_span(np.array([4, 1, 1, 4, -1]), 4) == (1, 3)
-    assert cml.event_span(np.array([1, 1, -1]), 4) is None  # fills every valid segment
-    assert cml.event_span(np.array([4, 4]), 4) is None
+    assert cross_modal.event_span(np.array([4, 1, 1, 4, -1]), 4) == (1, 3)
+    assert cross_modal.event_span(np.array([1, 1, -1]), 4) is None  # fills every valid segment
+    assert cross_modal.event_span(np.array([4, 4]), 4) is None
     candidates = torch.eye(5)  # step t is the unit vector e_t
-    assert cml.best_window(torch.eye(5)[2:4], candidates) == 2
-    assert cml.best_window(torch.zeros(2, 5), candidates) == 0  # ties: the earliest window
+    assert cross_modal.best_window(torch.eye(5)[2:4], candidates) == 2
+    assert cross_modal.best_window(torch.zeros(2, 5), candidates) == 0  # ties: the earliest window
 
 
 def test_cml_with_exact_and_blind_embeddings() -> None:
@@ -265,10 +265,10 @@ def test_cml_with_exact_and_blind_embeddings() -> None:
 
     torch.manual_seed(0)
     data = [item(3, 6), item(0, 4), item(0, 10), item(7, 9)]  # the third fills the clip: left out
-    exact = cml.evaluate_cml(Exact(), data)
+    exact = cross_modal.evaluate_cml(Exact(), data)
     assert (exact.a2v, exact.v2a, exact.videos) == (100.0, 100.0, 3)
     assert exact.chance == pytest.approx(100 * (1 / 8 + 1 / 7 + 1 / 9) / 3)
-    blind = cml.evaluate_cml(Blind(), data)
+    blind = cross_modal.evaluate_cml(Blind(), data)
     assert blind.a2v == pytest.approx(100 / 3) and blind.v2a == pytest.approx(100 / 3)
 
 

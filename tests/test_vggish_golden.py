@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from avdet.extractors import weights as W
+from avdet.extractors import weights
 from avdet.extractors.base import AudioInput
 from avdet.extractors.vggish import PCA_FILE, WEIGHTS_FILE, VGGishAudio, load_vggish, num_examples, waveform_to_examples
 
@@ -28,13 +28,13 @@ def weights_dir(golden: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple
     root = tmp_path_factory.mktemp("vggish_weights")
     seed = golden["weights_seed"]
     shapes = golden["state_dict_shapes"]
-    net = {k: W.seeded_tensor(k, tuple(s), seed) for k, s in shapes.items() if not k.startswith("pproc.")}
+    net = {k: weights.seeded_tensor(k, tuple(s), seed) for k, s in shapes.items() if not k.startswith("pproc.")}
     torch.save(net, root / WEIGHTS_FILE)
-    vectors = W.seeded_tensor("pproc.pca_eigen_vectors", (128, 128), seed)
-    means = W.seeded_tensor("pproc.pca_means", (128, 1), seed)
+    vectors = weights.seeded_tensor("pproc.pca_eigen_vectors", (128, 128), seed)
+    means = weights.seeded_tensor("pproc.pca_means", (128, 1), seed)
     # The released PCA file holds numpy arrays, the means as a flat (128,) vector.
     torch.save({"pca_eigen_vectors": vectors.numpy(), "pca_means": means.numpy().reshape(-1)}, root / PCA_FILE)
-    sums = {name: W.sha256_of(root / name) for name in (WEIGHTS_FILE, PCA_FILE)}
+    sums = {name: weights.sha256_of(root / name) for name in (WEIGHTS_FILE, PCA_FILE)}
     return root, sums
 
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from avdet.errors import WeightsError
-from avdet.extractors import i3d, raft, vggish
-from avdet.extractors import weights as W
+from avdet.extractors import i3d, raft, vggish, weights
 from avdet.extractors.registry import build_extractor_set
 
 SEED = 0
@@ -19,8 +18,7 @@ SEED = 0
 @pytest.fixture(autouse=True)
 def no_env_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never see the user's weights folder: HOME points at an empty temp folder, env vars unset."""
-    monkeypatch.delenv(W.WEIGHTS_ENV, raising=False)
-    monkeypatch.delenv(W.WEIGHTS_ENV_OLD, raising=False)
+    monkeypatch.delenv(weights.WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
@@ -30,18 +28,16 @@ _RECIPES: dict[str, dict[str, torch.Tensor]] = {}
 def recipe_state(stream: str) -> dict[str, torch.Tensor]:
     """Recipe weights of one I3D stream (built once per session: 12 M parameters)."""
     if stream not in _RECIPES:
-        _RECIPES[stream] = W.seeded_state_dict(i3d.InceptionI3D(stream).state_dict(), SEED)
+        _RECIPES[stream] = weights.seeded_state_dict(i3d.InceptionI3D(stream).state_dict(), SEED)
     return _RECIPES[stream]
 
 
 # -- directory lookup and missing files -------------------------------------------------------------------------
 def test_weights_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert W.weights_dir() == tmp_path / "home" / ".cache" / "avdet" / "weights"
-    monkeypatch.setenv(W.WEIGHTS_ENV_OLD, str(tmp_path / "old"))
-    assert W.weights_dir() == tmp_path / "old"
-    monkeypatch.setenv(W.WEIGHTS_ENV, str(tmp_path / "env"))
-    assert W.weights_dir() == tmp_path / "env"
-    assert W.weights_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert weights.weights_dir() == tmp_path / "home" / ".cache" / "avdet" / "weights"
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "env"))
+    assert weights.weights_dir() == tmp_path / "env"
+    assert weights.weights_dir(tmp_path / "explicit") == tmp_path / "explicit"
 
 
 @pytest.mark.parametrize(
@@ -57,7 +53,7 @@ def test_missing_file_names_file_folder_and_source(load, missing: str, tmp_path:
     with pytest.raises(WeightsError) as err:
         load(str(tmp_path))
     text = str(err.value)
-    assert missing in text and str(tmp_path) in text and W.CATALOG[missing].url in text
+    assert missing in text and str(tmp_path) in text and weights.CATALOG[missing].url in text
     assert "\n" not in text
 
 
@@ -67,11 +63,11 @@ def test_registry_i3d_vggish_without_weights_is_a_weights_error(tmp_path: Path) 
 
 
 def test_random_weights_never_read_the_weights_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(W.WEIGHTS_ENV, str(tmp_path / "does-not-exist"))
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "does-not-exist"))
     model = i3d.load_i3d("flow", random_weights=True)
     assert not model.training
     key = "conv3d_1a_7x7.batch3d.running_var"
-    torch.testing.assert_close(model.state_dict()[key], W.seeded_tensor(key, (64,), SEED))
+    torch.testing.assert_close(model.state_dict()[key], weights.seeded_tensor(key, (64,), SEED))
     assert not (tmp_path / "does-not-exist").exists()
 
 
@@ -82,10 +78,10 @@ def test_seeded_tensor_follows_the_recipe() -> None:
 
     rs = np.random.RandomState(zlib.crc32(b"a.weight") ^ 3)
     expected = (rs.standard_normal((4, 2, 3)) * np.sqrt(2 / 6)).astype(np.float32)
-    torch.testing.assert_close(W.seeded_tensor("a.weight", (4, 2, 3), 3), torch.from_numpy(expected))
-    norm = W.seeded_tensor("bn.weight", (1000,), 3)
+    torch.testing.assert_close(weights.seeded_tensor("a.weight", (4, 2, 3), 3), torch.from_numpy(expected))
+    norm = weights.seeded_tensor("bn.weight", (1000,), 3)
     assert abs(float(norm.mean()) - 1.0) < 0.02  # 1 + 0.1 noise
-    assert float(W.seeded_tensor("bn.running_var", (1000,), 3).min()) >= 0.5
+    assert float(weights.seeded_tensor("bn.running_var", (1000,), 3).min()) >= 0.5
 
 
 # -- canonical files: good, corrupted, wrong, checksummed -------------------------------------------------------
@@ -129,8 +125,8 @@ def test_vggish_published_prefix_mismatch(tmp_path: Path) -> None:
 def test_sha256sums_file_catches_a_changed_file(tmp_path: Path) -> None:
     path = tmp_path / "i3d_rgb.pt"
     torch.save(recipe_state("rgb"), path)
-    W.record_sum(tmp_path, "i3d_rgb.pt", W.sha256_of(path))
-    assert W.verify_checksum(path, "i3d_rgb.pt") is True
+    weights.record_sum(tmp_path, "i3d_rgb.pt", weights.sha256_of(path))
+    assert weights.verify_checksum(path, "i3d_rgb.pt") is True
     i3d.load_i3d("rgb", str(tmp_path))
     # Same size, one byte flipped inside a tensor: still a readable checkpoint, only the checksum notices.
     data = bytearray(path.read_bytes())
@@ -138,34 +134,34 @@ def test_sha256sums_file_catches_a_changed_file(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match=r"i3d_rgb\.pt: SHA-256 .* does not match"):
         i3d.load_i3d("rgb", str(tmp_path))
-    rows = {r["name"]: r for r in W.weights_report(tmp_path)}
+    rows = {r["name"]: r for r in weights.weights_report(tmp_path)}
     assert rows["i3d_rgb.pt"]["present"] and rows["i3d_rgb.pt"]["sha_ok"] is False
 
 
 def test_malformed_sha256sums_is_reported(tmp_path: Path) -> None:
     torch.save(recipe_state("rgb"), tmp_path / "i3d_rgb.pt")
-    (tmp_path / W.SUMS_FILE).write_text("not-a-digest i3d_rgb.pt\n")
+    (tmp_path / weights.SUMS_FILE).write_text("not-a-digest i3d_rgb.pt\n")
     with pytest.raises(WeightsError, match=r"SHA256SUMS:1: expected"):
         i3d.load_i3d("rgb", str(tmp_path))
 
 
 def test_files_for_extractor() -> None:
-    assert sorted(W.files_for("i3d_vggish")) == sorted(
+    assert sorted(weights.files_for("i3d_vggish")) == sorted(
         ["vggish-10086976.pth", "vggish_pca_params-970ea276.pth", "i3d_rgb.pt", "i3d_flow.pt", "raft-sintel.pth"]
     )
-    assert sorted(W.files_for("vgg19_vggish")) == [
+    assert sorted(weights.files_for("vgg19_vggish")) == [
         "vgg19-dcbb9e9d.pth",
         "vggish-10086976.pth",
         "vggish_pca_params-970ea276.pth",
     ]
     with pytest.raises(WeightsError, match="no weights files"):
-        W.files_for("lite")
+        weights.files_for("lite")
 
 
 def test_weights_report(tmp_path: Path) -> None:
     torch.save(recipe_state("flow"), tmp_path / "i3d_flow.pt")
-    rows = {r["name"]: r for r in W.weights_report(tmp_path)}
-    assert set(rows) == set(W.CATALOG)
+    rows = {r["name"]: r for r in weights.weights_report(tmp_path)}
+    assert set(rows) == set(weights.CATALOG)
     assert rows["i3d_flow.pt"]["present"] and rows["i3d_flow.pt"]["sha_ok"] is None  # no digest known yet
     assert not rows["raft-sintel.pth"]["present"] and rows["raft-sintel.pth"]["sha_ok"] is None
     assert rows["raft-sintel.pth"]["file"] == str(tmp_path / "raft-sintel.pth")
@@ -178,26 +174,26 @@ def test_download_records_digest_and_refuses_mismatch(tmp_path: Path) -> None:
     source.parent.mkdir()
     torch.save(recipe_state("rgb"), source)
     folder = tmp_path / "weights"
-    got = W.download("i3d_rgb.pt", folder, url=source.as_uri())
+    got = weights.download("i3d_rgb.pt", folder, url=source.as_uri())
     assert got == folder / "i3d_rgb.pt" and got.read_bytes() == source.read_bytes()
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    assert W.read_sums(folder) == {"i3d_rgb.pt": digest}
-    assert {r["name"]: r["sha_ok"] for r in W.weights_report(folder)}["i3d_rgb.pt"] is True
+    assert weights.read_sums(folder) == {"i3d_rgb.pt": digest}
+    assert {r["name"]: r["sha_ok"] for r in weights.weights_report(folder)}["i3d_rgb.pt"] is True
     with pytest.raises(WeightsError, match="download is corrupted or the file changed upstream"):
-        W.download("i3d_flow.pt", folder, url=source.as_uri(), expected_sha256="0" * 64)
+        weights.download("i3d_flow.pt", folder, url=source.as_uri(), expected_sha256="0" * 64)
     assert sorted(p.name for p in folder.iterdir()) == ["SHA256SUMS", "i3d_rgb.pt"]  # no partial file left
     with pytest.raises(WeightsError, match=r"could not download raft-sintel\.pth from file:"):
-        W.download("raft-sintel.pth", folder, url=(tmp_path / "nothing-here").as_uri())
+        weights.download("raft-sintel.pth", folder, url=(tmp_path / "nothing-here").as_uri())
 
 
 def test_download_weights_keeps_valid_files(tmp_path: Path) -> None:
     folder = tmp_path / "weights"
     folder.mkdir()
     torch.save({"a": torch.ones(1)}, folder / "i3d_rgb.pt")
-    W.record_sum(folder, "i3d_rgb.pt", W.sha256_of(folder / "i3d_rgb.pt"))
-    assert W.download_weights(["i3d_rgb.pt"], folder) == [folder / "i3d_rgb.pt"]  # nothing fetched
+    weights.record_sum(folder, "i3d_rgb.pt", weights.sha256_of(folder / "i3d_rgb.pt"))
+    assert weights.download_weights(["i3d_rgb.pt"], folder) == [folder / "i3d_rgb.pt"]  # nothing fetched
     with pytest.raises(WeightsError, match="unknown weights file"):
-        W.download_weights(["nope.pt"], folder)
+        weights.download_weights(["nope.pt"], folder)
 
 
 # -- RAFT: original checkpoints -> torchvision raft_large -------------------------------------------------------
@@ -250,7 +246,7 @@ def original_raft_state() -> dict[str, torch.Tensor]:
     state = {}
     for key, shape in original_raft_shapes().items():
         tied = key.replace(".norm3.", ".downsample.1.")
-        value = torch.zeros((), dtype=torch.long) if not shape else W.seeded_tensor(tied, shape, SEED)
+        value = torch.zeros((), dtype=torch.long) if not shape else weights.seeded_tensor(tied, shape, SEED)
         state[f"module.{key}"] = value
     return state
 

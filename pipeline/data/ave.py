@@ -20,7 +20,6 @@ Metric (REFERENCE.md, "Segment-level AVEL"): segment accuracy over all test segm
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch.utils.data import Dataset
 
 from avdet.errors import DataError
 from avdet.models.segment_losses import video_labels_from_segments
+from avdet.pipeline.io.atomic import atomic_path
 from avdet.pipeline.types import Event
 
 log = logging.getLogger(__name__)
@@ -272,10 +272,8 @@ def write_h5_array(path: str | Path, array: np.ndarray, key: str = H5_KEY) -> Pa
     """Write one dataset under a temporary name and rename it: an interrupted write leaves no half file."""
     h5py = _h5py()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(key, data=array)
-    os.replace(tmp, path)
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,6 @@ import numpy as np
 
 from avdet.errors import DataError
 from avdet.extractors.base import Features
-from avdet.pipeline.checkpoint import LoadedModel
 from avdet.pipeline.config import DataConfig
 from avdet.pipeline.io.store import FeatureStore, default_cache_dir, spec_hash
 from avdet.pipeline.types import TimeGrid
@@ -67,12 +65,7 @@ class StoreSource:
     @staticmethod
     def _resolve(store: FeatureStore, extractor: str) -> tuple[str, dict]:
         """The spec folder of `extractor` with the most extracted videos (a newer recipe version starts empty)."""
-        found = []
-        for spec_file in sorted(store.root.glob("*/spec.json")):
-            spec = json.loads(spec_file.read_text())
-            if spec.get("name") == extractor:
-                key = spec_file.parent.name
-                found.append((len(store.entries(key, "done")), key, spec))
+        found = [(len(store.entries(key, "done")), key, spec) for key, spec in store.specs(extractor)]
         if not found:
             raise DataError(f"{store.root}: no {extractor!r} features in this cache (run `avdet extract` first)")
         _, key, spec = max(found, key=lambda f: f[0])
@@ -98,28 +91,14 @@ class ReleasedSource:
         return to_video_features(video_id, visual, audio, self.durations[video_id])
 
 
-def make_source(data: DataConfig, annotations: dict) -> StoreSource | ReleasedSource:
-    """The feature source a `DataConfig` names: the feature store or released folders."""
-    if data.source == "released":
+def make_source(data: DataConfig, annotations: dict, spec: dict | None = None) -> StoreSource | ReleasedSource:
+    """The feature source of `data`: the released folders, or the feature store. `spec` (a checkpoint's extractor
+    spec) pins the exact features a model was trained on: released ones, or the store's folder of that very spec
+    (never a newer recipe of the same extractor); without it the store's fullest folder of `data.extractor`."""
+    released = spec.get("released") if spec is not None else data.source == "released"
+    if released:
         if not data.released_root:
-            raise DataError("data.released_root is required when data.source is 'released'")
-        return ReleasedSource(data.released_root, data.released_layout, annotations)
-    return StoreSource(FeatureStore(data.cache or default_cache_dir()), data.extractor)
-
-
-def checkpoint_source(
-    checkpoint: Path,
-    loaded: LoadedModel,
-    annotations: dict,
-    *,
-    cache: str | Path | None,
-    released_root: str | Path | None,
-) -> StoreSource | ReleasedSource:
-    """The features a checkpoint was trained on: the released folders, or the store under its exact extractor
-    spec (never a newer recipe of the same extractor)."""
-    if loaded.extractor.get("released"):
-        if not released_root:
-            raise DataError(f"{checkpoint}: trained on released features; pass --released-root")
-        return ReleasedSource(released_root, loaded.extractor["name"], annotations)
-    store = FeatureStore(cache or default_cache_dir())
-    return StoreSource(store, loaded.extractor["name"], spec=loaded.extractor)
+            raise DataError("trained on released features: data.released_root (--released-root) is required")
+        return ReleasedSource(data.released_root, spec["name"] if spec else data.released_layout, annotations)
+    store = FeatureStore(data.cache or default_cache_dir())
+    return StoreSource(store, spec["name"] if spec else data.extractor, spec=spec)

@@ -30,6 +30,7 @@ import numpy as np
 
 from avdet.errors import DecodeError, StoreError
 from avdet.extractors.base import Features
+from avdet.pipeline.io.atomic import clean_stale_temps, write_bytes_atomic
 
 _CHUNK = 1 << 20
 _SCHEMA = """
@@ -96,17 +97,6 @@ class StoredFeatures:
     visual: Features
     audio: Features
     duration: float
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (a temp file's writer may still be running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -213,9 +203,18 @@ class FeatureStore:
         folder.mkdir(exist_ok=True)
         target = folder / "spec.json"
         if not target.exists():
-            self._atomic_write(target, json.dumps(spec, sort_keys=True, indent=2).encode())
-        self._clean_stale_temps(folder)
+            write_bytes_atomic(target, json.dumps(spec, sort_keys=True, indent=2).encode(), StoreError)
+        clean_stale_temps(folder, recursive=True)
         return key
+
+    def specs(self, name: str) -> list[tuple[str, dict]]:
+        """(key, spec) of every registered recipe of the extractor `name` (each spec's folder in the store)."""
+        found = []
+        for spec_file in sorted(self.root.glob("*/spec.json")):
+            spec = json.loads(spec_file.read_text())
+            if spec.get("name") == name:
+                found.append((spec_file.parent.name, spec))
+        return found
 
     def path_for(self, video_key: str, extractor: str) -> Path:
         return self.root / extractor / video_key[:2] / f"{video_key}.npz"
@@ -243,7 +242,7 @@ class FeatureStore:
         )
         target = self.path_for(video_key, extractor)
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._atomic_write(target, data)
+        write_bytes_atomic(target, data, StoreError)
         return target
 
     def load_key(self, video_key: str, extractor: str) -> StoredFeatures:
@@ -266,25 +265,6 @@ class FeatureStore:
         if key is None:
             raise StoreError(f"{video_id}: no features in {self.root} for extractor {extractor}")
         return self.load_key(key, extractor)
-
-    def _atomic_write(self, target: Path, data: bytes) -> None:
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"{target}: cannot write ({err.strerror or err})") from None
-
-    def _clean_stale_temps(self, folder: Path) -> None:
-        """Remove temp files left by killed processes (their pid is in the name)."""
-        for tmp in folder.rglob("*.tmp-*"):
-            with contextlib.suppress(ValueError, OSError):
-                if not pid_alive(int(tmp.name.rsplit("-", 1)[1])):
-                    tmp.unlink()
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from avdet.errors import DataError
-from avdet.pipeline.io.atomic import _atomic_write
+from avdet.pipeline.io.atomic import atomic_path
 from avdet.pipeline.types import Event
 
 FORMATS = {".json": "json", ".srt": "srt", ".vtt": "vtt"}
@@ -120,9 +120,8 @@ def write_events_file(
     fmt = output_format(path) if fmt is None else fmt
     if fmt not in FORMATS.values():
         raise DataError(f"{path}: unknown output format {fmt!r}; use json, srt or vtt")
-    _atomic_write(
-        path, False, lambda f: write_events(f, fmt, video=video, duration=duration, model=model, events=events)
-    )
+    with atomic_path(path) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as f:
+        write_events(f, fmt, video=video, duration=duration, model=model, events=events)
     return fmt
 
 

@@ -4,13 +4,13 @@ ActivityNet-style interpolated AP per class, averaged over the classes present i
 each tIoU threshold. Reference behaviours kept on purpose (they change numbers):
 - ground-truth duplicates (same class, both ends within 1e-3 s of an earlier event) are dropped;
 - each class's predictions are ranked by `argsort(scores)[::-1]` over the class's predictions in file order.
-  The reference uses numpy's default (unstable) sort there, so its order among equal scores depends on numpy's
-  version and on the CPU (numpy picks SIMD sorting kernels at run time), and so do its last digits. We use the
-  stable sort, reversed (equal scores: later in the file first), which is deterministic. On the published fixture
-  it is 1.3e-8 from the reference numbers (numpy 2 on an AVX2 machine with the default sort: 1e-16);
-- a prediction takes the unmatched ground truth of its video and class with the highest tIoU (ties: the later
-  annotation, the same reversed stable order) among those with tIoU >= threshold; otherwise it is a false
-  positive.
+  The reference uses numpy's default (unstable) sort there, and requires numpy < 1.24, whose default argsort is an
+  introsort: its order among equal scores (and so the AP where tied predictions differ in correctness) is
+  reproduced by `argsort_numpy123`, for the classes whose scores tie (identical numbers to the reference under
+  numpy 1.23.5). `tie_order="stable"` takes a stable sort, reversed (equal scores: later in the file first), which
+  is what the reference gives under numpy 2.x on the published fixture (1.3e-8; 1.1e-6 from numpy 1.23's numbers);
+- a prediction takes the unmatched ground truth of its video and class with the highest tIoU (ties: in the
+  reversed order of the same argsort) among those with tIoU >= threshold; otherwise it is a false positive.
   Predictions for videos without ground truth of that class (other splits included) are false positives;
 - label ids are mapped to class indices like pandas' `replace`: an id absent from the ground truth keeps its
   value, so it is scored as whichever class has that index (a no-op when every class is present, as in the
@@ -51,6 +51,24 @@ class EvalResult:
             "mAP": [float(x) for x in self.mAP],
             "average_mAP": float(self.average_mAP),
         }
+
+
+@dataclass
+class MapScores:
+    """The mAP of one split as `avdet eval` prints and serialises it (the `tasks.Report` shape)."""
+
+    split: str
+    result: EvalResult
+
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        res = self.result
+        shown = [(t, ap) for t, ap in zip(res.tiou_thresholds, res.mAP, strict=True) if t >= 0.5 - 1e-9]
+        columns = [f"{t:.1f}" for t, _ in shown] + ["Avg."]
+        row = [f"{100 * ap:.2f}" for _, ap in shown] + [f"{100 * res.average_mAP:.2f}"]
+        return f"UnAV-100 mAP (%), split {self.split}", columns, [row]
+
+    def as_dict(self) -> dict:
+        return self.result.as_dict()
 
 
 # -- loading and validation --------------------------------------------------------------------------------------
@@ -221,14 +239,118 @@ def _interpolated_ap(tp: np.ndarray, npos: float) -> np.ndarray:
     return np.sum(step * mprec[:, 1:], axis=1)
 
 
+# -- numpy 1.23's argsort ------------------------------------------------------------------------------------------
+TIE_ORDERS = ("numpy123", "stable")
+_SMALL = 16  # numpy's introsort insertion-sorts partitions of at most this many elements
+
+
+def _partition(v: np.ndarray, idx: np.ndarray, pl: int, pr: int) -> int:
+    """One introsort partition of idx[pl..pr] (in place), as numpy's `aquicksort_`; returns the pivot's place.
+
+    Median of three (pl, middle, pr) sorted in place, the pivot parked at pr - 1, then the two scans: from the left
+    stop at values not below the pivot, from the right at values not above it, swap the k-th stops of both while
+    they have not crossed. The stops are found at once from the values before any swap; at the crossing the left
+    scan ends at the k-th left stop or, if that lies beyond, at the previous right stop (now holding a larger value).
+    """
+    pm = pl + ((pr - pl) >> 1)
+    for a, b in ((pm, pl), (pr, pm), (pm, pl)):
+        if v[idx[a]] < v[idx[b]]:
+            idx[a], idx[b] = idx[b], idx[a]
+    vp = v[idx[pm]]
+    idx[pm], idx[pr - 1] = idx[pr - 1], idx[pm]
+    vals = v[idx[pl:pr]]  # places pl .. pr - 1
+    left = pl + 1 + np.flatnonzero(~(vals[1:] < vp))  # ascending; ends at pr - 1 (the pivot)
+    right = pl + np.flatnonzero(~(vp < vals[:-1]))[::-1]  # descending; ends at pl (not above the pivot)
+    m = min(len(left), len(right))
+    k = int(np.argmax(left[:m] >= right[:m]))  # the first crossing (there always is one)
+    pi = int(left[k]) if k == 0 else min(int(left[k]), int(right[k - 1]))
+    idx[left[:k]], idx[right[:k]] = idx[right[:k]], idx[left[:k]]
+    idx[pi], idx[pr - 1] = idx[pr - 1], idx[pi]
+    return pi
+
+
+def _heapsort(v: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """numpy's `aheapsort_` of the indices `part` by v (introsort's fallback when partitions stay unbalanced)."""
+    a = [0, *part.tolist()]  # 1-based heap
+    n = len(part)
+
+    def sift(i: int, n: int, tmp: int) -> None:
+        j = 2 * i
+        while j <= n:
+            if j < n and v[a[j]] < v[a[j + 1]]:
+                j += 1
+            if not v[tmp] < v[a[j]]:
+                break
+            a[i], i, j = a[j], j, 2 * j
+        a[i] = tmp
+
+    for start in range(n >> 1, 0, -1):
+        sift(start, n, a[start])
+    while n > 1:
+        tmp, a[n] = a[n], a[1]
+        n -= 1
+        sift(1, n, tmp)
+    return np.asarray(a[1:], dtype=np.int64)
+
+
+def argsort_numpy123(v: np.ndarray) -> np.ndarray:
+    """`np.argsort(v)` as numpy <= 1.23 computes it for float64 without NaN (its default kind, introsort): the same
+    order among equal values, which later numpy versions (other sorting kernels) and stable sorts do not give.
+
+    Introsort: median-of-3 quicksort keeping the larger side for later, insertion sort (stable) for partitions of
+    at most 16 elements, heapsort for a partition popped after 2 * floor(log2 n) levels."""
+    n = len(v)
+    idx = np.arange(n, dtype=np.int64)
+    if n < 2:
+        return idx
+    stack: list[tuple[int, int, int]] = []
+    pl, pr, depth = 0, n - 1, 2 * (n.bit_length() - 1)
+    while True:
+        if depth < 0:
+            idx[pl : pr + 1] = _heapsort(v, idx[pl : pr + 1])
+        else:
+            while pr - pl > _SMALL - 1:
+                pi = _partition(v, idx, pl, pr)
+                depth -= 1
+                if pi - pl < pr - pi:
+                    stack.append((pi + 1, pr, depth))
+                    pr = pi - 1
+                else:
+                    stack.append((pl, pi - 1, depth))
+                    pl = pi + 1
+            part = idx[pl : pr + 1]
+            idx[pl : pr + 1] = part[np.argsort(v[part], kind="stable")]
+        if not stack:
+            return idx
+        pl, pr, depth = stack.pop()
+
+
+def _has_ties(v: np.ndarray) -> bool:
+    return len(np.unique(v)) < len(v)
+
+
+def _descending(v: np.ndarray, tie_order: str) -> np.ndarray:
+    """The reference's `argsort(v)[::-1]`: only equal values need the slow exact order."""
+    if tie_order == "numpy123" and len(v) > _SMALL and _has_ties(v) and not np.isnan(v).any():
+        return argsort_numpy123(v)[::-1]
+    return np.argsort(v, kind="stable")[::-1]  # no ties, or insertion sort (stable) only: the same order
+
+
 # -- the metric ---------------------------------------------------------------------------------------------------
 def evaluate(
     annotations: Mapping,
     predictions: Mapping,
     split: str | None = "test",
     tiou_thresholds: np.ndarray = DEFAULT_TIOU,
+    *,
+    tie_order: str = "numpy123",
 ) -> EvalResult:
-    """UnAV-100 mAP of `predictions` ({vid: [{segment, label_id, score}]}, or wrapped in "database"/"results")."""
+    """UnAV-100 mAP of `predictions` ({vid: [{segment, label_id, score}]}, or wrapped in "database"/"results").
+
+    `tie_order` ranks equal scores (and equal tIoUs) as the reference does under the numpy it requires ("numpy123",
+    numpy < 1.24's introsort: reference-exact) or as a stable sort, reversed ("stable": later in the file first)."""
+    if tie_order not in TIE_ORDERS:
+        raise ValueError(f"tie_order must be one of {', '.join(TIE_ORDERS)}, not {tie_order!r}")
     thr = np.asarray(tiou_thresholds, dtype=np.float64)
     n_thr = len(thr)
     video_index: dict[str, int] = {}
@@ -250,11 +372,11 @@ def evaluate(
     ranked_parts, class_bounds = [], [0]
     for k in range(n_cls):
         idx = np.flatnonzero(in_range & (p_cls == k))
-        ranked_parts.append(idx[np.argsort(p_score[idx], kind="stable")[::-1]])
+        ranked_parts.append(idx[_descending(p_score[idx], tie_order)])
         class_bounds.append(class_bounds[-1] + len(idx))
     ranked = np.concatenate(ranked_parts) if ranked_parts else np.zeros(0, np.int64)
 
-    tp = _match(ranked, p_vid, p_start, p_end, p_cls, g_vid, g_start, g_end, g_cls, thr, len(video_index))
+    tp = _match(ranked, p_vid, p_start, p_end, p_cls, g_vid, g_start, g_end, g_cls, thr, len(video_index), tie_order)
 
     npos = np.bincount(g_cls, minlength=n_cls)
     for k in range(n_cls):
@@ -277,6 +399,7 @@ def _match(
     g_cls: np.ndarray,
     thr: np.ndarray,
     n_videos: int,
+    tie_order: str = "stable",
 ) -> np.ndarray:
     """Greedy matching. Returns tp (T, R) bool for the predictions in `ranked` order (class by class)."""
     n_thr, n_rank = len(thr), len(ranked)
@@ -316,6 +439,9 @@ def _match(
             :, ::-1
         ]  # (r, size) ground-truth columns, preferred first
         pref[rows[:, None], order] = np.arange(size)[None, :]
+        if tie_order == "numpy123" and size > _SMALL:  # equal tIoUs among many ground truths: numpy 1.23's order
+            for r in rows:
+                pref[r, _descending(tiou[r, :size], tie_order)] = np.arange(size)
 
     # round k = the k-th ranked prediction of every group; within a round groups are independent
     order_in_grp = np.argsort(grp, kind="stable")  # ranked order is kept within each group

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from avdet.errors import ConfigError
+from avdet.pipeline.io.atomic import write_text_atomic
 from avdet.pipeline.synth.clips import (
     SUBSETS,
     Kind,
     Occurrence,
     SampleConfig,
     VideoPlan,
-    _atomic_write_text,
     _occurrence,
     class_names,
     classes_tsv,
@@ -154,14 +154,6 @@ def plan_ave_dataset(cfg: AveSampleConfig) -> list[VideoPlan]:
     return plans
 
 
-def segment_labels(plan: VideoPlan, num_classes: int) -> np.ndarray:
-    """(10,) class per 1 s segment of an AVE-style clip; background is `num_classes` (AVE: 28 of 0..28)."""
-    labels = np.full(AVE_SECONDS, num_classes, dtype=np.int64)
-    for o in plan.events():
-        labels[int(round(o.start)) : int(round(o.end))] = o.label_id
-    return labels
-
-
 def ave_annotation_lines(plans: list[VideoPlan], num_classes: int) -> list[str]:
     """One `Category&VideoID&Quality&StartTime&EndTime` line per clip (integer seconds), in plan order."""
     names = class_names(num_classes)
@@ -188,9 +180,9 @@ def make_ave_sample(
     lines = ave_annotation_lines(plans, cfg.num_classes)
     for subset, name in AVE_SPLIT_FILES.items():
         chosen = [line for line, plan in zip(lines, plans, strict=True) if plan.subset == subset]
-        _atomic_write_text(out_dir / name, "".join(f"{line}\n" for line in chosen))
-    _atomic_write_text(out_dir / "classes.tsv", classes_tsv(plans, cfg.clip_config()))
+        write_text_atomic(out_dir / name, "".join(f"{line}\n" for line in chosen))
+    write_text_atomic(out_dir / "classes.tsv", classes_tsv(plans, cfg.clip_config()))
     target = out_dir / "Annotations.txt"
-    _atomic_write_text(target, "".join(f"{line}\n" for line in [AVE_HEADER, *lines]))
+    write_text_atomic(target, "".join(f"{line}\n" for line in [AVE_HEADER, *lines]))
     log.info("wrote %d AVE-style clips to %s", len(plans), videos)
     return target

@@ -38,14 +38,13 @@ from typing import Literal
 import numpy as np
 
 from avdet.errors import AvdetError, ConfigError
-from avdet.pipeline.io.store import pid_alive
+from avdet.pipeline.io.atomic import atomic_path, clean_stale_temps, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "validation", "test")
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 ID_LENGTH = 11  # like YouTube ids, as in UnAV-100
-TEMP_MARK = ".tmp-"  # temp files are '<name>.tmp-<pid>': their suffix is no video suffix, so `extract` skips them
 MANIFEST = ".avdet-sample.json"  # in the output folder: fingerprints of the finished clips, for resuming
 GENERATOR_VERSION = 1  # bump when rendering changes, so that resumed runs re-render old clips
 
@@ -451,27 +450,6 @@ def render_audio(plan: VideoPlan, cfg: SampleConfig) -> np.ndarray:
 
 
 # -- writing -------------------------------------------------------------------------------------------------------
-def _temp_name(target: Path) -> Path:
-    return target.with_name(f"{target.name}{TEMP_MARK}{os.getpid()}")
-
-
-def _atomic_write_text(target: Path, text: str) -> None:
-    tmp = _temp_name(target)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _clean_stale_temps(folder: Path) -> None:
-    """Remove temp files left by a killed run (whose process is gone)."""
-    for tmp in folder.glob(f"*{TEMP_MARK}*"):
-        pid = tmp.name.rsplit(TEMP_MARK, 1)[1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
 def _encode_args(cfg: SampleConfig, audio_path: Path, out_path: Path) -> list[str]:
     rate = Fraction(cfg.fps).limit_denominator(1001)
     return [
@@ -534,41 +512,36 @@ def _encode_args(cfg: SampleConfig, audio_path: Path, out_path: Path) -> list[st
 def write_clip(plan: VideoPlan, cfg: SampleConfig, target: Path) -> Path:
     """Render and encode one clip to `target` (atomically: a temp name, renamed when ffmpeg succeeded)."""
     target = target.resolve()  # absolute: an id that starts with '-' is never read as an ffmpeg option
-    tmp = _temp_name(target)
-    with tempfile.TemporaryDirectory(prefix="avdet-sample-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="avdet-sample-") as scratch, atomic_path(target, AvdetError) as tmp:
         audio_path = Path(scratch) / "audio.f32"
         render_audio(plan, cfg).tofile(audio_path)  # interleaved float32
-        try:
-            with tempfile.TemporaryFile() as errfile:
-                try:
-                    proc = subprocess.Popen(
-                        _encode_args(cfg, audio_path, tmp),
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.DEVNULL,
-                        stderr=errfile,
-                    )
-                except FileNotFoundError:
-                    raise AvdetError("ffmpeg not found: install ffmpeg (apt-get install ffmpeg)") from None
-                assert proc.stdin is not None
-                try:
-                    for frames in render_frames(plan, cfg):
-                        proc.stdin.write(frames.tobytes())
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    with contextlib.suppress(BrokenPipeError):
-                        proc.stdin.close()  # ffmpeg stopped early; its exit status and stderr say why
-                except BaseException:
-                    proc.kill()
-                    proc.wait()
-                    raise
-                if proc.wait() != 0:
-                    errfile.seek(0)
-                    lines = [ln for ln in errfile.read().decode(errors="replace").splitlines() if ln.strip()]
-                    reason = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-                    raise AvdetError(f"{target}: ffmpeg could not encode the clip ({reason})")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with tempfile.TemporaryFile() as errfile:
+            try:
+                proc = subprocess.Popen(
+                    _encode_args(cfg, audio_path, tmp),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errfile,
+                )
+            except FileNotFoundError:
+                raise AvdetError("ffmpeg not found: install ffmpeg (apt-get install ffmpeg)") from None
+            assert proc.stdin is not None
+            try:
+                for frames in render_frames(plan, cfg):
+                    proc.stdin.write(frames.tobytes())
+                proc.stdin.close()
+            except BrokenPipeError:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()  # ffmpeg stopped early; its exit status and stderr say why
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            if proc.wait() != 0:
+                errfile.seek(0)
+                lines = [ln for ln in errfile.read().decode(errors="replace").splitlines() if ln.strip()]
+                reason = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+                raise AvdetError(f"{target}: ffmpeg could not encode the clip ({reason})")
     return target
 
 
@@ -629,8 +602,8 @@ def write_clips(
         videos.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise AvdetError(f"{videos}: cannot create the folder ({err.strerror})") from None
-    _clean_stale_temps(videos)
-    _clean_stale_temps(out_dir)
+    clean_stale_temps(videos)
+    clean_stale_temps(out_dir)
     stale = {p.stem for p in videos.glob("*.mp4")} - {p.video_id for p in plans}
     if stale:
         log.warning("%s holds %d clips not in this sample (another seed?); they are left alone", videos, len(stale))
@@ -662,7 +635,7 @@ def write_clips(
                 video_id = pending.pop(future)
                 future.result()  # re-raises a clip's failure
                 manifest[video_id] = prints[video_id]
-                _atomic_write_text(manifest_path, json.dumps({"clips": manifest}, indent=0, sort_keys=True) + "\n")
+                write_text_atomic(manifest_path, json.dumps({"clips": manifest}, indent=0, sort_keys=True) + "\n")
                 done += 1
                 if progress:
                     progress(done, len(plans))
@@ -682,9 +655,9 @@ def make_sample(out_dir: Path, cfg: SampleConfig, progress: Callable[[int, int],
     plans = plan_dataset(cfg)
     out_dir = Path(out_dir)
     videos = write_clips(out_dir, plans, cfg, progress)
-    _atomic_write_text(out_dir / "classes.tsv", classes_tsv(plans, cfg))
+    write_text_atomic(out_dir / "classes.tsv", classes_tsv(plans, cfg))
     target = out_dir / "annotations.json"
-    _atomic_write_text(target, json.dumps(annotations(plans, cfg), indent=1) + "\n")
+    write_text_atomic(target, json.dumps(annotations(plans, cfg), indent=1) + "\n")
     log.info("wrote %d clips to %s", len(plans), videos)
     return target
 

@@ -1,32 +1,42 @@
-"""The dense task (UnAV-100)."""
+"""The dense task (UnAV-100): untrimmed videos -> events (class, start, end, score); metric mAP at tIoU thresholds."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from avdet.errors import ConfigError
+from avdet.errors import ConfigError, DataError
 from avdet.models.losses import detection_loss
 from avdet.pipeline.config import ExperimentConfig
 from avdet.pipeline.data.annotations import load_annotations, read_classes, split_ids
 from avdet.pipeline.data.dense import DetectionDataset, collate
-from avdet.pipeline.data.sources import make_source
-from avdet.pipeline.distributed import Dist, SyncedNormaliser, count_replicated_once, enable_lcf_gather
+from avdet.pipeline.data.sources import VideoFeatures, make_source
+from avdet.pipeline.distributed import DistributedContext, SyncedNormaliser, count_replicated_once, enable_lcf_gather
 from avdet.pipeline.inference import predict
-from avdet.pipeline.metrics.mean_ap import evaluate, events_to_predictions
+from avdet.pipeline.io.atomic import write_text_atomic
+from avdet.pipeline.metrics.mean_ap import MapScores, evaluate, events_to_predictions
+from avdet.pipeline.tasks.base import Task
+from avdet.pipeline.types import Event
+
+if TYPE_CHECKING:
+    from avdet.pipeline.checkpoint import Checkpoint
 
 
-class DenseTask:
+class DenseTask(Task):
     """UnAV-100-style dense detection: cropped variable-length videos, detection losses, validation mAP."""
 
+    name = "dense"
     metric = "val_mAP"  # a fraction
     metric_tag = "val/average_mAP"  # its TensorBoard scalar
 
-    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
+    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: DistributedContext) -> None:
         self.cfg = cfg
         self.annotations = load_annotations(cfg.data.annotations)
         self.classes = read_classes(self.annotations, cfg.data.classes or None)
@@ -105,3 +115,51 @@ class DenseTask:
 
     def load_state_dict(self, state: dict) -> None:
         self.normaliser.load_state_dict(state)
+
+    # -- inference -------------------------------------------------------------------------------------------------
+    @classmethod
+    def events(cls, ckpt: Checkpoint, feats: list[VideoFeatures], device: torch.device) -> dict[str, list[Event]]:
+        items = [unlabelled_item(f) for f in feats]
+        return predict(ckpt.model, [collate(items)], ckpt.postprocess, ckpt.classes, device)
+
+    @classmethod
+    def evaluate(cls, ckpt: Checkpoint, split: str, *, device: str = "cpu", batch_size: int = 16) -> MapReport:
+        """Detect over a split's cached (or released) features and score every candidate against its
+        annotations (mAP uses the full ranked list)."""
+        if not ckpt.data.annotations:
+            raise DataError(f"{ckpt.path}: no annotations recorded in the checkpoint; pass --annotations")
+        annotations = load_annotations(ckpt.data.annotations)
+        classes = read_classes(annotations, ckpt.data.classes or None)
+        source = make_source(ckpt.data, annotations, spec=ckpt.extractor)
+        dataset = DetectionDataset(source, annotations, split_ids(annotations, split))
+        first = dataset[0]
+        ckpt.check_compatible(classes, (first["visual"].shape[1], first["audio"].shape[1]))
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+        events = predict(ckpt.model, loader, ckpt.postprocess, classes, device)
+        return MapReport(split, evaluate(annotations, events_to_predictions(events), split=split), events)
+
+
+@dataclass
+class MapReport(MapScores):
+    """UnAV-100 mAP of a checkpoint on one split, with the events it was computed from."""
+
+    events: dict[str, list[Event]]  # every candidate per video (the predictions file)
+
+    def save_outputs(self, checkpoint: Path, *, predictions: Path | None = None, **_: Path | None) -> list[Path]:
+        """The predictions file in the UnAV-100 results format (default: beside the checkpoint)."""
+        path = predictions or checkpoint.with_name(f"predictions_{self.split}.json")
+        write_text_atomic(path, json.dumps(events_to_predictions(self.events)))
+        return [path]
+
+
+def unlabelled_item(f: VideoFeatures) -> dict:
+    """A video's features as a dataset item without ground truth (what `collate` takes)."""
+    return {
+        "video_id": f.video_id,
+        "duration": f.duration,
+        "grid": f.grid,
+        "audio": torch.from_numpy(f.audio),
+        "visual": torch.from_numpy(f.visual),
+        "segments": torch.zeros(0, 2),
+        "labels": torch.zeros(0, dtype=torch.long),
+    }

@@ -1,10 +1,12 @@
-"""The segment task (AVE-style segment-level AVEL)."""
+"""The segment task (AVE-style segment-level AVEL): a video cut into fixed segments, each one class or background;
+metric segment accuracy. Predictions become events by merging runs of one class."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,13 +24,24 @@ from avdet.models.segment_losses import (
 )
 from avdet.pipeline.config import DataConfig, ExperimentConfig
 from avdet.pipeline.data.annotations import split_ids
-from avdet.pipeline.data.ave import AVEFeatureDataset, merge_segment_runs
-from avdet.pipeline.data.segments import SegmentDataset, collate_segments, h5_classes, load_segment_annotations
-from avdet.pipeline.data.sources import make_source
-from avdet.pipeline.distributed import Dist
+from avdet.pipeline.data.ave import BACKGROUND_NAME, AVEFeatureDataset, merge_segment_runs
+from avdet.pipeline.data.segments import (
+    SegmentDataset,
+    collate_segments,
+    h5_classes,
+    load_segment_annotations,
+    segment_item,
+)
+from avdet.pipeline.data.sources import VideoFeatures, make_source
+from avdet.pipeline.distributed import DistributedContext
 from avdet.pipeline.inference import pad_inputs
-from avdet.pipeline.metrics.accuracy import segment_accuracy
+from avdet.pipeline.io.plots import save_confusion_png
+from avdet.pipeline.metrics.accuracy import SegmentReport, background_only_accuracy, segment_accuracy, segment_report
+from avdet.pipeline.tasks.base import Task
 from avdet.pipeline.types import Event
+
+if TYPE_CHECKING:
+    from avdet.pipeline.checkpoint import Checkpoint
 
 
 def batch_targets(batch: dict) -> SegmentTargets:
@@ -96,13 +109,12 @@ def split_dataset(
     split: str,
     *,
     weak_training: bool = False,
-    source_for: Callable[[dict], object] | None = None,
+    spec: dict | None = None,
 ) -> tuple[Dataset, list[str], dict]:
     """One split of a segment experiment: its dataset, the foreground class names and the features' spec.
 
     `data` is a `DataConfig`. `weak_training` loads video-level labels only (mil_labels.h5 and the noisy videos
-    for AVE HDF5 folders). `source_for(annotations)` builds the feature source of store/released data (default:
-    the one `data` names).
+    for AVE HDF5 folders). `spec` pins a checkpoint's exact features (`data.sources.make_source`).
     """
     if data.source == "ave_h5":
         if not data.ave_root:
@@ -113,7 +125,7 @@ def split_dataset(
     if not data.annotations:
         raise ConfigError("data.annotations is required (an AVE folder, its Annotations.txt, or a JSON file)")
     annotations, classes = load_segment_annotations(data.annotations, data.classes or None)
-    source = (source_for or (lambda ann: make_source(data, ann)))(annotations)
+    source = make_source(data, annotations, spec=spec)
     dataset = SegmentDataset(
         source,
         annotations,
@@ -150,7 +162,6 @@ def check_dims(model_cfg, classes: list[str], item: dict) -> None:
 def training_losses(
     net: nn.Module,
     model: nn.Module,
-    model_name: str,
     batch: dict,
     loss_cfg: SegmentLossConfig,
     device: torch.device,
@@ -161,7 +172,7 @@ def training_losses(
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         output = net(*model_inputs(model, batch, device))
     targets = batch_targets({k: batch[k].to(device) for k in ("video", "segment") if k in batch})
-    _, parts = segment_loss(model_name, output, targets, loss_cfg, batch["mask"].to(device))
+    _, parts = segment_loss(output, targets, loss_cfg, batch["mask"].to(device))
     return parts
 
 
@@ -171,27 +182,22 @@ def validation_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -
     )
 
 
-class SegmentTask:
+class SegmentTask(Task):
     """AVE-style segment-level AVEL: fixed segments, segment losses (full or weak), validation accuracy.
 
     Under DDP the losses are means over each rank's share and DDP averages them; contrastive terms (WCCL, LCF)
     see the rank's share of the batch only.
     """
 
+    name = "segment"
     metric = "val_accuracy"  # percent
     metric_tag = "val/accuracy"
 
-    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: Dist) -> None:
+    def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: DistributedContext) -> None:
         self.cfg = cfg
         splits = build_splits(cfg)
         self.train_set, self.val_set, self.classes, self.spec = splits.train, splits.val, splits.classes, splits.spec
         check_dims(model_cfg, self.classes, self.train_set[0])
-
-    def prepare(self, model: nn.Module, world: int) -> None:
-        pass
-
-    def set_epoch(self, epoch: int) -> None:
-        pass  # fixed-length items: nothing random per epoch but the order (the sampler's)
 
     def train_loader(self, sampler: torch.utils.data.Sampler) -> DataLoader:
         return DataLoader(
@@ -202,7 +208,7 @@ class SegmentTask:
         )
 
     def losses(self, net: nn.Module, model: nn.Module, batch: Any, device: torch.device, world: int, amp: bool) -> dict:
-        return training_losses(net, model, self.cfg.model["name"], batch, self.cfg.segment_loss, device, amp)
+        return training_losses(net, model, batch, self.cfg.segment_loss, device, amp)
 
     @staticmethod
     def loss_scale(world: int) -> int:
@@ -214,8 +220,61 @@ class SegmentTask:
         pred, target = predict_segments(model, loader, device)
         return {self.metric: segment_accuracy(pred, target)}
 
-    def state_dict(self) -> dict:
-        return {}
+    # -- inference -------------------------------------------------------------------------------------------------
+    @classmethod
+    def events(cls, ckpt: Checkpoint, feats: list[VideoFeatures], device: torch.device) -> dict[str, list[Event]]:
+        """Rows averaged per segment, one label per segment, runs of a class merged into events."""
+        segment_s = ckpt.data.segment_s
+        items = [segment_item(f, segment_s) for f in feats]
+        scores = segment_scores(ckpt.model, collate_segments(items), device)
+        return {
+            f.video_id: segment_events(probs, len(item["mask"]), ckpt.classes, segment_s)
+            for f, item, probs in zip(feats, items, scores, strict=True)
+        }
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    @classmethod
+    def labelled_split(cls, ckpt: Checkpoint, split: str) -> Dataset:
+        """The labelled dataset of `split` from the data the checkpoint records; its classes must be the
+        checkpoint's."""
+        dataset, classes, _ = split_dataset(ckpt.data, split, spec=ckpt.extractor)
+        first = dataset[0]
+        ckpt.check_compatible(classes, (first["visual"].shape[-1], first["audio"].shape[-1]))
+        return dataset
+
+    @classmethod
+    def evaluate(cls, ckpt: Checkpoint, split: str, *, device: str = "cpu", batch_size: int = 64) -> SegmentEval:
+        """Segment accuracy on a split (background included), the per-class table and the confusion matrix."""
+        loader = validation_loader(cls.labelled_split(ckpt, split), batch_size)
+        pred, target = predict_segments(ckpt.model, loader, device)
+        report = segment_report(pred, target, [*ckpt.classes, BACKGROUND_NAME])
+        return SegmentEval(split, report, background_only_accuracy(target, len(ckpt.classes)))
+
+
+@dataclass
+class SegmentEval:
+    """Segment accuracy of a checkpoint on one split."""
+
+    split: str
+    report: SegmentReport  # accuracy, per-class accuracy, confusion matrix (background last)
+    background_only: float  # accuracy of always predicting background, the floor
+
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        rows = [[name, str(count), "-" if np.isnan(acc) else f"{acc:.2f}"] for name, count, acc in self.report.table()]
+        rows.append(["all segments", str(int(self.report.confusion.sum())), f"{self.report.accuracy:.2f}"])
+        rows.append(["always background", "", f"{self.background_only:.2f}"])
+        return f"Segment accuracy (%), split {self.split}", ["class", "segments", "accuracy"], rows
+
+    def save_outputs(self, checkpoint: Path, *, confusion: Path | None = None, **_: Path | None) -> list[Path]:
+        """The confusion matrix PNG (default: beside the checkpoint)."""
+        path = confusion or checkpoint.with_name(f"confusion_{self.split}.png")
+        return [save_confusion_png(self.report, path)]
+
+    def as_dict(self) -> dict:
+        table = self.report.table()
+        return {
+            "split": self.split,
+            "accuracy": self.report.accuracy,
+            "background_only": self.background_only,
+            "per_class": {n: (None if np.isnan(a) else a) for n, _, a in table},
+            "segments": {n: c for n, c, _ in table},
+        }
