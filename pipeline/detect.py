@@ -86,6 +86,7 @@ class Detector:
         if res.status == "failed":
             raise DataError(f"{path}: {res.reason}")
         stored = res.features
+        log.info("%s: features %s (%d rows, %.1f s)", path, res.status, res.rows, stored.duration)
         feats = to_video_features(res.video_id, stored.visual, stored.audio, stored.duration)
         self.checkpoint.check_compatible(self.checkpoint.classes, (feats.visual.shape[1], feats.audio.shape[1]))
         return feats
@@ -97,6 +98,7 @@ class Detector:
         def flush() -> Iterator[Detection]:
             events = self.task.events(self.checkpoint, [f for _, f in pending], self.device)
             for p, f in pending:
+                log.info("%s: %d events before the output threshold", p, len(events[f.video_id]))
                 yield Detection(str(p), f.video_id, f.duration, events[f.video_id])
             pending.clear()
 

@@ -51,3 +51,16 @@ def test_export_refuses_other_suffixes_and_foreign_files(trained_run: Path, tmp_
     bogus.write_bytes(b"\x00" * 32)
     res = CliRunner().invoke(app, ["eval", "--checkpoint", str(bogus)])
     assert res.exit_code == 1 and "bogus.safetensors" in res.output
+
+
+def test_detect_runs_an_exported_model_and_logs_with_v_after_the_command(trained_run: Path, tmp_path: Path) -> None:
+    from conftest import make_clip
+
+    dst = tmp_path / "model.safetensors"
+    assert CliRunner().invoke(app, ["export", str(trained_run / "best.ckpt"), str(dst)]).exit_code == 0
+    clip = make_clip(tmp_path / "clip.mp4", 4.0)
+    args = ["detect", str(clip), "--checkpoint", str(dst), "--cache", str(tmp_path / "cache"), "--out"]
+    res = CliRunner().invoke(app, [*args, str(tmp_path / "events.json"), "-v"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "events.json").is_file()
+    assert "events before the output threshold" in res.stderr  # -v after the subcommand reaches detect's log
