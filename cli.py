@@ -35,6 +35,7 @@ Extractor = Literal["lite", "i3d_vggish", "vgg19_vggish"]
 Backend = Literal["ffmpeg", "decord"]
 OutputFormat = Literal["json", "srt", "vtt"]
 ReferenceModel = Literal["unav", "ccnet"]
+ReleasedFeatures = Literal["i3d_vggish", "onepeace"]  # the released UnAV-100 feature sets (`convert`)
 
 
 def _parse_device(value: str) -> str:
@@ -690,7 +691,7 @@ def convert(
             help="Class list TSV (label_id, label), e.g. unav100_classes.tsv (required).", show_default="none"
         ),
     ] = None,
-    extractor: Annotated[str, typer.Option(help="Features the checkpoint was trained on.")] = "i3d_vggish",
+    extractor: Annotated[ReleasedFeatures, typer.Option(help="Features the checkpoint was trained on.")] = "i3d_vggish",
     config: Annotated[
         Path,
         typer.Option(
