@@ -106,7 +106,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-STDOUT = Path("-")
+STDOUT = Path("-")  # `--json -`: to stdout
+PIPE_WIDTH = 100_000  # columns of a console that is not a terminal: long rows stay whole
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -134,9 +135,6 @@ def _root(
     for stream in (console, out):  # piped or redirected: never cut tables (URLs, paths) at 80 columns
         if not stream.is_terminal:
             stream.width = PIPE_WIDTH
-
-
-PIPE_WIDTH = 100_000
 
 
 def _json_value(value: Any, digits: int = 6) -> Any:
