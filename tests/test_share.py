@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -53,7 +54,9 @@ def test_export_refuses_other_suffixes_and_foreign_files(trained_run: Path, tmp_
     assert res.exit_code == 1 and "bogus.safetensors" in res.output
 
 
-def test_detect_runs_an_exported_model_and_logs_with_v_after_the_command(trained_run: Path, tmp_path: Path) -> None:
+def test_detect_runs_an_exported_model_and_logs_with_v_after_the_command(
+    trained_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from conftest import make_clip
 
     dst = tmp_path / "model.safetensors"
@@ -63,4 +66,5 @@ def test_detect_runs_an_exported_model_and_logs_with_v_after_the_command(trained
     res = CliRunner().invoke(app, [*args, str(tmp_path / "events.json"), "-v"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "events.json").is_file()
-    assert "events before the output threshold" in res.stderr  # -v after the subcommand reaches detect's log
+    # -v after the subcommand opens detect's INFO log (without it the root logger stays at WARNING)
+    assert "events before the output threshold" in caplog.text
