@@ -39,15 +39,23 @@ ReleasedFeatures = Literal["i3d_vggish", "onepeace"]  # the released UnAV-100 fe
 
 
 def _parse_device(value: str) -> str:
-    """auto | cpu | cuda | cuda:N; `auto` is the first GPU when there is one, else the CPU."""
+    """auto | cpu | cuda | cuda:N, checked; `auto` is resolved where a model runs (`_resolve_device`), so parsing
+    never imports torch (`eval --predictions` does without it)."""
     if value == "auto":
-        import torch  # only here: the CUDA question needs it
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return value
     kind, _, index = value.partition(":")
     if (kind == "cpu" and not index) or (kind == "cuda" and (not index or index.isdigit())):
         return value
     raise typer.BadParameter(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+
+
+def _resolve_device(value: str) -> str:
+    """`auto` -> the first GPU when there is one, else the CPU; other values as they are."""
+    if value != "auto":
+        return value
+    import torch  # only here: the CUDA question needs it
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _device_option() -> Any:
@@ -195,7 +203,7 @@ def extract(
         overwrite=overwrite,
         weights_dir=str(weights_dir) if weights_dir else None,
         random_weights=random_weights,
-        device=device,
+        device=_resolve_device(device),
     )
     progress = Progress(
         TextColumn("[bold]extract"),
@@ -429,7 +437,7 @@ def detect(
         detector = Detector(
             checkpoint,
             cache=cache or default_cache_dir(),
-            device=device,
+            device=_resolve_device(device),
             weights_dir=str(weights_dir or "") or None,
             random_weights=random_weights,
             postprocess={"output_threshold": threshold, "sigma": sigma, "max_seg_num": max_events},
@@ -561,6 +569,7 @@ def eval_(
             from avdet.pipeline.evaluate import evaluate_checkpoint, evaluate_cml_checkpoint
 
             data = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
+            device = _resolve_device(device)
             ckpt = load_checkpoint(checkpoint, device, data=data)
             if cml:
                 _eval_cml(evaluate_cml_checkpoint(ckpt, split=split, device=device), split, json_out)
