@@ -18,6 +18,7 @@ from torch import nn
 
 from avdet import __version__
 from avdet.errors import AvdetError, CheckpointError
+from avdet.models.pyramid import streams
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import DataConfig, from_dict
 from avdet.pipeline.io.atomic import atomic_path
@@ -43,15 +44,23 @@ class Checkpoint:
     data: DataConfig  # where the training data was, with any overrides applied
     meta: dict  # epoch, metrics, avdet_version
 
+    @property
+    def modality(self) -> str:
+        """The streams the model reads: audio_visual, audio or visual."""
+        return getattr(getattr(self.model, "cfg", None), "modality", "audio_visual")
+
     def check_compatible(self, classes: list[str], dims: tuple[int, int]) -> None:
-        """Refuse data whose classes or feature dims (visual, audio) differ from what the model was trained on."""
+        """Refuse data whose classes or feature dims (visual, audio) differ from what the model was trained on
+        (a unimodal model: the dim of the stream it reads)."""
         if self.classes != classes:
             raise CheckpointError(
                 f"{self.path}: trained on {len(self.classes)} classes ({', '.join(self.classes[:3])}, ...) but the "
                 f"data has {len(classes)} ({', '.join(classes[:3])}, ...)"
             )
-        want = (self.extractor.get("visual_dim"), self.extractor.get("audio_dim"))
-        if None not in want and tuple(want) != tuple(dims):
+        used = streams(self.modality)
+        want = tuple(self.extractor.get(f"{n}_dim") for n in used)
+        dims = tuple(d for n, d in zip(("visual", "audio"), dims, strict=True) if n in used)
+        if None not in want and want != dims:
             raise CheckpointError(
                 f"{self.path}: trained on features of dims {want} (visual, audio) but the data has {dims}"
             )
