@@ -47,14 +47,16 @@ def window_indices(num_rows: int, step: float, window: float, rate: float, avail
     return np.clip(idx, 0, max(available - 1, 0))
 
 
-def pool(x: np.ndarray, cells: int, reduce=np.mean) -> np.ndarray:
-    """Average (or max) pool the two axes after the first of (n, H, W, ...) to (n, cells, cells, ...); H and W are
-    cropped to multiples of `cells`."""
+def pool(x: np.ndarray, cells: int, reduce: str = "mean") -> np.ndarray:
+    """Average ("mean") or "max" pool the two axes after the first of (n, H, W, ...) to (n, cells, cells, ...); H and
+    W are cropped to multiples of `cells`. One axis at a time: numpy reduces a single axis much faster than two."""
     n, h, w = x.shape[:3]
     ch, cw = h // cells, w // cells
     x = x[:, : ch * cells, : cw * cells]
-    x = x.reshape(n, cells, ch, cells, cw, *x.shape[3:])  # (n, cells, ch, cells, cw, ...)
-    return reduce(x, axis=(2, 4))
+    op = np.add if reduce == "mean" else np.maximum
+    x = op.reduce(x.reshape(n, ch * cells, cells, cw, *x.shape[3:]), axis=3)  # (n, H, cells, ...)
+    x = op.reduce(x.reshape(n, cells, ch, cells, *x.shape[3:]), axis=2)  # (n, cells, cells, ...)
+    return x * (1.0 / (ch * cw)) if reduce == "mean" else x
 
 
 def frame_descriptors(frames: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -71,11 +73,13 @@ def frame_descriptors(frames: np.ndarray, previous: np.ndarray | None) -> tuple[
     bins = np.minimum((fine * HIST_BINS).astype(np.int64), HIST_BINS - 1).reshape(n, -1, 3)  # (n, FINE^2, 3)
     ids = (np.arange(n)[:, None, None] * 3 + np.arange(3)) * HIST_BINS + bins  # (n, FINE^2, 3)
     hist = np.bincount(ids.ravel(), minlength=n * 3 * HIST_BINS).reshape(n, -1) / bins.shape[1]  # (n, 3 * BINS)
-    gray = x.mean(axis=3)  # (n, H, W)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]  # channel slices: numpy reduces a length-3 last axis slowly
+    gray = (r + g + b) * (1.0 / 3.0)  # (n, H, W)
     gx = np.abs(np.diff(gray, axis=2))[:, :-1, :]  # (n, H-1, W-1)
     gy = np.abs(np.diff(gray, axis=1))[:, :, :-1]  # (n, H-1, W-1)
     flat = gray.reshape(n, -1)
-    saturation = (x.max(axis=3) - x.min(axis=3)).reshape(n, -1).mean(axis=1)  # chroma: max - min channel
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # (n, H, W): max - min channel
+    saturation = chroma.reshape(n, -1).mean(axis=1)
     texture = np.stack([gx.mean(axis=(1, 2)), gy.mean(axis=(1, 2)), flat.std(axis=1), saturation], axis=1)
     edges = pool(gx + gy, GRID).reshape(n, -1)  # (n, CELLS) local edge energy
     # Motion: pooled absolute difference with the frame before (the first frame of a video has none).
@@ -110,7 +114,7 @@ def change_descriptors(fine: np.ndarray) -> np.ndarray:
     covers a few percent of the frame."""
     n = fine.shape[0]
     change = np.abs(fine - background_of(fine)).sum(axis=3)  # (N, FINE, FINE)
-    grid_max = pool(change, GRID, np.max).reshape(n, -1)
+    grid_max = pool(change, GRID, "max").reshape(n, -1)
     grid_mean = pool(change, GRID).reshape(n, -1)
     weight = np.where(change > CHANGE_THRESHOLD, change, 0.0)  # (N, FINE, FINE)
     total = weight.sum(axis=(1, 2))  # (N,)
