@@ -278,6 +278,12 @@ def make_sample(
     classes: Annotated[int, typer.Option(min=2, help="Number of event classes.")] = 5,
     min_duration: Annotated[float, typer.Option(help="Shortest clip, seconds.")] = 10.0,
     max_duration: Annotated[float, typer.Option(help="Longest clip, seconds.")] = 20.0,
+    object_scale: Annotated[
+        float, typer.Option(help="Object size factor (1: 12-18 % of the short side; 0.3: small objects).")
+    ] = 1.0,
+    busy_background: Annotated[
+        bool, typer.Option(help="Colourful high-contrast backgrounds instead of grey textured ones.")
+    ] = False,
     ave: Annotated[
         bool, typer.Option(help="Write an AVE-style set instead (10 s clips, Annotations.txt and split files).")
     ] = False,
@@ -311,7 +317,13 @@ def make_sample(
         run = partial(make_ave_sample, cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes))
     else:
         cfg = SampleConfig(
-            num_videos=videos, seed=seed, num_classes=classes, min_duration=min_duration, max_duration=max_duration
+            num_videos=videos,
+            seed=seed,
+            num_classes=classes,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            object_scale=object_scale,
+            busy_background=busy_background,
         )
         run = partial(make_dense, cfg=cfg)
     with Progress(

@@ -1,14 +1,16 @@
-"""LoCo vs. UnAV vs. CCNet (and LoCo's ablations) on generated data, under one training budget and seed.
+"""LoCo vs. UnAV vs. CCNet (and LoCo's ablations) on generated data, under one training budget, against a per-row floor.
 
-    .venv/bin/python benchmarks/compare.py --out runs/compare --videos 48
-    .venv/bin/python benchmarks/compare.py --out runs/compare --videos 48 --ablations --seeds 3
+    .venv/bin/python benchmarks/compare.py --out runs/compare
+    .venv/bin/python benchmarks/compare.py --out runs/compare --videos 80 --classes 8 --ablations --seeds 3
 
 Steps: make (or reuse) a `make-sample` set in OUT/data, extract (or reuse) its `lite` features in OUT/cache, train
 every model with the tiny configs (configs/tiny.yaml, tiny_unav.yaml, tiny_ccnet.yaml: same data, epochs, batch,
 LR schedule and seed), evaluate each run's best checkpoint (by validation Avg. mAP) on the test split, and print one
-markdown table: parameters, forward FLOPs at T = max_seq_len, training wall time, test mAP@0.5:0.9 and Avg.
-Finished runs (OUT/runs/<model>/seed<S>/result.json) are reused, so an interrupted comparison picks up where it
-stopped. With `--seeds N` every row is the mean (± standard deviation) over train seeds seed, seed + 1, ...
+markdown table: parameters, forward FLOPs at T = max_seq_len, training wall time, validation Avg., test mAP@0.5:0.9
+and Avg. The first row is the floor: a two-layer MLP on every feature row alone (benchmarks/row_mlp.py), no temporal
+model; a detector that does not beat it is broken. Finished runs (OUT/runs/<model>/seed<S>/result.json) are reused,
+so an interrupted comparison picks up where it stopped. Every row is the mean ± standard deviation over train seeds
+seed, seed + 1, ... (`--seeds`, default 3).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from avdet.pipeline.extract import ExtractOptions, extract_videos
 from avdet.pipeline.synth.clips import SampleConfig, make_sample
 from avdet.pipeline.train import Reporter, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from row_mlp import run_row_mlp  # noqa: E402  (a sibling script)
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -41,6 +46,7 @@ class Variant:
     overrides: tuple[str, ...] = ()  # `--set` style overrides on top of the config
 
 
+FLOOR = Variant("Per-row MLP (floor)", "")  # no config: benchmarks/row_mlp.py on both modalities' rows
 MODELS = (
     Variant("LoCo", "tiny"),
     Variant("UnAV", "tiny_unav"),
@@ -52,6 +58,8 @@ ABLATIONS = (
     Variant("LoCo, fixed windows", "tiny", ("model.attention=fixed",)),
     Variant("LoCo, no LCF", "tiny", ("model.lcf=none",)),
     Variant("LoCo, diagonal LCF", "tiny", ("model.lcf=diagonal",)),
+    Variant("LoCo, fixed-Gaussian LCF", "tiny", ("model.lcf=fixed_gaussian",)),
+    Variant("LoCo, softened LCF", "tiny", ("model.lcf=softened",)),
 )
 
 
@@ -72,11 +80,11 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
 
 
-def prepare_data(out: Path, videos: int, data_seed: int, workers: int) -> tuple[Path, Path, Path]:
+def prepare_data(out: Path, sample: SampleConfig) -> tuple[Path, Path, Path]:
     """Generate the clips (re-running renders only missing ones) and extract lite features (cached ones skipped)."""
     data_dir, cache = out / "data", out / "cache"
-    t0 = time.perf_counter()
-    ann = make_sample(data_dir, SampleConfig(num_videos=videos, seed=data_seed, workers=workers))
+    t0, videos, workers = time.perf_counter(), sample.num_videos, sample.workers
+    ann = make_sample(data_dir, sample)
     t1 = time.perf_counter()
     paths = sorted((data_dir / "videos").glob("*.mp4"))
     results = extract_videos(paths, cache, ExtractOptions(extractor="lite"), workers=workers)
@@ -115,6 +123,27 @@ def model_size(cfg: ExperimentConfig) -> tuple[int, int]:
     mcfg = cfg.model_config()
     model = model_entry(cfg.model["name"]).model_cls(mcfg)
     return count_params(model), count_flops(model, mcfg.max_seq_len)
+
+
+def run_floor(ann: Path, classes: Path, cache: Path, seed: int, run_dir: Path) -> RunResult:
+    """The per-row MLP on both modalities' rows (validation result as `val_avg`, no checkpoint selection)."""
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        return RunResult(**json.loads(result_path.read_text()))
+    t0 = time.perf_counter()
+    val, test = run_row_mlp(ann, classes, cache, "both", seed)
+    result = RunResult(
+        seconds=time.perf_counter() - t0,
+        best_epoch=-1,
+        val_avg=float(val.average_mAP),
+        test_map=[float(x) for x in test.mAP],
+        test_avg=float(test.average_mAP),
+        tious=[float(t) for t in test.tiou_thresholds],
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result.__dict__, indent=1) + "\n")
+    log(f"{FLOOR.name}: val Avg. {100 * result.val_avg:.1f}, test Avg. {100 * result.test_avg:.1f}")
+    return result
 
 
 def run_one(variant: Variant, cfg: ExperimentConfig, run_dir: Path) -> RunResult:
@@ -167,14 +196,15 @@ def result_tious(rows: list[tuple[Variant, int, int, list[RunResult]]]) -> str:
 def table(rows: list[tuple[Variant, int, int, list[RunResult]]]) -> str:
     tious = rows[0][3][0].tious
     shown = [i for i, t in enumerate(tious) if t >= SHOWN_TIOU - 1e-9]  # the papers' columns; Avg. is over all
-    head = ["Model", "Params (M)", "GFLOPs", "Train (s)", *(f"mAP@{tious[i]:.1f}" for i in shown), "Avg."]
+    head = ["Model", "Params (M)", "GFLOPs", "Train (s)", "Val Avg.", *(f"mAP@{tious[i]:.1f}" for i in shown), "Avg."]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for variant, params, flops, runs in rows:
         cells = [
             variant.name,
-            f"{params / 1e6:.2f}",
-            f"{flops / 1e9:.3f}",
+            f"{params / 1e6:.2f}" if params else "–",
+            f"{flops / 1e9:.3f}" if flops else "–",
             mean_std([r.seconds for r in runs], digits=0),
+            mean_std([r.val_avg for r in runs], 100),
             *(mean_std([r.test_map[i] for r in runs], 100) for i in shown),
             mean_std([r.test_avg for r in runs], 100),
         ]
@@ -185,12 +215,15 @@ def table(rows: list[tuple[Variant, int, int, list[RunResult]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="data, features, runs and results")
-    parser.add_argument("--videos", type=int, default=48, help="generated clips (60/20/20 train/val/test split)")
+    parser.add_argument("--videos", type=int, default=80, help="generated clips (60/20/20 train/val/test split)")
+    parser.add_argument("--classes", type=int, default=8, help="event classes of the generated set")
+    parser.add_argument("--object-scale", type=float, default=1.0, help="make-sample's object size factor")
+    parser.add_argument("--busy-background", action="store_true", help="make-sample's colourful backgrounds")
     parser.add_argument("--data-seed", type=int, default=0, help="make-sample seed")
     parser.add_argument("--seed", type=int, default=1234, help="first training seed (the configs' default)")
-    parser.add_argument("--seeds", type=int, default=1, help="training seeds to average over")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds to average over")
     parser.add_argument(
-        "--ablations", action="store_true", help="also LoCo with global/fixed attention, no/diagonal LCF"
+        "--ablations", action="store_true", help="also the paper's ablations of LoCo (attention, LCF targets)"
     )
     parser.add_argument("--only", nargs="+", metavar="MODEL", help="only these rows (names as in the table)")
     parser.add_argument(
@@ -207,31 +240,45 @@ def main() -> None:
     if args.seeds < 1 or args.videos < 10:
         parser.error("--seeds must be >= 1 and --videos >= 10 (every split needs clips)")
 
-    variants = list(MODELS) + (list(ABLATIONS) if args.ablations else [])
+    variants = [FLOOR, *MODELS, *(ABLATIONS if args.ablations else ())]
     if args.only:
         wanted = {n.lower() for n in args.only}
         variants = [v for v in variants if v.name.lower() in wanted]
         if not variants:
-            parser.error(f"--only matched no model (names: {', '.join(v.name for v in MODELS + ABLATIONS)})")
+            parser.error(f"--only matched no model (names: {', '.join(v.name for v in (FLOOR, *MODELS, *ABLATIONS))})")
     load_start = os.getloadavg()
     try:
-        ann, classes, cache = prepare_data(args.out, args.videos, args.data_seed, args.workers)
+        sample = SampleConfig(
+            num_videos=args.videos,
+            seed=args.data_seed,
+            num_classes=args.classes,
+            object_scale=args.object_scale,
+            busy_background=args.busy_background,
+            workers=args.workers,
+        )
+        ann, classes, cache = prepare_data(args.out, sample)
+        extra = [f"model.num_classes={args.classes}", *args.extra]
         rows = []
         for variant in variants:
             runs = []
             for k in range(args.seeds):
                 seed = args.seed + k
-                cfg = experiment(variant, ann, classes, cache, seed, args.extra)
-                runs.append(run_one(variant, cfg, args.out / "runs" / slug(variant.name) / f"seed{seed}"))
-            params, flops = model_size(cfg)
+                run_dir = args.out / "runs" / slug(variant.name) / f"seed{seed}"
+                if variant is FLOOR:
+                    runs.append(run_floor(ann, classes, cache, seed, run_dir))
+                    continue
+                cfg = experiment(variant, ann, classes, cache, seed, extra)
+                runs.append(run_one(variant, cfg, run_dir))
+            params, flops = (0, 0) if variant is FLOOR else model_size(cfg)
             rows.append((variant, params, flops, runs))
     except AvdetError as err:
         sys.exit(f"error: {err}")
 
-    cfg0 = experiment(MODELS[0], ann, classes, cache, args.seed, args.extra)  # the shared budget, as run
+    cfg0 = experiment(MODELS[0], ann, classes, cache, args.seed, extra)  # the shared budget, as run
     load = os.getloadavg()
     text = (
-        f"{args.videos} generated clips (data seed {args.data_seed}), lite features; "
+        f"{args.videos} generated clips of {args.classes} classes (data seed {args.data_seed}, object scale "
+        f"{args.object_scale:g}{', busy backgrounds' if args.busy_background else ''}), lite features; "
         f"{cfg0.train.warmup_epochs} + {cfg0.train.epochs} epochs, batch {cfg0.train.batch_size}, "
         f"{args.seeds} training seed(s) from {args.seed}; test split, mAP in % (Avg. over tIoU {result_tious(rows)}); "
         f"FLOPs at T = "

@@ -37,7 +37,7 @@ from avdet.pipeline.train import Reporter, train
 CCLN_ON_LITE = (
     "data.source=store",
     "data.extractor=lite",
-    "model.visual_dim=184",
+    "model.visual_dim=304",
     "model.audio_dim=128",
     "train.lr=0.001",
 )

@@ -1,7 +1,9 @@
 """`lite`: fast CPU features that need no pretrained weights, for demos, tests and CPU-only use.
 
-Not a substitute for pretrained features (I3D-VGGish, ONE-PEACE): it sees colour, texture and motion statistics
-and log-mel statistics, enough to learn the generated sample data, not real-world semantics.
+Not a substitute for pretrained features (I3D-VGGish, ONE-PEACE), but it registers objects: a spatial layout of
+local colour, edge and motion descriptors, the change of every frame against the video's background (temporal
+median) with the colour of what changed, whole-frame colour/texture statistics, and log-mel statistics. Enough to
+learn the generated sample data (small objects on textured backgrounds included), not real-world semantics.
 Both modalities share the UnAV-100 I3D-VGGish grid by default: 0.96 s windows every 0.32 s.
 """
 
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avdet.extractors.base import (
     AudioInput,
@@ -24,10 +25,18 @@ from avdet.extractors.base import (
 )
 from avdet.extractors.mel import log_mel
 
-VERSION = 1
-THUMB = 4  # thumbnails are THUMB x THUMB RGB
+VERSION = 2  # 2: local grids (colour, edges, motion), change against the video's background, foreground colour
+FINE = 16  # the fine colour map is FINE x FINE cells: what the background model and the foreground read
+GRID = 4  # local descriptors on a GRID x GRID layout
 HIST_BINS = 8
-VISUAL_FRAME_DIM = THUMB * THUMB * 3 + 3 * HIST_BINS + 4 + THUMB * THUMB  # thumb + histograms + texture + motion
+HUE_BINS = 8
+BACKGROUND_BLOCK = 750  # frames (60 s at 12.5 fps) that share one background estimate
+BACKGROUND_SAMPLES = 96  # frames per block the median is taken over
+CHANGE_THRESHOLD = 0.12  # L1 RGB distance (0..3) from the background that counts as foreground
+CELLS = GRID * GRID
+FRAME_DIM = 3 * CELLS + 3 * HIST_BINS + 4 + CELLS + CELLS  # colour grid + histograms + texture + edges + motion
+CHANGE_DIM = 2 * CELLS + 1 + 3 + HUE_BINS  # change grids (max, mean) + foreground share, colour and hues
+VISUAL_FRAME_DIM = FRAME_DIM + CHANGE_DIM
 
 
 def window_indices(num_rows: int, step: float, window: float, rate: float, available: int) -> np.ndarray:
@@ -38,26 +47,84 @@ def window_indices(num_rows: int, step: float, window: float, rate: float, avail
     return np.clip(idx, 0, max(available - 1, 0))
 
 
-def frame_descriptors(frames: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-    """Per-frame colour / texture / motion statistics of uint8 frames (n, H, W, 3) -> (n, VISUAL_FRAME_DIM)."""
-    x = frames.permute(0, 3, 1, 2).float() / 255.0  # (n, H, W, 3) -> (n, 3, H, W)
-    n = x.shape[0]
-    thumb = F.adaptive_avg_pool2d(x, THUMB).reshape(n, -1)  # (n, 3*THUMB*THUMB)
-    # Colour histograms: one bincount over (frame, channel, bin) ids.
-    bins = (frames.reshape(n, -1, 3).long() * HIST_BINS) // 256  # (n, H*W, 3)
-    ids = (torch.arange(n)[:, None, None] * 3 + torch.arange(3)) * HIST_BINS + bins  # (n, H*W, 3)
-    hist = torch.bincount(ids.reshape(-1), minlength=n * 3 * HIST_BINS).reshape(n, -1).float() / bins.shape[1]
-    gray = x.mean(dim=1, keepdim=True)  # (n, 1, H, W)
-    gx = (gray[..., :, 1:] - gray[..., :, :-1]).abs()
-    gy = (gray[..., 1:, :] - gray[..., :-1, :]).abs()
-    flat = gray.reshape(n, -1)  # (n, H*W)
-    contrast = (flat.square().mean(dim=1) - flat.mean(dim=1).square()).clamp_(min=0).sqrt()
-    saturation = (x.amax(dim=1) - x.amin(dim=1)).reshape(n, -1).mean(dim=1)  # chroma: max - min channel
-    texture = torch.stack([gx.mean(dim=(1, 2, 3)), gy.mean(dim=(1, 2, 3)), contrast, saturation], dim=1)  # (n, 4)
+def pool(x: np.ndarray, cells: int, reduce: str = "mean") -> np.ndarray:
+    """Average ("mean") or "max" pool the two axes after the first of (n, H, W, ...) to (n, cells, cells, ...); H and
+    W are cropped to multiples of `cells`. One axis at a time: numpy reduces a single axis much faster than two."""
+    n, h, w = x.shape[:3]
+    ch, cw = h // cells, w // cells
+    x = x[:, : ch * cells, : cw * cells]
+    op = np.add if reduce == "mean" else np.maximum
+    x = op.reduce(x.reshape(n, ch * cells, cells, cw, *x.shape[3:]), axis=3)  # (n, H, cells, ...)
+    x = op.reduce(x.reshape(n, cells, ch, cells, *x.shape[3:]), axis=2)  # (n, cells, cells, ...)
+    return x * (1.0 / (ch * cw)) if reduce == "mean" else x
+
+
+def frame_descriptors(frames: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame statistics of uint8 frames (n, H, W, 3): (n, FRAME_DIM) descriptors and the (n, FINE, FINE, 3)
+    colour map the background model reads. `previous` is the grey last frame of the chunk before (H, W) or None.
+
+    Local, so that a small object registers: a GRID x GRID layout of mean colour, edge energy and motion, next to
+    whole-frame colour histograms and texture. Everything works on the FINE map or plain pixel differences, in
+    numpy (torch's intra-op threads only slow such small ops on a shared machine)."""
+    n = frames.shape[0]
+    x = frames.astype(np.float32) * (1.0 / 255.0)  # (n, H, W, 3)
+    fine = pool(x, FINE)  # (n, FINE, FINE, 3)
+    colour = pool(fine, GRID).reshape(n, -1)  # (n, 3 * CELLS)
+    bins = np.minimum((fine * HIST_BINS).astype(np.int64), HIST_BINS - 1).reshape(n, -1, 3)  # (n, FINE^2, 3)
+    ids = (np.arange(n)[:, None, None] * 3 + np.arange(3)) * HIST_BINS + bins  # (n, FINE^2, 3)
+    hist = np.bincount(ids.ravel(), minlength=n * 3 * HIST_BINS).reshape(n, -1) / bins.shape[1]  # (n, 3 * BINS)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]  # channel slices: numpy reduces a length-3 last axis slowly
+    gray = (r + g + b) * (1.0 / 3.0)  # (n, H, W)
+    gx = np.abs(np.diff(gray, axis=2))[:, :-1, :]  # (n, H-1, W-1)
+    gy = np.abs(np.diff(gray, axis=1))[:, :, :-1]  # (n, H-1, W-1)
+    flat = gray.reshape(n, -1)
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # (n, H, W): max - min channel
+    saturation = chroma.reshape(n, -1).mean(axis=1)
+    texture = np.stack([gx.mean(axis=(1, 2)), gy.mean(axis=(1, 2)), flat.std(axis=1), saturation], axis=1)
+    edges = pool(gx + gy, GRID).reshape(n, -1)  # (n, CELLS) local edge energy
     # Motion: pooled absolute difference with the frame before (the first frame of a video has none).
-    before = torch.cat([gray[:1] if previous is None else previous, gray[:-1]], dim=0)
-    motion = F.adaptive_avg_pool2d((gray - before).abs(), THUMB).reshape(n, -1)  # (n, THUMB*THUMB)
-    return torch.cat([thumb, hist, texture, motion], dim=1)
+    before = np.concatenate([gray[:1] if previous is None else previous[None], gray[:-1]], axis=0)
+    motion = pool(np.abs(gray - before), GRID).reshape(n, -1)  # (n, CELLS)
+    desc = np.concatenate([colour, hist, texture, edges, motion], axis=1).astype(np.float32)
+    return desc, fine
+
+
+def background_of(fine: np.ndarray) -> np.ndarray:
+    """Per-block temporal median of the fine colour maps (N, FINE, FINE, 3) -> the same shape: what stays put."""
+    out = np.empty_like(fine)
+    for lo in range(0, len(fine), BACKGROUND_BLOCK):
+        block = fine[lo : lo + BACKGROUND_BLOCK]
+        pick = np.linspace(0, len(block) - 1, min(len(block), BACKGROUND_SAMPLES)).round().astype(np.int64)
+        out[lo : lo + BACKGROUND_BLOCK] = np.median(block[pick], axis=0)
+    return out
+
+
+def hue_bins(rgb: np.ndarray) -> np.ndarray:
+    """Hue bin (0..HUE_BINS-1) of every RGB triple in (..., 3), in [0, 1]."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    hue = np.arctan2(np.sqrt(3.0) * (g - b), 2 * r - g - b)  # (...) in (-pi, pi]
+    return np.minimum(((hue + np.pi) / (2 * np.pi) * HUE_BINS).astype(np.int64), HUE_BINS - 1)
+
+
+def change_descriptors(fine: np.ndarray) -> np.ndarray:
+    """(N, CHANGE_DIM): where and what differs from the background, from the fine colour maps (N, FINE, FINE, 3).
+
+    The change map (L1 colour distance to the background) pooled to a GRID layout (max and mean), the share of
+    foreground cells, their mean colour and their chroma-weighted hue histogram: an object's colour even when it
+    covers a few percent of the frame."""
+    n = fine.shape[0]
+    change = np.abs(fine - background_of(fine)).sum(axis=3)  # (N, FINE, FINE)
+    grid_max = pool(change, GRID, "max").reshape(n, -1)
+    grid_mean = pool(change, GRID).reshape(n, -1)
+    weight = np.where(change > CHANGE_THRESHOLD, change, 0.0)  # (N, FINE, FINE)
+    total = weight.sum(axis=(1, 2))  # (N,)
+    share = (change > CHANGE_THRESHOLD).mean(axis=(1, 2))
+    fg_colour = (weight[..., None] * fine).sum(axis=(1, 2)) / np.maximum(total, 1e-6)[:, None]  # (N, 3)
+    chroma = (fine.max(axis=3) - fine.min(axis=3)) * weight  # (N, FINE, FINE)
+    ids = np.arange(n)[:, None] * HUE_BINS + hue_bins(fine).reshape(n, -1)  # (N, FINE^2)
+    hues = np.bincount(ids.ravel(), weights=chroma.ravel(), minlength=n * HUE_BINS).reshape(n, HUE_BINS)
+    hues = hues / np.maximum(total, 1e-6)[:, None]
+    return np.concatenate([grid_max, grid_mean, share[:, None], fg_colour, hues], axis=1).astype(np.float32)
 
 
 @dataclass
@@ -69,17 +136,23 @@ class LiteVisual:
     dim: int = 2 * VISUAL_FRAME_DIM
 
     def __call__(self, decoded: VisualInput) -> Features:
-        per_frame, previous = [], None
+        per_frame, fine_maps, previous = [], [], None
         for chunk in decoded.chunks:
-            frames = torch.from_numpy(np.ascontiguousarray(chunk))
-            per_frame.append(frame_descriptors(frames, previous))
-            previous = frames[-1:].permute(0, 3, 1, 2).float().mean(dim=1, keepdim=True) / 255.0
-        desc = torch.cat(per_frame) if per_frame else torch.zeros(1, VISUAL_FRAME_DIM)  # (N, D)
+            frames = np.ascontiguousarray(chunk)
+            desc, fine = frame_descriptors(frames, previous)
+            per_frame.append(desc)
+            fine_maps.append(fine.astype(np.float16))  # 1.5 KB a frame: the background needs the whole video
+            previous = frames[-1].astype(np.float32).mean(axis=2) * (1.0 / 255.0)
+        if per_frame:
+            fine = np.concatenate(fine_maps).astype(np.float32)
+            desc = np.concatenate([np.concatenate(per_frame), change_descriptors(fine)], axis=1)  # (N, D)
+        else:
+            desc = np.zeros((1, VISUAL_FRAME_DIM), np.float32)
         rows = num_grid_rows(decoded.duration, self.window_s, self.step_s)
-        idx = torch.from_numpy(window_indices(rows, self.step_s, self.window_s, decoded.fps, len(desc)))
+        idx = window_indices(rows, self.step_s, self.window_s, decoded.fps, len(desc))
         win = desc[idx]  # (T, W, D)
-        values = torch.cat([win.mean(dim=1), win.std(dim=1, unbiased=False)], dim=1)  # (T, 2D)
-        return Features(values.numpy().astype(np.float32), grid_times(rows, self.window_s, self.step_s))
+        values = np.concatenate([win.mean(axis=1), win.std(axis=1)], axis=1)  # (T, 2D)
+        return Features(values.astype(np.float32), grid_times(rows, self.window_s, self.step_s))
 
 
 @dataclass

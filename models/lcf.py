@@ -137,8 +137,9 @@ def lcf_targets(kind: str, video: Tensor, step: Tensor, sigma: Tensor | float, s
 class LCFModulation(nn.Module):
     """Projections, temperature and sigma of LCF; `forward` returns what `lcf_loss` needs.
 
-    sigma = floor + softplus(raw) so it stays above `sigma_floor` (it would otherwise shrink towards a
-    one-hot target); the temperature is CLIP-style: a learnable log scale, capped at `max_scale`.
+    sigma = floor + softplus(raw) so it stays above `sigma_floor`; `lcf_loss` gives it the KL gradient, so it follows
+    the spread of the similarities instead of shrinking towards a one-hot target. The temperature is CLIP-style: a
+    learnable log scale, capped at `max_scale`.
     """
 
     def __init__(

@@ -125,17 +125,31 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, eps: float = 1e-12) -> T
     return -(weights * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
 
 
+def target_entropy(targets: Tensor, eps: float = 1e-12) -> Tensor:
+    """Mean over rows of the entropy of each target row normalised to sum 1."""
+    weights = targets / targets.sum(dim=-1, keepdim=True).clamp(min=eps)
+    return -(weights * torch.log(weights.clamp(min=eps))).sum(dim=-1).mean()
+
+
 def lcf_loss(visual: Tensor, audio: Tensor, scale: Tensor, targets: Tensor) -> Tensor:
     """LoCo's LCF loss: soft-target contrastive loss in both directions, averaged.
 
     visual, audio: (N, d) L2-normalised embeddings of the N valid segments of a batch.
     scale:         scalar 1 / temperature.
     targets:       (N, N) correspondence weights w_ij (row i: visual segment i, column j: audio segment j).
+
+    The value is the paper's cross-entropy. A learnable target (adaptive sigma) gets the gradient of the KL
+    divergence instead (cross-entropy minus the target's own entropy, whose value is kept): the cross-entropy
+    alone always rewards a sharper target, so sigma could only shrink to its floor, never fit the similarities.
+    The embeddings' and the temperature's gradients are the same either way.
     """
     logits = scale * (visual.float() @ audio.float().T)  # (N, N)
     v2a = soft_cross_entropy(logits, targets)
     a2v = soft_cross_entropy(logits.T, targets.T)
-    return 0.5 * (v2a + a2v)
+    if not targets.requires_grad:
+        return 0.5 * (v2a + a2v)
+    entropy = 0.5 * (target_entropy(targets) + target_entropy(targets.T))
+    return 0.5 * (v2a + a2v) - entropy + entropy.detach()
 
 
 def detection_loss(

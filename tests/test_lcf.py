@@ -107,3 +107,25 @@ def test_forward_shapes_and_gradients() -> None:
     loss.backward()
     for name, p in lcf.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _arc_embeddings(n: int, angle: float) -> torch.Tensor:
+    """(n, 2) unit vectors at angles 0, angle, 2 angle, ...: cos similarities fall off like a Gaussian of i - j."""
+    theta = torch.arange(n, dtype=torch.float32) * angle
+    return torch.stack([theta.cos(), theta.sin()], dim=1)
+
+
+@pytest.mark.parametrize(("sigma_init", "direction"), [(1.0, 1.0), (4.0, -1.0)])
+def test_adaptive_sigma_moves_towards_the_similarity_spread(sigma_init: float, direction: float) -> None:
+    # scale * cos((i - j) a) ~ const - (i - j)^2 / (2 s^2) with s^2 = 1 / (scale a^2) = 4: the similarities of a
+    # Gaussian of sigma 2. A learnable sigma must move towards 2 from either side; with the plain cross-entropy
+    # its gradient always shrinks it (a sharper target is "easier"), the fault this guards against.
+    emb = _arc_embeddings(9, 0.1)
+    video, step = torch.zeros(9, dtype=torch.long), torch.arange(9)
+    sigma = torch.tensor(sigma_init, requires_grad=True)
+    loss = lcf_loss(emb, emb, torch.tensor(25.0), gaussian_targets(video, step, sigma))
+    loss.backward()
+    assert direction * -sigma.grad.item() > 0  # a gradient step moves sigma towards 2
+    # the reported value stays the paper's cross-entropy
+    plain = lcf_loss(emb, emb, torch.tensor(25.0), gaussian_targets(video, step, sigma.detach()))
+    assert loss.item() == pytest.approx(plain.item())

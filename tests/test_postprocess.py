@@ -11,13 +11,7 @@ import torch
 
 from avdet.errors import ConfigError
 from avdet.models.base import DetectorOutput
-from avdet.pipeline.postprocess import (
-    PostprocessConfig,
-    batched_nms,
-    decode_video,
-    postprocess,
-    segment_voting,
-)
+from avdet.pipeline.postprocess import PostprocessConfig, batched_nms, decode_video, postprocess, segment_voting
 from avdet.pipeline.types import Event, TimeGrid
 from conftest import reference_postprocess, video_nms
 

@@ -86,6 +86,7 @@ def test_class_names_are_readable_and_distinct() -> None:
         {"sample_rate": 8000},
         {"max_overlap": 1},
         {"num_videos": 0},
+        {"object_scale": 0.0},
     ],
 )
 def test_bad_configs_are_config_errors(change: dict) -> None:
@@ -475,3 +476,21 @@ def test_ave_rerun_resumes_and_writes_the_same_bytes(
 def test_bad_ave_configs_are_config_errors(change: dict) -> None:
     with pytest.raises(ConfigError):
         ave_clips.plan_ave_dataset(dataclasses.replace(AVE_TINY, **change))
+
+
+def test_small_objects_and_busy_backgrounds() -> None:
+    small = dataclasses.replace(TINY, object_scale=0.3, busy_background=True)
+    plans, small_plans = plan_dataset(TINY), plan_dataset(small)
+    for plan, small_plan in zip(plans, small_plans, strict=True):
+        for occ, small_occ in zip(plan.occurrences, small_plan.occurrences, strict=True):
+            assert small_occ.size == pytest.approx(0.3 * occ.size)  # the same plan, smaller objects
+    plan = small_plans[0]
+    plain = next(sample.render_frames(plan, dataclasses.replace(small, busy_background=False)))
+    busy = next(sample.render_frames(plan, small))
+    # busy backgrounds are colourful and contrasty: chroma and spread well above the grey textured ones
+    chroma = lambda f: float((f.max(axis=-1).astype(int) - f.min(axis=-1)).mean())  # noqa: E731
+    assert chroma(busy) > 3 * chroma(plain) and busy.std() > 2 * plain.std()
+    # a different background is a different clip: the fingerprint changes
+    assert sample.clip_fingerprint(plan, small) != sample.clip_fingerprint(
+        plan, dataclasses.replace(small, busy_background=False)
+    )

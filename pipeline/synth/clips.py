@@ -96,6 +96,10 @@ class SampleConfig:
     max_overlap: int = 2  # at most this many objects/sounds at once
     workers: int = 0  # parallel clips; 0 = min(2, CPUs)
     audio_bitrate: str = "96k"
+    # Harder pictures: objects this many times their usual size (0.12-0.18 of the short side; 0.3 gives 4-5 %) and
+    # a busy background (saturated colour texture at full contrast), so whole-frame statistics barely see them.
+    object_scale: float = 1.0
+    busy_background: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ def validate(cfg: SampleConfig) -> None:
         ),
         (cfg.max_overlap >= 2, f"max_overlap must be at least 2 so that events can overlap, got {cfg.max_overlap}"),
         (cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}"),
+        (0.1 <= cfg.object_scale <= 2.0, f"object_scale must lie in [0.1, 2], got {cfg.object_scale}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -223,7 +228,7 @@ def _occurrence(
     rng: np.random.Generator, label: int, kind: Kind, start: float, end: float, cfg: SampleConfig
 ) -> Occurrence:
     short = min(cfg.width, cfg.height)
-    size = short * rng.uniform(0.12, 0.18)
+    size = short * rng.uniform(0.12, 0.18) * cfg.object_scale
     speed = short * rng.uniform(0.3, 0.9)  # pixels per second
     angle = rng.uniform(0, 2 * np.pi)
     return Occurrence(
@@ -353,11 +358,29 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return base[None, None, :].astype(np.float32) + texture[:, :, None]
 
 
+def busy_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A colourful, high-contrast background (H, W, 3) float32: per-channel gratings and coloured patches, as
+    saturated as the objects, so an object's colour is not unusual in the frame as a whole."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((height, width, 3), np.float32)
+    for c in range(3):
+        layer = np.full((height, width), rng.uniform(60, 190), np.float32)
+        for _ in range(3):
+            angle, freq = rng.uniform(0, np.pi), rng.uniform(0.02, 0.15)
+            phase = rng.uniform(0, 2 * np.pi)
+            layer += rng.uniform(15, 35) * np.sin(2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+        out[..., c] = layer
+    cell = 12
+    patches = rng.uniform(-60, 60, size=(height // cell + 2, width // cell + 2, 3)).astype(np.float32)
+    out += np.kron(patches, np.ones((cell, cell, 1), np.float32))[:height, :width]
+    return out
+
+
 def render_frames(plan: VideoPlan, cfg: SampleConfig, chunk: int = 25) -> Iterator[np.ndarray]:
     """The clip's RGB frames as uint8 chunks (n, H, W, 3); frame i shows time i / fps."""
     rng = np.random.default_rng(np.random.SeedSequence(plan.render_seed).spawn(2)[0])
     h, w = cfg.height, cfg.width
-    bg = background(rng, h, w)
+    bg = (busy_background if cfg.busy_background else background)(rng, h, w)
     # A bank of noisy backgrounds, cycled at random: per-frame sensor noise without drawing it per frame.
     bank = np.clip(bg[None] + rng.normal(0, 5, size=(8, h, w, 3)), 0, 255).astype(np.uint8)  # (8, H, W, 3)
     pick = rng.integers(0, len(bank), size=plan.num_frames)
@@ -589,6 +612,8 @@ def classes_tsv(plans: list[VideoPlan], cfg: SampleConfig) -> str:
 def clip_fingerprint(plan: VideoPlan, cfg: SampleConfig) -> str:
     """What a finished clip was made from: its plan, the encoding settings and the generator version."""
     render = {k: getattr(cfg, k) for k in ("width", "height", "fps", "sample_rate", "channels", "audio_bitrate")}
+    if cfg.busy_background:  # only when set, so clips made before the option keep their fingerprints
+        render["busy_background"] = True
     blob = json.dumps(
         {"version": GENERATOR_VERSION, "plan": dataclasses.asdict(plan), "render": render}, sort_keys=True
     )
