@@ -32,7 +32,7 @@ from avdet.models.registry import model_entry
 from avdet.pipeline.config import ExperimentConfig, load_config
 from avdet.pipeline.evaluate import evaluate_checkpoint
 from avdet.pipeline.extract import ExtractOptions, extract_videos
-from avdet.pipeline.synth.clips import SampleConfig, make_sample
+from avdet.pipeline.synth.clips import ANNOTATION_FILES, SampleConfig, make_sample
 from avdet.pipeline.train import Reporter, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +44,8 @@ class Variant:
     name: str  # row label
     config: str  # a config name in configs/
     overrides: tuple[str, ...] = ()  # `--set` style overrides on top of the config
+    ground_truth: str = "audio_visual"  # what it trains and is scored on: audio_visual | audio | visual
+    scores: str | None = None  # evaluate the runs of this row (no training) against `ground_truth` instead
 
 
 FLOOR = Variant("Per-row MLP (floor)", "")  # no config: benchmarks/row_mlp.py on both modalities' rows
@@ -60,6 +62,19 @@ ABLATIONS = (
     Variant("LoCo, diagonal LCF", "tiny", ("model.lcf=diagonal",)),
     Variant("LoCo, fixed-Gaussian LCF", "tiny", ("model.lcf=fixed_gaussian",)),
     Variant("LoCo, softened LCF", "tiny", ("model.lcf=softened",)),
+)
+
+
+# Unimodal detection (`model.modality`), each on its own ground truth (every audible / visible stretch that
+# make-sample placed), and the cross-scores: what the audio-visual model finds of the audible or visible ground
+# truth (it is trained to skip off-screen sounds and silent sights), and what an audio-only model scores on the
+# audio-visual task.
+UNIMODAL = (
+    Variant("LoCo, audio only (audio GT)", "tiny", ("model.modality=audio", "model.lcf=none"), "audio"),
+    Variant("LoCo, visual only (visual GT)", "tiny", ("model.modality=visual", "model.lcf=none"), "visual"),
+    Variant("LoCo (audio-visual) on audio GT", "tiny", ground_truth="audio", scores="LoCo"),
+    Variant("LoCo (audio-visual) on visual GT", "tiny", ground_truth="visual", scores="LoCo"),
+    Variant("LoCo, audio only on audio-visual GT", "tiny", scores="LoCo, audio only (audio GT)"),
 )
 
 
@@ -181,6 +196,25 @@ def run_one(variant: Variant, cfg: ExperimentConfig, run_dir: Path) -> RunResult
     return result
 
 
+def score_runs(variant: Variant, base_dir: Path, annotations: Path, run_dir: Path, split: str) -> RunResult:
+    """Another row's best checkpoint scored against `annotations` (no training; `seconds` 0)."""
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        return RunResult(**json.loads(result_path.read_text()))
+    best = base_dir / "best.ckpt"
+    if not best.is_file():
+        raise DataError(f"{best}: {variant.scores!r} has no run to score (list it before {variant.name!r})")
+    test = evaluate_checkpoint(best, split=split, device="cpu", data={"annotations": annotations}).result
+    base = RunResult(**json.loads((base_dir / "result.json").read_text()))
+    result = RunResult(
+        0.0, base.best_epoch, base.val_avg, [float(x) for x in test.mAP], float(test.average_mAP), base.tious
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result.__dict__, indent=1) + "\n")
+    log(f"{variant.name}: test Avg. {100 * result.test_avg:.1f}")
+    return result
+
+
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     mean = scale * statistics.fmean(values)
     if len(values) < 2:
@@ -225,6 +259,9 @@ def main() -> None:
     parser.add_argument(
         "--ablations", action="store_true", help="also the paper's ablations of LoCo (attention, LCF targets)"
     )
+    parser.add_argument(
+        "--unimodal", action="store_true", help="also audio-only / visual-only models and the cross-modality scores"
+    )
     parser.add_argument("--only", nargs="+", metavar="MODEL", help="only these rows (names as in the table)")
     parser.add_argument(
         "--set", dest="extra", action="append", default=[], help="override for every run, e.g. train.epochs=10"
@@ -240,12 +277,13 @@ def main() -> None:
     if args.seeds < 1 or args.videos < 10:
         parser.error("--seeds must be >= 1 and --videos >= 10 (every split needs clips)")
 
-    variants = [FLOOR, *MODELS, *(ABLATIONS if args.ablations else ())]
+    variants = [FLOOR, *MODELS, *(ABLATIONS if args.ablations else ()), *(UNIMODAL if args.unimodal else ())]
     if args.only:
         wanted = {n.lower() for n in args.only}
         variants = [v for v in variants if v.name.lower() in wanted]
         if not variants:
-            parser.error(f"--only matched no model (names: {', '.join(v.name for v in (FLOOR, *MODELS, *ABLATIONS))})")
+            names = ", ".join(v.name for v in (FLOOR, *MODELS, *ABLATIONS, *UNIMODAL))
+            parser.error(f"--only matched no model (names: {names})")
     load_start = os.getloadavg()
     try:
         sample = SampleConfig(
@@ -264,10 +302,15 @@ def main() -> None:
             for k in range(args.seeds):
                 seed = args.seed + k
                 run_dir = args.out / "runs" / slug(variant.name) / f"seed{seed}"
+                truth = ann.parent / ANNOTATION_FILES[variant.ground_truth]
                 if variant is FLOOR:
                     runs.append(run_floor(ann, classes, cache, seed, run_dir))
                     continue
-                cfg = experiment(variant, ann, classes, cache, seed, extra)
+                cfg = experiment(variant, truth, classes, cache, seed, extra)
+                if variant.scores is not None:
+                    base_dir = args.out / "runs" / slug(variant.scores) / f"seed{seed}"
+                    runs.append(score_runs(variant, base_dir, truth, run_dir, cfg.data.test_split))
+                    continue
                 runs.append(run_one(variant, cfg, run_dir))
             params, flops = (0, 0) if variant is FLOOR else model_size(cfg)
             rows.append((variant, params, flops, runs))
