@@ -555,9 +555,14 @@ def convert(
         model_config = None
         if config is not None:
             try:
-                model_config = (yaml.safe_load(config.read_text()) or {}).get("model")
+                tree = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+            except UnicodeDecodeError:
+                raise ConfigError(f"{config}: not a text file (cannot decode it as UTF-8)") from None
             except (OSError, yaml.YAMLError) as err:
                 raise ConfigError(f"{config}: cannot read the reference config ({err})") from None
+            if not isinstance(tree, dict):
+                raise ConfigError(f"{config}: the reference config must be a YAML mapping")
+            model_config = tree.get("model")
         released = {"name": extractor, "released": True}
         convert_checkpoint(src, dst, model, names, released, model_config=model_config)
     except AvdetError as err:

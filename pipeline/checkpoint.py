@@ -61,16 +61,29 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def torch_load(path: Path, what: str) -> Any:
+    """`torch.load(weights_only=True)`; any failure is one `CheckpointError` naming the file and the reason in words."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler raises many types (KeyError, UnpicklingError, ...) on foreign bytes
+        raise CheckpointError(f"{path}: not {what} ({load_failure_reason(err)})") from None
+
+
+def load_failure_reason(err: Exception) -> str:
+    """Why `torch.load` failed, in words: on foreign bytes the unpickler raises e.g. a bare `KeyError(544502645)`."""
+    text = str(err).strip().strip("'\"")
+    if isinstance(err, KeyError | IndexError | EOFError) or not text or text.lstrip("-").isdigit():
+        return "unreadable or truncated PyTorch data"
+    first = text.splitlines()[0]
+    return first[:160]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check the envelope; every failure is a one-line `CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the unpickler raises many types (KeyError, UnpicklingError, ...) on foreign bytes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not an avdet checkpoint ({first[:160]})") from None
+    ckpt = torch_load(path, "an avdet checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an avdet checkpoint (no '{FORMAT}' header)")
     if ckpt.get("version") != VERSION:
