@@ -213,7 +213,8 @@ def train(
     config: Annotated[str, typer.Option("--config", "-c", help="YAML config (a path, or a name in configs/).")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: train.lr=0.001 (repeatable).")] = None,
     run_dir: Annotated[Path, typer.Option(help="Where checkpoints, config.yaml and TensorBoard logs go.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt (with the run's config).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in run-dir.")] = False,
 ) -> None:
     """Train a model (LoCo, UnAV, CCNet; CCLN or LoCo on AVE segments) from cached or released features."""
     from avdet.pipeline.config import load_config
@@ -250,7 +251,7 @@ def train(
     )
     try:
         with progress:
-            result = run_train(cfg, run_dir, resume=resume, reporter=reporter)
+            result = run_train(cfg, run_dir, resume=resume, overwrite=overwrite, reporter=reporter)
     except AvdetError as err:
         raise fail(str(err)) from None
     if main_rank:

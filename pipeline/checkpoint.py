@@ -74,8 +74,9 @@ def load_failure_reason(err: Exception) -> str:
     text = str(err).strip().strip("'\"")
     if isinstance(err, KeyError | IndexError | EOFError) or not text or text.lstrip("-").isdigit():
         return "unreadable or truncated PyTorch data"
-    first = text.splitlines()[0]
-    return first[:160]
+    if text.startswith("Weights only load failed"):
+        return "it holds pickled code or objects, which avdet never runs"
+    return text.splitlines()[0][:160]
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -55,15 +55,30 @@ class DenseTask(Task):
         )
         self.val_set = DetectionDataset(source, self.annotations, split_ids(self.annotations, cfg.data.val_split))
         self.normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
-        sample = self.train_set[0]
-        got = (sample["visual"].shape[1], sample["audio"].shape[1])
-        want = (model_cfg.visual_dim, model_cfg.audio_dim)
-        if got != want:
-            raise ConfigError(f"model expects feature dims {want} (visual, audio) but the data has {got}")
         if model_cfg.num_classes != len(self.classes):
             raise ConfigError(
                 f"model.num_classes is {model_cfg.num_classes} but the data has {len(self.classes)} classes"
             )
+        self._preflight(source, model_cfg)
+
+    def _preflight(self, source: Any, model_cfg: Any) -> None:
+        """Every video the run will see (train, validation, test) has features of the model's dims and a length
+        the model takes: a run that cannot finish fails now, not at its first validation hours later."""
+        want = (model_cfg.visual_dim, model_cfg.audio_dim)
+        splits = (self.cfg.data.train_split, self.cfg.data.val_split, self.cfg.data.test_split)
+        database = self.annotations["database"]
+        for split in dict.fromkeys(splits):
+            for vid in sorted(v for v, d in database.items() if d.get("subset") == split):
+                feats = source.load(vid)
+                got = (feats.visual.shape[1], feats.audio.shape[1])
+                if got != want:
+                    raise ConfigError(f"{vid} ({split}): model expects feature dims {want} (visual, audio), got {got}")
+                if split == self.cfg.data.train_split:
+                    continue  # training crops to max_seq_len
+                try:
+                    model_cfg.padded_length(len(feats.visual))
+                except ValueError as err:
+                    raise ConfigError(f"{vid} ({split}): {err}") from None
 
     def prepare(self, model: nn.Module, world: int) -> None:
         if world > 1:
