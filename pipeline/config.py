@@ -236,7 +236,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         tree = _read_tree(cfg_path)
     parsed = [(text, *parse_override(text)) for text in overrides]
     full = copy.deepcopy(tree)
-    for text, key, value in parsed:
+    for _, key, value in parsed:
         _set_path(full, key, value)
     try:
         return _validated(full)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avdet.errors import AvdetError, DecodeError
+from avdet.errors import AvdetError, DecodeError, StoreError
 from avdet.extractors.base import AudioInput, ExtractorSet, VisualInput
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.io import media
@@ -82,6 +82,17 @@ def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backen
     return StoredFeatures(visual=visual, audio=audio, duration=info.duration)
 
 
+def _cached(store: FeatureStore, video_key: str, key: str) -> StoredFeatures | None:
+    """The stored features, or None when there are none or the file is damaged (then it is recomputed: heals)."""
+    if not store.has(video_key, key):
+        return None
+    try:
+        return store.load_key(video_key, key)
+    except StoreError as err:
+        log.warning("%s; recomputing", err)
+        return None
+
+
 def extract_one(
     path: str | Path,
     store: FeatureStore,
@@ -100,12 +111,11 @@ def extract_one(
     try:
         video_key = fingerprint(path)
         with store.lock(video_key, key):
-            if store.has(video_key, key) and not options.overwrite:
-                stored = store.load_key(video_key, key)
-                status = "cached"
-            else:
+            stored = _cached(store, video_key, key) if not options.overwrite else None
+            status = "cached"
+            if stored is None:
                 stored = compute_features(path, extractors, options.backend)
-                store.save(video_key, key, stored)
+                store.save(video_key, key, stored, video_id=vid, path=str(path.resolve()))
                 status = "done"
         wall = time.perf_counter() - start
         rows = len(stored.visual)

@@ -163,3 +163,73 @@ def test_resume_with_a_changed_setting_says_what_differs(tmp_path: Path) -> None
         train(load_config("tiny", ["model.embed_dim=32"]), run, resume=True)
     assert (run / "config.yaml").read_text() == before
     assert yaml.safe_load(before)["train"]["lr"] == pytest.approx(2e-3)
+
+
+# -- the feature store ---------------------------------------------------------------------------------------------
+def _extract(paths: list[Path], cache: Path, **options: object) -> list:
+    from avdet.pipeline.extract import ExtractOptions, extract_videos
+
+    return extract_videos(paths, cache, ExtractOptions(**options))
+
+
+def _feature_file(cache: Path) -> Path:
+    (found,) = sorted(cache.glob("*/??/*.npz"))
+    return found
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled", "text"])
+def test_damaged_index_is_rebuilt_from_the_feature_files(clips: dict[str, Path], tmp_path: Path, damage: str) -> None:
+    from avdet.pipeline.io.store import FeatureStore
+
+    cache = tmp_path / "cache"
+    (first,) = _extract([clips["av"]], cache)
+    index = cache / "index.sqlite"
+    FeatureStore(cache)  # checkpoint the WAL into the main file, then damage it
+    data = index.read_bytes()
+    if damage == "truncated":
+        index.write_bytes(data[: len(data) // 3])
+    elif damage == "garbled":
+        index.write_bytes(data[:100] + bytes(range(256)) * 4 + data[1124:])
+    else:
+        index.write_text("this is not a database\n")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    store = FeatureStore(cache)
+    (entry,) = store.entries(first_key(cache), "done")
+    assert entry.video_id == "av" and entry.rows == first.rows
+    assert store.load("av", first_key(cache)).duration == pytest.approx(first.media_seconds)
+    assert list(cache.glob("index.sqlite.damaged-*"))
+    (again,) = _extract([clips["av"]], cache)
+    assert again.status == "cached"
+
+
+def first_key(cache: Path) -> str:
+    return _feature_file(cache).parent.parent.name
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "nan"])
+def test_damaged_feature_file_is_recomputed(clips: dict[str, Path], tmp_path: Path, damage: str) -> None:
+    import numpy as np
+
+    from avdet.errors import StoreError
+    from avdet.pipeline.io.store import FeatureStore, npz_bytes
+
+    cache = tmp_path / "cache"
+    _extract([clips["av"]], cache)
+    path = _feature_file(cache)
+    good = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["visual"][3, 0] = np.nan
+        path.write_bytes(npz_bytes(arrays))
+    with pytest.raises(StoreError) as err:
+        FeatureStore(cache).load("av", first_key(cache))
+    assert str(path) in str(err.value) and "avdet extract" in str(err.value)
+    (res,) = _extract([clips["av"]], cache)
+    assert res.status == "done", res
+    assert path.read_bytes() == good

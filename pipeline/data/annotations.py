@@ -130,7 +130,7 @@ def _read_class_table(path: Path) -> dict[int, str]:
     if rows and not rows[0][0].strip().lstrip("-").isdigit():
         rows = rows[1:]  # header
     table: dict[int, str] = {}
-    for line, row in enumerate(rows, 1):
+    for row in rows:
         try:
             label_id, label = int(row[0]), row[1]
         except (ValueError, IndexError):
