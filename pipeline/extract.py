@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -58,8 +59,10 @@ class ExtractResult:
     features: StoredFeatures | None = field(default=None, repr=False, compare=False)  # with `keep_features`
 
 
-def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backend = "ffmpeg") -> StoredFeatures:
-    """Decode one video and run both extractors on it (no caching)."""
+def compute_features(
+    path: Path, extractors: ExtractorSet, backend: media.Backend = "ffmpeg", problems: list[str] | None = None
+) -> StoredFeatures:
+    """Decode one video and run both extractors on it (no caching); ffmpeg's decode errors go to `problems`."""
     info = media.probe(path)
     if not info.has_video:
         raise DecodeError(path, "no video stream (audio-only file)")
@@ -68,7 +71,7 @@ def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backen
 
     def frames() -> Iterator[np.ndarray]:
         for chunk in media.read_frames(
-            path, req.fps, req.size, resize=req.resize, short_side=req.short_side, backend=backend
+            path, req.fps, req.size, resize=req.resize, short_side=req.short_side, backend=backend, problems=problems
         ):
             counted[0] += len(chunk)
             yield chunk
@@ -77,7 +80,7 @@ def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backen
     expected = info.duration * req.fps
     if counted[0] < MIN_DECODED_SHARE * expected - 1:
         raise DecodeError(path, f"truncated or corrupt: decoded {counted[0] / req.fps:.2f} s of {info.duration:.2f} s")
-    samples = media.load_audio(path, req.sample_rate, info=info)
+    samples = media.load_audio(path, req.sample_rate, info=info, problems=problems)
     audio = extractors.audio(AudioInput(samples, req.sample_rate, info.duration))
     return StoredFeatures(visual=visual, audio=audio, duration=info.duration)
 
@@ -91,6 +94,13 @@ def _cached(store: FeatureStore, video_key: str, key: str) -> StoredFeatures | N
     except StoreError as err:
         log.warning("%s; recomputing", err)
         return None
+
+
+def _decode_warning(problems: list[str]) -> str | None:
+    """One line for a file that decoded with errors (kept as the index entry's reason), None for a clean one."""
+    if not problems:
+        return None
+    return f"decoded with {len(problems)} decode errors (first: {problems[0][:120]})"
 
 
 def extract_one(
@@ -107,16 +117,21 @@ def extract_one(
     vid = media.video_id(path)
     key = store.register_spec(extractors.spec)
     start = time.perf_counter()
-    video_key = f"path:{path.resolve()}"
+    video_key = f"path:{os.path.abspath(path)}"  # not resolve(): a looping symlink must fail below, not here
+    problems: list[str] = []
     try:
+        media.check_media_file(path)  # before anything opens it (a named pipe would block)
         video_key = fingerprint(path)
         with store.lock(video_key, key):
             stored = _cached(store, video_key, key) if not options.overwrite else None
             status = "cached"
             if stored is None:
-                stored = compute_features(path, extractors, options.backend)
-                store.save(video_key, key, stored, video_id=vid, path=str(path.resolve()))
+                stored = compute_features(path, extractors, options.backend, problems)
+                store.save(video_key, key, stored, video_id=vid, path=os.path.abspath(path))
                 status = "done"
+        warning = _decode_warning(problems)
+        if warning:
+            log.info("%s: %s", path, warning)  # the result carries it; the CLI shows it
         wall = time.perf_counter() - start
         rows = len(stored.visual)
         store.record(
@@ -125,12 +140,13 @@ def extract_one(
             video_id=vid,
             path=path,
             status="done",
+            reason=warning,
             rows=rows,
             media_seconds=stored.duration,
             wall_seconds=wall,
         )
         kept = stored if keep_features else None
-        return ExtractResult(str(path), vid, status, None, rows, stored.duration, wall, kept)
+        return ExtractResult(str(path), vid, status, warning, rows, stored.duration, wall, kept)
     except AvdetError as err:
         reason = err.reason if isinstance(err, DecodeError) else str(err)
         wall = time.perf_counter() - start
@@ -149,11 +165,41 @@ def extract_one(
         return ExtractResult(str(path), vid, "failed", reason, wall_seconds=wall)
 
 
+def warn_duplicate_ids(paths: Iterable[str | Path]) -> list[str]:
+    """Warn about video ids (file names without suffix) shared by several files of a batch: the store keeps both
+    (it is keyed by content), but annotations name a video by its id, and the id finds only the newest of them."""
+    by_id: dict[str, list[str]] = {}
+    for p in paths:
+        by_id.setdefault(media.video_id(p), []).append(str(p))
+    shared = {vid: files for vid, files in by_id.items() if len(files) > 1}
+    for vid, files in shared.items():
+        log.warning(
+            "video id %r is shared by %d files (%s): training and eval find only the one extracted last",
+            vid,
+            len(files),
+            ", ".join(files),
+        )
+    return sorted(shared)
+
+
 # -- local worker processes ------------------------------------------------------------------------------------
 _worker: dict = {}
 
 
-def _init_worker(cache: str, options: ExtractOptions, threads: int) -> None:
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """Workers die with the process that started them: a SIGKILLed `extract` gives them no chance to stop them, and
+    an orphan would go on extracting and then idle forever. An orphan is re-parented, so its parent pid changes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(cache: str, options: ExtractOptions, threads: int, parent: int) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
     _worker["store"] = FeatureStore(cache)
     _worker["extractors"] = options.build()
@@ -174,6 +220,7 @@ def extract_videos(
 ) -> list[ExtractResult]:
     """Extract every video; results arrive through `on_result` as they finish, in completion order."""
     paths = [str(p) for p in paths]
+    warn_duplicate_ids(paths)
     store = FeatureStore(cache)  # fails early and clearly on an unwritable cache
     extractors = options.build()
     results: list[ExtractResult] = []
@@ -190,7 +237,7 @@ def extract_videos(
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads, os.getpid())
     ) as pool:
         futures = {pool.submit(_run_in_worker, p): p for p in paths}
         for fut in as_completed(futures):
@@ -240,6 +287,7 @@ def extract_videos_ray(
     except ImportError:
         raise AvdetError("--ray needs Ray: pip install 'avdet[dist]'") from None
     paths = [str(p) for p in paths]
+    warn_duplicate_ids(paths)
     cache = str(Path(cache).resolve())
     FeatureStore(cache)  # fails early and clearly on an unwritable cache
     started = not ray.is_initialized()

@@ -204,7 +204,8 @@ def test_damaged_index_is_rebuilt_from_the_feature_files(clips: dict[str, Path],
 
 
 def first_key(cache: Path) -> str:
-    return _feature_file(cache).parent.parent.name
+    """The extractor key (spec folder) of the cache's features."""
+    return sorted(cache.glob("*/??/*.npz"))[0].parent.parent.name
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "nan"])
@@ -233,3 +234,138 @@ def test_damaged_feature_file_is_recomputed(clips: dict[str, Path], tmp_path: Pa
     (res,) = _extract([clips["av"]], cache)
     assert res.status == "done", res
     assert path.read_bytes() == good
+
+
+# -- paths and names: extract ---------------------------------------------------------------------------------------
+def _distinct_clip(path: Path, frequency: int) -> Path:
+    from conftest import make_clip
+
+    return make_clip(path, 1.5, frequency=frequency)
+
+
+def test_awkward_file_names_reach_ffmpeg_as_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-leading-dash.mp4` after `--`, `-` (stdin to ffmpeg) and `concat:x.mp4` (a protocol) are plain files."""
+    from avdet.pipeline.io.store import FeatureStore
+
+    monkeypatch.chdir(tmp_path)
+    names = ["-leading-dash.mp4", "-", "concat:x.mp4"]
+    for i, name in enumerate(names):
+        _distinct_clip(tmp_path / "src" / f"{i}.mp4", 300 + 200 * i).rename(tmp_path / name)
+    res = _cli("extract", "--cache", "cache", "--", *names)
+    assert res.exit_code == 0, res.output
+    entries = FeatureStore(tmp_path / "cache").entries(first_key(tmp_path / "cache"), "done")
+    assert sorted(e.video_id for e in entries) == sorted(Path(n).stem for n in names)
+    assert len(list((tmp_path / "cache").glob("*/??/*.npz"))) == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fifo_and_looping_symlink_fail_alone(clips: dict[str, Path], tmp_path: Path, workers: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from avdet.pipeline.io.store import FeatureStore
+
+    os.mkfifo(tmp_path / "fifo.mp4")
+    (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "avdet", "extract", "--cache", str(cache), "--workers", str(workers)]
+    cmd += [str(tmp_path / "fifo.mp4"), str(tmp_path / "loop.mp4"), str(clips["av"])]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "fifo.mp4: not a regular file (a named pipe)" in res.stderr
+    assert "loop.mp4: symbolic link loop" in res.stderr
+    assert "Traceback" not in res.stderr and "crashed" not in res.stderr
+    store = FeatureStore(cache)
+    key = first_key(cache)
+    assert [e.video_id for e in store.entries(key, "done")] == ["av"]
+    assert sorted(e.video_id for e in store.entries(key, "failed")) == ["fifo", "loop"]
+
+
+def test_corrupt_middle_is_counted_warned_and_recorded(clips: dict[str, Path], tmp_path: Path) -> None:
+    import random
+
+    from avdet.pipeline.io.store import FeatureStore
+
+    data = bytearray(clips["av"].read_bytes())
+    rng = random.Random(0)
+    for i in range(len(data) // 3, len(data) // 3 + 3000):
+        data[i] = rng.randrange(256)
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    res = _cli("extract", "--cache", tmp_path / "cache", bad)
+    assert "damaged.mp4: decoded with" in res.output and "decode errors" in res.output, res.output
+    (entry,) = FeatureStore(tmp_path / "cache").entries(first_key(tmp_path / "cache"))
+    assert entry.status == "done" and "decode errors" in (entry.reason or "")
+
+
+def test_duplicate_video_ids_in_one_batch_are_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from avdet.pipeline.extract import warn_duplicate_ids
+
+    with caplog.at_level("WARNING"):
+        assert warn_duplicate_ids([tmp_path / "a" / "v.mp4", tmp_path / "b" / "v.mkv", tmp_path / "w.mp4"]) == ["v"]
+    assert "video id 'v' is shared by 2 files" in caplog.text
+
+
+def test_markup_in_paths_is_printed_not_parsed(clips: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "a[" / "]b"  # the path holds the markup `[/]`
+    folder.mkdir(parents=True)
+    (folder / "bad.mp4").write_text("not a video")
+    shutil.copy(clips["av"], folder / "x[bold].mp4")
+    res = _cli("extract", "--cache", tmp_path / "cache", folder)
+    assert res.exit_code == 1, res.output
+    assert f"failed {folder}/bad.mp4: not readable media" in res.output, res.output
+    assert "done   │      1" in res.output, res.output
+
+
+# -- processes -------------------------------------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_die_with_a_killed_extract(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    videos = [_distinct_clip(tmp_path / "v" / f"v{i}.mp4", 300 + 50 * i) for i in range(8)]
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "avdet", "extract", "--cache", str(cache), "--workers", "2", *map(str, videos)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("*/??/*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [c for c in _children(proc.pid) if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()]
+    assert proc.poll() is None and workers, "extract finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [w for w in workers if _alive(w)]
+    for w in survivors:
+        import os
+
+        os.kill(w, signal.SIGKILL)
+    assert not survivors, "worker processes outlived the killed extract"
