@@ -338,7 +338,11 @@ def detect(
                         model=detector.checkpoint.name,
                         fmt=fmt,
                     )
-                    console.print(f"{escape(det.path)}: {len(events)} events -> {escape(str(target))}", highlight=False)
+                    console.print(
+                        f"{escape(det.path)}: {len(events)} events -> {escape(str(target))}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
                 if plot is not None:
                     plot_timeline(events, det.duration, plot, classes=detector.checkpoint.classes, title=det.video_id)
             except (AvdetError, OSError) as err:

@@ -369,3 +369,90 @@ def test_workers_die_with_a_killed_extract(tmp_path: Path) -> None:
 
         os.kill(w, signal.SIGKILL)
     assert not survivors, "worker processes outlived the killed extract"
+
+
+# -- eval ------------------------------------------------------------------------------------------------------------
+def test_eval_without_predictions_in_the_split_scores_zero(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from avdet.pipeline.metrics.mean_ap import evaluate
+
+    event = {"segment": [1.0, 2.0], "label": "x", "label_id": 0}
+    db = {v: {"subset": s, "duration": 10.0, "annotations": [event]} for v, s in (("a", "test"), ("b", "train"))}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"database": db}))
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({"results": {"b": [{"segment": [1.0, 2.0], "label_id": 0, "score": 0.9}]}}))
+    with caplog.at_level("WARNING"):
+        assert evaluate({"database": db}, json.loads(preds.read_text())).average_mAP == 0.0
+    assert "no predictions for any video of split 'test'" in caplog.text
+    res = _cli("eval", "--predictions", preds, "--annotations", ann, "--json", tmp_path / "s.json")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "s.json").read_text())["average_mAP"] == 0.0
+
+
+# -- train: pre-flight ----------------------------------------------------------------------------------------------
+def test_a_run_that_cannot_finish_fails_before_its_first_step(sample_set, tmp_path: Path) -> None:
+    """CCNet's fixed temporal size: validation videos longer than max_seq_len are refused before training, not at
+    the first validation."""
+    from avdet.pipeline.train import Reporter, train
+
+    steps: list[int] = []
+    cfg = load_config("tiny_ccnet", sample_set.overrides(model__max_seq_len=16, train__epochs=1))
+    with pytest.raises(ConfigError, match=r"\((validation|test)\): CCNet takes at most max_seq_len=16"):
+        train(cfg, tmp_path / "run", reporter=Reporter(step=lambda step, losses: steps.append(step)))
+    assert not steps and not (tmp_path / "run" / "last.ckpt").exists()
+
+
+# -- detect ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoCo checkpoint with random weights on `lite` features: enough for detect's paths and messages."""
+    from avdet.models.registry import model_entry
+    from avdet.pipeline.checkpoint import save_checkpoint
+    from avdet.pipeline.config import to_dict
+    from avdet.pipeline.extract import ExtractOptions
+
+    cfg = load_config("tiny")
+    model_cfg = cfg.model_config()
+    model = model_entry("loco").model_cls(model_cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "untrained.ckpt"
+    payload = {
+        "task": "dense",
+        "model": {"name": "loco", "config": to_dict(model_cfg)},
+        "classes": [f"class [{i}]" for i in range(model_cfg.num_classes)],
+        "extractor": ExtractOptions().build().spec,
+        "postprocess": to_dict(cfg.postprocess),
+        "state_dict": model.state_dict(),
+    }
+    save_checkpoint(path, payload)
+    return path
+
+
+def test_detect_with_markup_in_paths(clips: dict[str, Path], untrained_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "a[" / "]b"  # `[/]` in the path
+    folder.mkdir(parents=True)
+    good = folder / "x[bold].mp4"
+    shutil.copy(clips["av"], good)
+    bad = folder / "bad.mp4"
+    bad.write_text("not a video")
+    out = tmp_path / "out"
+    res = _cli("detect", good, bad, "--checkpoint", untrained_checkpoint, "--cache", tmp_path / "c", "--out", out)
+    assert res.exit_code == 1, res.output
+    assert f"{good}: " in res.output and (out / "x[bold].json").is_file(), res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.startswith("failed")]
+    assert line.startswith(f"failed {bad}: not readable media") and line.count("bad.mp4") == 1, line
+
+
+def test_detect_never_writes_two_videos_to_one_file(clips: dict[str, Path], untrained_checkpoint: Path, tmp_path: Path):
+    import shutil
+
+    for sub in ("one", "two"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(clips["av"] if sub == "one" else clips["dash"], tmp_path / "in" / sub / "same.mp4")
+    out = tmp_path / "out"
+    res = _cli("detect", tmp_path / "in", "--checkpoint", untrained_checkpoint, "--cache", tmp_path / "c", "--out", out)
+    assert res.exit_code == 1 and "would both write" in res.output, res.output
+    assert not list(out.glob("*.json")) if out.exists() else True
