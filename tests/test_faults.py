@@ -456,3 +456,14 @@ def test_detect_never_writes_two_videos_to_one_file(clips: dict[str, Path], untr
     res = _cli("detect", tmp_path / "in", "--checkpoint", untrained_checkpoint, "--cache", tmp_path / "c", "--out", out)
     assert res.exit_code == 1 and "would both write" in res.output, res.output
     assert not list(out.glob("*.json")) if out.exists() else True
+
+
+def test_damaged_spec_file_is_skipped_and_rewritten(tmp_path: Path) -> None:
+    from avdet.pipeline.io.store import FeatureStore
+
+    store = FeatureStore(tmp_path)
+    key = store.register_spec({"name": "toy", "dim": 3})
+    (tmp_path / key / "spec.json").write_bytes(b"\xff{garbled")
+    assert store.specs("toy") == []
+    assert store.register_spec({"name": "toy", "dim": 3}) == key
+    assert store.specs("toy") == [(key, {"name": "toy", "dim": 3})]

@@ -241,7 +241,7 @@ class FeatureStore:
         folder = self.root / key
         folder.mkdir(exist_ok=True)
         target = folder / "spec.json"
-        if not target.exists():
+        if _read_spec(target) != spec:  # missing or damaged: (re)write it, the folder name is its hash
             write_bytes_atomic(target, json.dumps(spec, sort_keys=True, indent=2).encode(), StoreError)
         clean_stale_temps(folder, recursive=True)
         return key
@@ -250,7 +250,10 @@ class FeatureStore:
         """(key, spec) of every registered recipe of the extractor `name` (each spec's folder in the store)."""
         found = []
         for spec_file in sorted(self.root.glob("*/spec.json")):
-            spec = json.loads(spec_file.read_text())
+            spec = _read_spec(spec_file)
+            if spec is None:
+                log.warning("%s: damaged extractor spec, skipped (the next `avdet extract` rewrites it)", spec_file)
+                continue
             if spec.get("name") == name:
                 found.append((spec_file.parent.name, spec))
         return found
@@ -316,6 +319,15 @@ class FeatureStore:
         if key is None:
             raise StoreError(f"{video_id}: no features in {self.root} for extractor {extractor}")
         return self.load_key(key, extractor)
+
+
+def _read_spec(path: Path) -> dict | None:
+    """An extractor spec file, or None when it is missing or damaged."""
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or undecodable bytes
+        return None
+    return spec if isinstance(spec, dict) else None
 
 
 def _feature_meta(path: Path) -> dict | None:
