@@ -208,7 +208,7 @@ def first_key(cache: Path) -> str:
     return sorted(cache.glob("*/??/*.npz"))[0].parent.parent.name
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "nan"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbled", "nan"])
 def test_damaged_feature_file_is_recomputed(clips: dict[str, Path], tmp_path: Path, damage: str) -> None:
     import numpy as np
 
@@ -223,6 +223,8 @@ def test_damaged_feature_file_is_recomputed(clips: dict[str, Path], tmp_path: Pa
         path.write_bytes(b"")
     elif damage == "truncated":
         path.write_bytes(good[: len(good) // 2])
+    elif damage == "garbled":
+        path.write_bytes(good[:200] + bytes(range(256)) * 8 + good[200 + 2048 :])
     else:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
