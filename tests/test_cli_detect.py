@@ -181,7 +181,11 @@ def test_eval_checkpoint_beats_untrained_model(trained_run: Path, tmp_path: Path
         ckpt.pop(key)
     save_checkpoint(tmp_path / "untrained.ckpt", ckpt)
     untrained = evaluate_checkpoint(tmp_path / "untrained.ckpt", split="test").result
-    assert trained.average_mAP > untrained.average_mAP + 0.1, (trained.average_mAP, untrained.average_mAP)
+    # Measured: trained 0.385, untrained 0.033 (test Avg. mAP); bands so that half the trained mAP fails.
+    assert 0.33 < trained.average_mAP < 0.44 and untrained.average_mAP < 0.1, (
+        trained.average_mAP,
+        untrained.average_mAP,
+    )
 
 
 def test_eval_predictions_golden(golden_dir: Path, shared_data_dir: Path, tmp_path: Path) -> None:
