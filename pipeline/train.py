@@ -23,10 +23,10 @@ import torch
 import yaml
 from torch import nn
 
-from avdet.errors import ConfigError, DataError
+from avdet.errors import AvdetError, ConfigError, DataError
 from avdet.models.registry import model_entry
 from avdet.pipeline.checkpoint import read_checkpoint, save_checkpoint
-from avdet.pipeline.config import ExperimentConfig, check_task, save_config, to_dict
+from avdet.pipeline.config import ExperimentConfig, build_model_config, check_task, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
 from avdet.pipeline.io.store import default_cache_dir
 from avdet.pipeline.tasks import task_class
@@ -172,6 +172,16 @@ def config_differences(old: dict, new: dict) -> list[str]:
     ]
 
 
+def _resolved(tree: dict) -> dict:
+    """A saved config with its model section as the model's full typed config, so a default written out
+    (`--set model.dropout=<its default>`) is no difference."""
+    try:
+        model = {"name": tree["model"]["name"], **to_dict(build_model_config(tree["model"]))}
+    except (AvdetError, KeyError, TypeError):
+        return tree
+    return {**tree, "model": model}
+
+
 def check_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """A run folder holding a run is never silently replaced: continue it (`resume`, with the same config), or
     replace it only when asked (`overwrite`)."""
@@ -184,7 +194,7 @@ def check_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwri
             old = yaml.safe_load(saved.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             raise DataError(f"{saved}: cannot read the run's config to check the resume against ({err})") from None
-        diffs = config_differences(old if isinstance(old, dict) else {}, to_dict(cfg))
+        diffs = config_differences(_resolved(old if isinstance(old, dict) else {}), _resolved(to_dict(cfg)))
         if diffs:
             raise ConfigError(
                 f"{run_dir}: --resume with a config that differs from the run's ({'; '.join(diffs)}): resume with "
