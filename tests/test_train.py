@@ -107,14 +107,15 @@ def test_resume_after_kill_equals_uninterrupted_run(sample_set: SampleSet, tmp_p
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_epoch = read_checkpoint(killed / "last.ckpt")["epoch"]
-    assert killed_epoch < 3
+    assert killed_epoch < 4
     res = subprocess.run(_train_cmd(sample_set, killed, "--resume"), env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     # The resumed run continued: it ran only the epochs after the checkpoint and kept the earlier history (a silent
     # restart from scratch ends with the same weights, training being deterministic).
     ran = [int(e) for e in re.findall(r"^epoch\s+(\d+)\s+loss", res.stderr, re.M)]
-    assert ran == list(range(killed_epoch + 1, 4)), res.stderr[-2000:]
-    assert [h["epoch"] for h in read_checkpoint(killed / "last.ckpt")["train_state"]["history"]] == [0, 1, 2, 3]
+    total = 5  # train.warmup_epochs 1 + train.epochs 4
+    assert ran == list(range(killed_epoch + 1, total)), res.stderr[-2000:]
+    assert [h["epoch"] for h in read_checkpoint(killed / "last.ckpt")["train_state"]["history"]] == list(range(total))
 
     a, b = _weights(full / "last.ckpt"), _weights(killed / "last.ckpt")
     assert a.keys() == b.keys()
