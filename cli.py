@@ -227,7 +227,13 @@ def extract(
             progress.update(task, advance=1, speed=f"{media_seconds[0] / elapsed:.1f} media-s/s")
             if res.status == "failed":
                 failed.append(res)
-                progress.console.print(f"[red]failed[/] {res.path}: {res.reason}", highlight=False, soft_wrap=True)
+                progress.console.print(
+                    f"[red]failed[/] {escape(res.path)}: {escape(res.reason or '')}", highlight=False, soft_wrap=True
+                )
+            elif res.reason:  # done, with a warning (e.g. decode errors)
+                progress.console.print(
+                    f"[yellow]warning[/] {escape(res.path)}: {escape(res.reason)}", highlight=False, soft_wrap=True
+                )
 
         try:
             if ray is not None:
@@ -245,7 +251,7 @@ def extract(
 
 
 def _extract_summary(results: list, wall: float, cache: Path) -> None:
-    table = Table(title=f"extract summary ({cache})", show_edge=False)
+    table = Table(title=f"extract summary ({escape(str(cache))})", show_edge=False)
     for col in ("status", "videos", "media seconds"):
         table.add_column(col, justify="right" if col != "status" else "left")
     for status, style in (("done", "green"), ("cached", "cyan"), ("failed", "red")):
@@ -311,7 +317,7 @@ def make_sample(
             write_synthetic_ave(
                 out_dir, num_videos=videos, num_classes=classes, num_noisy=max(1, videos // 6), seed=seed
             )
-        out.print(f"wrote AVE-layout features of {videos} videos to {out_dir}")
+        out.print(f"wrote AVE-layout features of {videos} videos to {escape(str(out_dir))}")
         return
     if ave:
         run = partial(make_ave_sample, cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes))
@@ -338,7 +344,7 @@ def make_sample(
             ann = run(out_dir, progress=lambda done, total: progress.update(task, completed=done, total=total))
         except AvdetError as err:
             raise fail(str(err)) from None
-    out.print(f"wrote {videos} clips and {ann}")
+    out.print(f"wrote {videos} clips and {escape(str(ann))}")
 
 
 # -- train -------------------------------------------------------------------------------------------------------
@@ -352,7 +358,8 @@ def train(
         Path,
         typer.Option(help="Where checkpoints, config.yaml and TensorBoard logs go.", show_default="runs/<config name>"),
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt (with the run's config).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in run-dir.")] = False,
 ) -> None:
     """Train a model (LoCo, UnAV, CCNet; CCLN or LoCo on AVE segments) from cached or released features."""
     from avdet.pipeline.config import load_config
@@ -389,13 +396,13 @@ def train(
     )
     try:
         with progress:
-            result = run_train(cfg, run_dir, resume=resume, reporter=reporter)
+            result = run_train(cfg, run_dir, resume=resume, overwrite=overwrite, reporter=reporter)
     except AvdetError as err:
         raise fail(str(err)) from None
     if main_rank:
         out.print(
             f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
-            f"checkpoints in {result.run_dir}"
+            f"checkpoints in {escape(str(result.run_dir))}"
         )
 
 
@@ -461,7 +468,9 @@ def detect(
         for det in detector.detect(paths, batch_size=batch_size):
             if det.events is None:
                 failures += 1
-                console.print(f"[red]failed[/] {det.path}: {det.error}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"[red]failed[/] {escape(det.path)}: {escape(det.error)}", highlight=False, soft_wrap=True
+                )
                 continue
             events = [e for e in det.events if e.score >= detector.checkpoint.postprocess.output_threshold]
             target = targets.get(det.path)
@@ -477,12 +486,16 @@ def detect(
                         model=detector.checkpoint.name,
                         fmt=fmt,
                     )
-                    console.print(f"{det.path}: {len(events)} events -> {target}", highlight=False)
+                    console.print(
+                        f"{escape(det.path)}: {len(events)} events -> {escape(str(target))}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
                 if plot is not None:
                     plot_timeline(events, det.duration, plot, classes=detector.checkpoint.classes, title=det.video_id)
             except (AvdetError, OSError) as err:
                 failures += 1
-                console.print(f"[red]failed[/] {det.path}: {err}", highlight=False, soft_wrap=True)
+                console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
@@ -501,9 +514,25 @@ def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, p
             output_format(out_path)  # unknown suffix: fail before any work
         _check_writable(out_path.parent)
         return {str(paths[0]): out_path}
+    targets = {str(p): out_path / f"{media_id(p)}.{fmt or 'json'}" for p in paths}
+    _refuse_shared_targets(targets)
     out_path.mkdir(parents=True, exist_ok=True)
     _check_writable(out_path)
-    return {str(p): out_path / f"{media_id(p)}.{fmt or 'json'}" for p in paths}
+    return targets
+
+
+def _refuse_shared_targets(targets: dict[str, Path]) -> None:
+    """Two videos of the same name (in different folders) would write the same output file: one would be lost."""
+    from avdet.errors import DataError
+
+    seen: dict[Path, str] = {}
+    for video, target in targets.items():
+        if target in seen:
+            raise DataError(
+                f"{seen[target]} and {video} would both write {target}: rename one, or run detect on each folder "
+                "with its own --out"
+            )
+        seen[target] = video
 
 
 def media_id(path: Path) -> str:
@@ -522,11 +551,11 @@ def _check_writable(folder: Path) -> None:
 
 
 def _print_events(video: str, duration: float, events: list) -> None:
-    table = Table(title=f"{video} ({duration:.1f} s): {len(events)} events", show_edge=False)
+    table = Table(title=f"{escape(video)} ({duration:.1f} s): {len(events)} events", show_edge=False)
     for col in ("start", "end", "label", "score"):
         table.add_column(col, justify="right" if col != "label" else "left")
     for e in sorted(events, key=lambda e: (e.start, -e.score)):
-        table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", e.label, f"{e.score:.3f}")
+        table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", escape(e.label), f"{e.score:.3f}")
     out.print(table)
 
 
@@ -616,7 +645,7 @@ def _write_json(target: Path | None, value: Any) -> None:
 def _print_report(report, to_stdout: bool = True) -> None:
     """Any task's report (`tasks.Report`) as a table (on stderr when stdout carries JSON)."""
     title, columns, rows = report.table()
-    table = Table(title=title, show_edge=False)
+    table = Table(title=escape(title), show_edge=False)
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 and col == "class" else "right")
     for row in rows:
@@ -655,7 +684,7 @@ def plot(
         plot_events_file(events_json, out_png, annotations=annotations)
     except AvdetError as err:
         raise fail(str(err)) from None
-    out.print(f"timeline written to {out_png}")
+    out.print(f"timeline written to {escape(str(out_png))}")
 
 
 # -- weights / convert -------------------------------------------------------------------------------------------
@@ -681,7 +710,8 @@ def weights(
     if as_json:
         out.print_json(_json_text(rows))
     table = Table(
-        title=f"pretrained weights in {Path(rows[0]['file']).parent if rows else weights_dir}", show_edge=False
+        title=f"pretrained weights in {escape(str(Path(rows[0]['file']).parent if rows else weights_dir))}",
+        show_edge=False,
     )
     for col in ("file", "status", "used by", "get it from"):
         table.add_column(col)
@@ -731,14 +761,19 @@ def convert(
         model_config = None
         if config is not None:
             try:
-                model_config = (yaml.safe_load(config.read_text()) or {}).get("model")
+                tree = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+            except UnicodeDecodeError:
+                raise ConfigError(f"{config}: not a text file (cannot decode it as UTF-8)") from None
             except (OSError, yaml.YAMLError) as err:
                 raise ConfigError(f"{config}: cannot read the reference config ({err})") from None
+            if not isinstance(tree, dict):
+                raise ConfigError(f"{config}: the reference config must be a YAML mapping")
+            model_config = tree.get("model")
         released = {"name": extractor, "released": True}
         convert_checkpoint(src, dst, model, names, released, model_config=model_config)
     except AvdetError as err:
         raise fail(str(err)) from None
-    out.print(f"wrote {dst}")
+    out.print(f"wrote {escape(str(dst))}")
 
 
 @app.command()

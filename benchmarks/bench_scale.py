@@ -81,7 +81,10 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], run_dir: 
 
     stamps: list[float] = []
     train(
-        load_config("tiny", overrides), Path(run_dir), reporter=Reporter(step=lambda s, _: stamps.append(time.time()))
+        load_config("tiny", overrides),
+        Path(run_dir),
+        overwrite=True,
+        reporter=Reporter(step=lambda s, _: stamps.append(time.time())),
     )
     if rank == 0:
         Path(run_dir, "steps.json").write_text(json.dumps(stamps))

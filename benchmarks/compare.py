@@ -174,7 +174,7 @@ def run_one(variant: Variant, cfg: ExperimentConfig, run_dir: Path) -> RunResult
         log(f"  {variant.name} epoch {epoch + 1}/{epochs}: loss {metrics.get('loss_total', float('nan')):.3f}{val}")
 
     t0 = time.perf_counter()
-    trained = train(cfg, run_dir, reporter=Reporter(epoch=on_epoch))
+    trained = train(cfg, run_dir, overwrite=True, reporter=Reporter(epoch=on_epoch))  # an unfinished run restarts
     seconds = time.perf_counter() - t0
     best = run_dir / "best.ckpt"
     if not best.is_file():

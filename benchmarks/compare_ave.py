@@ -105,7 +105,7 @@ def run_one(variant: Variant, cfg: ExperimentConfig, run_dir: Path) -> RunResult
             log(f"  {variant.name} epoch {epoch + 1}: loss {loss:.3f}, val {acc:.1f} %")
 
     t0 = time.perf_counter()
-    trained = train(cfg, run_dir, reporter=Reporter(epoch=on_epoch))
+    trained = train(cfg, run_dir, overwrite=True, reporter=Reporter(epoch=on_epoch))  # an unfinished run restarts
     seconds = time.perf_counter() - t0
     test = evaluate_checkpoint(run_dir / "best.ckpt", split=cfg.data.test_split)
     result = RunResult(seconds, trained.best_epoch, trained.best_metric, test.report.accuracy, test.background_only)

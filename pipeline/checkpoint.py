@@ -115,6 +115,24 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     }
 
 
+def torch_load(path: Path, what: str) -> Any:
+    """`torch.load(weights_only=True)`; any failure is one `CheckpointError` naming the file and the reason in words."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler raises many types (KeyError, UnpicklingError, ...) on foreign bytes
+        raise CheckpointError(f"{path}: not {what} ({load_failure_reason(err)})") from None
+
+
+def load_failure_reason(err: Exception) -> str:
+    """Why `torch.load` failed, in words: on foreign bytes the unpickler raises e.g. a bare `KeyError(544502645)`."""
+    text = str(err).strip().strip("'\"")
+    if isinstance(err, KeyError | IndexError | EOFError) or not text or text.lstrip("-").isdigit():
+        return "unreadable or truncated PyTorch data"
+    if text.startswith("Weights only load failed"):
+        return "it holds pickled code or objects, which avdet never runs"
+    return text.splitlines()[0][:160]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check the envelope (a `.ckpt` or an exported `.safetensors`); every failure is a one-line
     `CheckpointError` naming the file."""
@@ -123,12 +141,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
         return _check_envelope(path, _read_safetensors(path))
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the unpickler raises many types (KeyError, UnpicklingError, ...) on foreign bytes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not an avdet checkpoint ({first[:160]})") from None
-    return _check_envelope(path, ckpt)
+    return _check_envelope(path, torch_load(path, "an avdet checkpoint"))
 
 
 def _check_envelope(path: Path, ckpt: Any) -> dict[str, Any]:

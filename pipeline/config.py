@@ -6,7 +6,10 @@ as YAML); every run writes its resolved config next to its checkpoints.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -88,6 +91,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check (and gently convert: int -> float, list -> tuple) one value against a type annotation."""
     origin = typing.get_origin(tp)
@@ -129,6 +135,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, not {value!r}")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -196,28 +204,55 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"{path}: no such config file")
 
 
+def _read_tree(cfg_path: Path) -> dict:
+    try:
+        tree = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{cfg_path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cfg_path}: not a text file (cannot decode it as UTF-8)") from None
+    except OSError as err:
+        raise ConfigError(f"{cfg_path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{cfg_path}: the top level must be a mapping")
+    return tree
+
+
+def _validated(tree: dict) -> ExperimentConfig:
+    cfg = from_dict(ExperimentConfig, tree)
+    check_task(cfg)
+    return cfg
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read a YAML config (differences from the defaults), apply `--set` overrides, validate."""
+    """Read a YAML config (differences from the defaults), apply `--set` overrides, validate.
+
+    An error is blamed on the file when the file alone is invalid, else on the first `--set` that makes it so."""
     tree: dict = {}
     where = "defaults"
     if path is not None:
         cfg_path = resolve_config_path(path)
         where = str(cfg_path)
-        try:
-            tree = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{cfg_path}: invalid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{cfg_path}: the top level must be a mapping")
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_path(tree, key, value)
+        tree = _read_tree(cfg_path)
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    full = copy.deepcopy(tree)
+    for _, key, value in parsed:
+        _set_path(full, key, value)
     try:
-        cfg = from_dict(ExperimentConfig, tree)
-        check_task(cfg)
+        return _validated(full)
+    except ConfigError as err:
+        first_error = err
+    try:
+        _validated(tree)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
-    return cfg
+    for text, key, value in parsed:
+        _set_path(tree, key, value)
+        try:
+            _validated(tree)
+        except ConfigError as err:
+            raise ConfigError(f"--set {text}: {err}") from None
+    raise ConfigError(f"--set {' '.join(overrides)}: {first_error}")
 
 
 def check_task(cfg: ExperimentConfig) -> None:
@@ -233,14 +268,45 @@ def check_task(cfg: ExperimentConfig) -> None:
         raise ConfigError("data.source 'ave_h5' holds AVE segment labels: use it with task: segment")
     if cfg.data.source == "ave_h5" and not cfg.data.ave_root:
         raise ConfigError("data.ave_root is required when data.source is 'ave_h5'")
-    if cfg.data.segment_s <= 0:
-        raise ConfigError(f"data.segment_s must be > 0, not {cfg.data.segment_s}")
+    check_values(cfg)
     head = getattr(model_cfg, "head", None)
     if head is not None and (head == "segment") != (cfg.task == "segment"):
         raise ConfigError(f"task {cfg.task!r} needs model.head: {'segment' if cfg.task == 'segment' else 'detection'}")
     setting = getattr(model_cfg, "setting", None)
     if cfg.task == "segment" and setting is not None and setting != cfg.segment_loss.setting:
         raise ConfigError(f"model.setting {setting!r} and segment_loss.setting {cfg.segment_loss.setting!r} must agree")
+
+
+# (section.field, lowest allowed value, whether the bound itself is allowed)
+_BOUNDS = (
+    ("train.lr", 0.0, False),
+    ("train.batch_size", 1, True),
+    ("train.epochs", 1, True),
+    ("train.warmup_epochs", 0, True),
+    ("train.weight_decay", 0.0, True),
+    ("train.clip_grad", 0.0, True),
+    ("train.ema_decay", 0.0, True),
+    ("train.eval_every", 1, True),
+    ("train.eval_start", 0, True),
+    ("train.log_every", 1, True),
+    ("data.segment_s", 0.0, False),
+    ("data.num_workers", 0, True),
+    ("data.crop_keep_event", 0.0, True),
+)
+
+
+def check_values(cfg: ExperimentConfig) -> None:
+    """Numbers a run cannot use are refused before it starts (not as a traceback, or a silent no-op, later)."""
+    for dotted, low, inclusive in _BOUNDS:
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise ConfigError(f"{dotted} must be {'>=' if inclusive else '>'} {low}, not {value}")
+    if cfg.train.ema_decay >= 1:
+        raise ConfigError(f"train.ema_decay must be < 1, not {cfg.train.ema_decay}")
+    low, high = cfg.data.crop_ratio
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"data.crop_ratio must be two numbers 0 < low <= high <= 1, not {list(cfg.data.crop_ratio)}")
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:

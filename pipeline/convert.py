@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from avdet.errors import CheckpointError
@@ -19,11 +16,9 @@ from avdet.models.keymaps import convert_state_dict, reference_config
 def _load_reference(src: Path) -> dict[str, Any]:
     if not src.is_file():
         raise CheckpointError(f"{src}: no such checkpoint file")
-    try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{src}: not a readable PyTorch checkpoint ({first[:160]})") from None
+    from avdet.pipeline.checkpoint import torch_load
+
+    ckpt = torch_load(src, "a readable PyTorch checkpoint")
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{src}: expected a dict of tensors, got {type(ckpt).__name__}")
     return ckpt
@@ -52,8 +47,8 @@ def convert_checkpoint(
     src, dst = Path(src_path), Path(dst_path)
     ckpt = _load_reference(src)
     raw = ckpt.get("state_dict_ema") or ckpt.get("state_dict") or ckpt
-    if not all(isinstance(v, Tensor) for v in raw.values()):
-        raise CheckpointError(f"{src}: no state dict of tensors found (keys: {', '.join(list(ckpt)[:5])})")
+    if not isinstance(raw, Mapping) or not raw or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{src}: no state dict of tensors found (keys: {', '.join(map(str, list(ckpt)[:5]))})")
     state = convert_state_dict(model_name, raw)
     config = _infer_dims(model_name, state, reference_config(model_name, model_config or {}))
     entry = model_entry(model_name)

@@ -112,7 +112,8 @@ class Detector:
                 pending.append((path, self.features(path)))
             except AvdetError as err:
                 yield from flush() if pending else ()
-                yield Detection(str(path), media.video_id(path), 0.0, None, str(err))
+                reason = str(err).removeprefix(f"{path}: ")  # the caller names the video once
+                yield Detection(str(path), media.video_id(path), 0.0, None, reason)
                 continue
             if len(pending) >= batch_size:
                 yield from flush()

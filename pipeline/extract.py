@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avdet.errors import AvdetError, DecodeError
+from avdet.errors import AvdetError, DecodeError, StoreError
 from avdet.extractors.base import AudioInput, ExtractorSet, Features, VisualInput
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.io import media
@@ -80,10 +81,15 @@ def only(stored: StoredFeatures, modality: str) -> StoredFeatures:
 
 
 def compute_features(
-    path: Path, extractors: ExtractorSet, backend: media.Backend = "ffmpeg", modality: str = "audio_visual"
+    path: Path,
+    extractors: ExtractorSet,
+    backend: media.Backend = "ffmpeg",
+    modality: str = "audio_visual",
+    problems: list[str] | None = None,
 ) -> StoredFeatures:
     """Decode one video and run the extractors it needs on it (no caching): both, or for a unimodal model only
-    that stream's (audio-only never decodes a frame; then an audio file without video is fine)."""
+    that stream's (audio-only never decodes a frame; then an audio file without video is fine). ffmpeg's decode
+    errors go to `problems`."""
     info = media.probe(path)
     visual = audio = None
     if modality != "audio":
@@ -94,7 +100,13 @@ def compute_features(
 
         def frames() -> Iterator[np.ndarray]:
             for chunk in media.read_frames(
-                path, req.fps, req.size, resize=req.resize, short_side=req.short_side, backend=backend
+                path,
+                req.fps,
+                req.size,
+                resize=req.resize,
+                short_side=req.short_side,
+                backend=backend,
+                problems=problems,
             ):
                 counted[0] += len(chunk)
                 yield chunk
@@ -106,11 +118,29 @@ def compute_features(
                 path, f"truncated or corrupt: decoded {counted[0] / req.fps:.2f} s of {info.duration:.2f} s"
             )
     if modality != "visual":
-        samples = media.load_audio(path, extractors.media.sample_rate, info=info)
+        samples = media.load_audio(path, extractors.media.sample_rate, info=info, problems=problems)
         audio = extractors.audio(AudioInput(samples, extractors.media.sample_rate, info.duration))
     visual = _empty_like(audio) if visual is None else visual
     audio = _empty_like(visual) if audio is None else audio
     return StoredFeatures(visual=visual, audio=audio, duration=info.duration)
+
+
+def _cached(store: FeatureStore, video_key: str, key: str) -> StoredFeatures | None:
+    """The stored features, or None when there are none or the file is damaged (then it is recomputed: heals)."""
+    if not store.has(video_key, key):
+        return None
+    try:
+        return store.load_key(video_key, key)
+    except StoreError as err:
+        log.warning("%s; recomputing", err)
+        return None
+
+
+def _decode_warning(problems: list[str]) -> str | None:
+    """One line for a file that decoded with errors (kept as the index entry's reason), None for a clean one."""
+    if not problems:
+        return None
+    return f"decoded with {len(problems)} decode errors (first: {problems[0][:120]})"
 
 
 def extract_one(
@@ -128,20 +158,24 @@ def extract_one(
     key = store.register_spec(modality_spec(extractors.spec, options.modality))
     full_key = spec_hash(extractors.spec)
     start = time.perf_counter()
-    video_key = f"path:{path.resolve()}"
+    video_key = f"path:{os.path.abspath(path)}"  # not resolve(): a looping symlink must fail below, not here
+    problems: list[str] = []
     try:
+        media.check_media_file(path)  # before anything opens it (a named pipe would block)
         video_key = fingerprint(path)
         with store.lock(video_key, key):
-            if store.has(video_key, key) and not options.overwrite:
-                stored = store.load_key(video_key, key)
-                status = "cached"
-            elif key != full_key and store.has(video_key, full_key) and not options.overwrite:
-                stored = only(store.load_key(video_key, full_key), options.modality)  # a full extraction serves
-                status = "cached"
-            else:
-                stored = compute_features(path, extractors, options.backend, options.modality)
-                store.save(video_key, key, stored)
+            stored = _cached(store, video_key, key) if not options.overwrite else None
+            status = "cached"
+            if stored is None and key != full_key and not options.overwrite:
+                full = _cached(store, video_key, full_key)  # a full extraction serves a unimodal model
+                stored = None if full is None else only(full, options.modality)
+            if stored is None:
+                stored = compute_features(path, extractors, options.backend, options.modality, problems)
+                store.save(video_key, key, stored, video_id=vid, path=os.path.abspath(path))
                 status = "done"
+        warning = _decode_warning(problems)
+        if warning:
+            log.info("%s: %s", path, warning)  # the result carries it; the CLI shows it
         wall = time.perf_counter() - start
         rows = len(stored.visual)
         store.record(
@@ -150,12 +184,13 @@ def extract_one(
             video_id=vid,
             path=path,
             status="done",
+            reason=warning,
             rows=rows,
             media_seconds=stored.duration,
             wall_seconds=wall,
         )
         kept = stored if keep_features else None
-        return ExtractResult(str(path), vid, status, None, rows, stored.duration, wall, kept)
+        return ExtractResult(str(path), vid, status, warning, rows, stored.duration, wall, kept)
     except AvdetError as err:
         reason = err.reason if isinstance(err, DecodeError) else str(err)
         wall = time.perf_counter() - start
@@ -174,11 +209,41 @@ def extract_one(
         return ExtractResult(str(path), vid, "failed", reason, wall_seconds=wall)
 
 
+def warn_duplicate_ids(paths: Iterable[str | Path]) -> list[str]:
+    """Warn about video ids (file names without suffix) shared by several files of a batch: the store keeps both
+    (it is keyed by content), but annotations name a video by its id, and the id finds only the newest of them."""
+    by_id: dict[str, list[str]] = {}
+    for p in paths:
+        by_id.setdefault(media.video_id(p), []).append(str(p))
+    shared = {vid: files for vid, files in by_id.items() if len(files) > 1}
+    for vid, files in shared.items():
+        log.warning(
+            "video id %r is shared by %d files (%s): training and eval find only the one extracted last",
+            vid,
+            len(files),
+            ", ".join(files),
+        )
+    return sorted(shared)
+
+
 # -- local worker processes ------------------------------------------------------------------------------------
 _worker: dict = {}
 
 
-def _init_worker(cache: str, options: ExtractOptions, threads: int) -> None:
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """Workers die with the process that started them: a SIGKILLed `extract` gives them no chance to stop them, and
+    an orphan would go on extracting and then idle forever. An orphan is re-parented, so its parent pid changes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(cache: str, options: ExtractOptions, threads: int, parent: int) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
     _worker["store"] = FeatureStore(cache)
     _worker["extractors"] = options.build()
@@ -199,6 +264,7 @@ def extract_videos(
 ) -> list[ExtractResult]:
     """Extract every video; results arrive through `on_result` as they finish, in completion order."""
     paths = [str(p) for p in paths]
+    warn_duplicate_ids(paths)
     store = FeatureStore(cache)  # fails early and clearly on an unwritable cache
     extractors = options.build()
     results: list[ExtractResult] = []
@@ -215,7 +281,7 @@ def extract_videos(
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads, os.getpid())
     ) as pool:
         futures = {pool.submit(_run_in_worker, p): p for p in paths}
         for fut in as_completed(futures):
@@ -265,6 +331,7 @@ def extract_videos_ray(
     except ImportError:
         raise AvdetError("--ray needs Ray: pip install 'avdet[dist]'") from None
     paths = [str(p) for p in paths]
+    warn_duplicate_ids(paths)
     cache = str(Path(cache).resolve())
     FeatureStore(cache)  # fails early and clearly on an unwritable cache
     started = not ray.is_initialized()

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
-from avdet.errors import ConfigError, DataError
+from avdet.errors import AvdetError, ConfigError, DataError
 from avdet.models.registry import model_entry
 from avdet.pipeline.checkpoint import DATA_PATH_KEYS, read_checkpoint, save_checkpoint
-from avdet.pipeline.config import ExperimentConfig, check_task, save_config, to_dict
+from avdet.pipeline.config import ExperimentConfig, build_model_config, check_task, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
 from avdet.pipeline.tasks import task_class
 
@@ -148,8 +149,72 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
             yield perm[start : start + share]
 
 
+# Settings a resumed run may change: where it runs, and how long (more epochs continue the same run).
+RESUMABLE_CHANGES = frozenset({"train.device", "data.num_workers", "train.epochs"})
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every setting that differs between two resolved configs (as `to_dict` gives them)."""
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    return [
+        f"{key}: {a.get(key, '(unset)')} -> {b.get(key, '(unset)')}"
+        for key in sorted(set(a) | set(b))
+        if key not in RESUMABLE_CHANGES and a.get(key, missing) != b.get(key, missing)
+    ]
+
+
+def _resolved(tree: dict) -> dict:
+    """A saved config with its model section as the model's full typed config, so a default written out
+    (`--set model.dropout=<its default>`) is no difference."""
+    try:
+        model = {"name": tree["model"]["name"], **to_dict(build_model_config(tree["model"]))}
+    except (AvdetError, KeyError, TypeError):
+        return tree
+    return {**tree, "model": model}
+
+
+def check_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """A run folder holding a run is never silently replaced: continue it (`resume`, with the same config), or
+    replace it only when asked (`overwrite`)."""
+    holds_run = any((run_dir / name).is_file() for name in ("last.ckpt", "best.ckpt"))
+    if resume:
+        if not (run_dir / "last.ckpt").is_file():
+            raise DataError(f"{run_dir / 'last.ckpt'}: nothing to resume (no last checkpoint in the run folder)")
+        saved = run_dir / "config.yaml"
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise DataError(f"{saved}: cannot read the run's config to check the resume against ({err})") from None
+        diffs = config_differences(_resolved(old if isinstance(old, dict) else {}), _resolved(to_dict(cfg)))
+        if diffs:
+            raise ConfigError(
+                f"{run_dir}: --resume with a config that differs from the run's ({'; '.join(diffs)}): resume with "
+                f"the run's config ({saved}) or start a new --run-dir"
+            )
+    elif holds_run and not overwrite:
+        raise DataError(
+            f"{run_dir}: holds a run already (best.ckpt / last.ckpt): continue it with --resume, choose a new "
+            "--run-dir, or replace it with --overwrite"
+        )
+
+
 def train(
-    cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
 ) -> TrainResult:
     """Train the configured model; writes config.yaml, last.ckpt, best.ckpt and TensorBoard scalars to `run_dir`.
 
@@ -160,6 +225,7 @@ def train(
     reporter = reporter or Reporter()
     tc = cfg.train
     check_task(cfg)
+    check_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
     dist, device = init_distributed(tc.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc.seed)
@@ -188,8 +254,6 @@ def train(
 
     last_path, best_path = run_dir / "last.ckpt", run_dir / "best.ckpt"
     if resume:
-        if not last_path.is_file():
-            raise DataError(f"{last_path}: nothing to resume (no last checkpoint in the run folder)")
         state = read_checkpoint(last_path)["train_state"]
         model.load_state_dict(state["model"])
         ema.module.load_state_dict(state["ema"])
@@ -208,6 +272,10 @@ def train(
     writer = None
     if dist.main:
         from torch.utils.tensorboard import SummaryWriter
+
+        if not resume:  # --overwrite: the old run's checkpoints must not outlive it
+            for stale in (last_path, best_path):
+                stale.unlink(missing_ok=True)
 
         save_config(cfg, run_dir / "config.yaml")
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch * steps_per_epoch)

@@ -11,7 +11,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 step $AVDET make-sample "$OUT/data" --videos 60 --seed 0
 step $AVDET extract "$OUT/data/videos" --cache "$OUT/cache" --workers 2
-step $AVDET train --config tiny --run-dir "$OUT/run" \
+step $AVDET train --config tiny --run-dir "$OUT/run" --overwrite \
     --set data.annotations="$OUT/data/annotations.json" --set data.classes="$OUT/data/classes.tsv" \
     --set data.cache="$OUT/cache"
 step $AVDET eval --checkpoint "$OUT/run/best.ckpt" --split test --json "$OUT/test_map.json"

@@ -47,6 +47,17 @@ def test_detect_writes_json_srt_vtt_and_plot(trained_run: Path, sample_set: Samp
     assert doc["events"] and starts == sorted(starts)
     assert all(0 <= e["start"] < e["end"] <= doc["duration"] + 1e-6 for e in doc["events"])
     assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    # The file holds the library's events for this video (above the checkpoint's threshold), not just some events.
+    from avdet.pipeline.detect import Detector
+
+    detector = Detector(ckpt, cache=sample_set.cache)
+    (det,) = detector.detect([video])
+    threshold = detector.checkpoint.postprocess.output_threshold
+    want = sorted(
+        (e.label_id, round(e.start, 3), round(e.end, 3), round(e.score, 4)) for e in det.events if e.score >= threshold
+    )
+    got = sorted((e["label_id"], round(e["start"], 3), round(e["end"], 3), round(e["score"], 4)) for e in doc["events"])
+    assert got == want
     for fmt in ("srt", "vtt"):
         res = _invoke(
             "detect", video, "--checkpoint", ckpt, "--cache", sample_set.cache, "--out", tmp_path / f"events.{fmt}"
@@ -87,6 +98,7 @@ def test_detect_several_videos_to_a_folder_and_batched_equals_single(
         for x, y in zip(a, b, strict=True):
             assert x["label_id"] == y["label_id"]
             assert x["start"] == pytest.approx(y["start"], abs=1e-4)
+            assert x["end"] == pytest.approx(y["end"], abs=1e-4)
             assert x["score"] == pytest.approx(y["score"], abs=1e-5)
 
 
@@ -127,7 +139,7 @@ def test_detect_not_a_checkpoint(sample_set: SampleSet, tmp_path: Path) -> None:
     assert res.exit_code != 0 and "fake.ckpt" in res.output
 
 
-def test_eval_checkpoint_prints_table_and_writes_json(trained_run: Path, tmp_path: Path) -> None:
+def test_eval_checkpoint_prints_table_and_writes_json(trained_run: Path, sample_set: SampleSet, tmp_path: Path) -> None:
     res = _invoke(
         "eval",
         "--checkpoint",
@@ -144,8 +156,15 @@ def test_eval_checkpoint_prints_table_and_writes_json(trained_run: Path, tmp_pat
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert len(metrics["mAP"]) == 9 and metrics["tiou_thresholds"][0] == pytest.approx(0.1)
     assert 0.0 < metrics["average_mAP"] <= 1.0
-    preds = json.loads((tmp_path / "p.json").read_text())["database"]
-    assert preds
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert preds["database"]
+    # The printed/saved scores are the evaluator's on the saved predictions, not just well-formed numbers.
+    from avdet.pipeline.data.annotations import load_annotations
+    from avdet.pipeline.metrics.mean_ap import evaluate
+
+    direct = evaluate(load_annotations(sample_set.annotations), preds, split="test")
+    assert metrics["average_mAP"] == pytest.approx(direct.average_mAP, abs=1e-12)
+    assert metrics["mAP"] == pytest.approx(list(direct.mAP), abs=1e-12)
 
 
 def test_eval_checkpoint_beats_untrained_model(trained_run: Path, tmp_path: Path) -> None:
@@ -162,7 +181,11 @@ def test_eval_checkpoint_beats_untrained_model(trained_run: Path, tmp_path: Path
         ckpt.pop(key)
     save_checkpoint(tmp_path / "untrained.ckpt", ckpt)
     untrained = evaluate_checkpoint(tmp_path / "untrained.ckpt", split="test").result
-    assert trained.average_mAP > untrained.average_mAP + 0.1, (trained.average_mAP, untrained.average_mAP)
+    # Measured: trained 0.385, untrained 0.033 (test Avg. mAP); bands so that half the trained mAP fails.
+    assert 0.33 < trained.average_mAP < 0.44 and untrained.average_mAP < 0.1, (
+        trained.average_mAP,
+        untrained.average_mAP,
+    )
 
 
 def test_eval_predictions_golden(golden_dir: Path, shared_data_dir: Path, tmp_path: Path) -> None:

@@ -156,6 +156,8 @@ def test_ddp_resume_after_kill_equals_uninterrupted(sample_set: SampleSet, runs:
     assert codes[0] == -signal.SIGKILL, codes
     assert read_checkpoint(run_dir / "last.ckpt")["epoch"] == 0  # died during the last epoch
     assert _launch(2, overrides, run_dir, resume=True) == [0, 0]
+    # It continued: one last.ckpt before the kill and one for the resumed epoch (a restart would write two more).
+    assert _writes(run_dir)[0].count("0 last.ckpt") == 2, _writes(run_dir)
     done, resumed = _weights(runs["ddp"]), _weights(run_dir)
     for k in done:
         torch.testing.assert_close(resumed[k], done[k], rtol=0, atol=1e-6, msg=k)

@@ -151,15 +151,19 @@ def test_sigkill_then_rerun_gives_identical_features(batch: Path, tmp_path: Path
     assert run_cli("extract", str(clips_dir), "--cache", str(reference)).returncode == 0
 
     cache = tmp_path / "killed"
-    for delay in (1.5, 2.5):  # kill at two different moments of the run
+    for files in (1, 3):  # kill at two moments of the run, each after real work (a cache this full), never before
         proc = subprocess.Popen(
             [sys.executable, "-m", "avdet", "extract", str(clips_dir), "--cache", str(cache)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while len(list(cache.rglob("*.npz"))) < files and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "extract finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert len(list(cache.rglob("*.npz"))) < 7  # a partial cache: the rerun has work left
     assert run_cli("extract", str(clips_dir), "--cache", str(cache)).returncode == 0
     a, b = stored(reference), stored(cache)
     assert a.keys() == b.keys() and len(a) == 7

@@ -66,7 +66,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(scope="module")
 def ray_runtime(tmp_path_factory: pytest.TempPathFactory):
     """A 2-CPU Ray runtime on 127.0.0.1 whose workers run `install_kill_hook`; shut down after the module."""
-    ray = pytest.importorskip("ray", reason="the dist extra (ray) is not installed")
+    import ray  # the dev extra installs it: a missing ray fails here, it is never skipped
+
     kill_dir = tmp_path_factory.mktemp("ray_kill")
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     ctx = ray.init(

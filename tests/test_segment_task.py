@@ -20,7 +20,7 @@ from avdet.pipeline.data import ave, segments
 from avdet.pipeline.metrics import cross_modal
 from avdet.pipeline.metrics.accuracy import background_only_accuracy
 from avdet.pipeline.synth.ave_features import write_synthetic_ave
-from avdet.pipeline.train import train
+from avdet.pipeline.train import Reporter, train
 
 runner = CliRunner()
 
@@ -287,7 +287,14 @@ def test_segment_resume_is_exact(h5_set: Path, tmp_path: Path) -> None:
     base = {**CCLN_SMALL, "data.ave_root": h5_set}
     straight = train(load_config("ccln_ave", _overrides({**base, "train.epochs": 2})), tmp_path / "a")
     train(load_config("ccln_ave", _overrides({**base, "train.epochs": 1})), tmp_path / "b")
-    resumed = train(load_config("ccln_ave", _overrides({**base, "train.epochs": 2})), tmp_path / "b", resume=True)
+    ran: list[int] = []
+    resumed = train(
+        load_config("ccln_ave", _overrides({**base, "train.epochs": 2})),
+        tmp_path / "b",
+        resume=True,
+        reporter=Reporter(epoch=lambda epoch, metrics: ran.append(epoch)),
+    )
+    assert ran == [1]  # it continued (a silent restart would run epoch 0 again and end with the same weights)
     assert [h["epoch"] for h in resumed.history] == [0, 1]
     a = torch.load(straight.run_dir / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(resumed.run_dir / "last.ckpt", weights_only=True)["state_dict"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,9 +25,11 @@ def test_tiny_model_learns(trained_run: Path) -> None:
     result = json.loads((trained_run / "result.json").read_text())
     history = result["history"]
     first, last = history[0]["loss_total"], history[-1]["loss_total"]
-    assert last < 0.6 * first, (first, last)
+    # Bands around the measured run (loss 4.17 -> 1.15, best val Avg. mAP 0.383 at epoch 9 of 16), so a model that
+    # stopped in its warm-up or lost half its mAP fails.
+    assert last < 0.35 * first, (first, last)
     maps = [h["val_mAP"] for h in history if "val_mAP" in h]
-    assert result["best"] == max(maps) and result["best"] > 0.2, maps
+    assert result["best"] == max(maps) and 0.33 < result["best"] < 0.44, maps
     assert (trained_run / "best.ckpt").is_file() and (trained_run / "config.yaml").is_file()
     assert any((trained_run / "tensorboard").iterdir())
 
@@ -103,9 +106,16 @@ def test_resume_after_kill_equals_uninterrupted_run(sample_set: SampleSet, tmp_p
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert read_checkpoint(killed / "last.ckpt")["epoch"] < 3
+    killed_epoch = read_checkpoint(killed / "last.ckpt")["epoch"]
+    assert killed_epoch < 3
     res = subprocess.run(_train_cmd(sample_set, killed, "--resume"), env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
+    # The resumed run continued: it ran only the epochs after the checkpoint and kept the earlier history (a silent
+    # restart from scratch ends with the same weights, training being deterministic).
+    ran = [int(e) for e in re.findall(r"^epoch\s+(\d+)\s+loss", res.stderr, re.M)]
+    total = 5  # train.warmup_epochs 1 + train.epochs 4
+    assert ran == list(range(killed_epoch + 1, total)), res.stderr[-2000:]
+    assert [h["epoch"] for h in read_checkpoint(killed / "last.ckpt")["train_state"]["history"]] == list(range(total))
 
     a, b = _weights(full / "last.ckpt"), _weights(killed / "last.ckpt")
     assert a.keys() == b.keys()

@@ -102,26 +102,43 @@ class GroundTruth:
 def read_classes(annotations: dict, classes_tsv: str | Path | None = None) -> list[str]:
     """Class names by label id: from a TSV (label_id, label) when given, else from the annotations."""
     if classes_tsv:
-        path = Path(classes_tsv)
-        try:
-            with path.open(newline="") as f:
-                rows = [r for r in csv.reader(f, delimiter="\t") if r]
-        except OSError as err:
-            raise DataError(f"{path}: cannot read class list ({err.strerror})") from None
-        if rows and not rows[0][0].strip().lstrip("-").isdigit():
-            rows = rows[1:]  # header
-        try:
-            table = {int(r[0]): r[1] for r in rows}
-        except (ValueError, IndexError):
-            raise DataError(f"{path}: expected 'label_id<TAB>label' lines") from None
+        table = _read_class_table(Path(classes_tsv))
+        source = str(classes_tsv)
     else:
         table = {}
         for video in annotations["database"].values():
             for ann in video.get("annotations", []):
                 table[int(ann["label_id"])] = ann["label"]
+        source = "annotations"
     if sorted(table) != list(range(len(table))):
-        raise DataError(f"class ids must be 0..N-1, got {sorted(table)[:5]}...")
+        raise DataError(f"{source}: class ids must be 0..N-1, got {sorted(table)[:5]}...")
+    largest = num_classes_of(annotations) - 1
+    if largest >= len(table):
+        raise DataError(f"{source}: the annotations use label_id {largest} but the class list has {len(table)} classes")
     return [table[i] for i in range(len(table))]
+
+
+def _read_class_table(path: Path) -> dict[int, str]:
+    """label_id -> label from a TSV (an optional header line); a repeated id is an error, not a silent overwrite."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f, delimiter="\t") if r]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text class list (cannot decode it as UTF-8)") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read class list ({err.strerror})") from None
+    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+        rows = rows[1:]  # header
+    table: dict[int, str] = {}
+    for row in rows:
+        try:
+            label_id, label = int(row[0]), row[1]
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: expected 'label_id<TAB>label' lines") from None
+        if label_id in table:
+            raise DataError(f"{path}: label_id {label_id} appears twice ({table[label_id]!r} and {label!r})")
+        table[label_id] = label
+    return table
 
 
 def ground_truth(annotations: dict, video_id: str) -> GroundTruth:

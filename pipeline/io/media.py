@@ -6,8 +6,11 @@ Every failure is a `DecodeError(path, reason)` whose reason is one line. A file 
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -56,18 +59,43 @@ class MediaInfo:
     audio_channels: int
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: str, path: str | Path | None = None) -> str:
+    """ffmpeg's last stderr line, without the file name it starts with (the message names the file once)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown ffmpeg error"
+    line = lines[-1] if lines else "unknown ffmpeg error"
+    if path is not None:
+        for prefix in (media_url(path), os.path.abspath(path), str(path)):
+            line = line.removeprefix(f"{prefix}: ")
+    return line
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DecodeError(path, "no such file")
-    if not path.is_file():
-        raise DecodeError(path, "not a regular file")
-    if path.stat().st_size == 0:
+def check_media_file(path: str | Path) -> None:
+    """A regular, non-empty file, checked before anything opens it: opening a named pipe blocks forever, and a
+    looping symlink or a device is no video."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DecodeError(path, "no such file") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DecodeError(path, "symbolic link loop") from None
+        raise DecodeError(path, f"cannot read ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = {stat.S_ISFIFO: "a named pipe", stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}
+        found = next((name for test, name in kind.items() if test(mode)), "a folder" if stat.S_ISDIR(mode) else "")
+        raise DecodeError(path, f"not a regular file{f' ({found})' if found else ''}")
+    if os.stat(path).st_size == 0:
         raise DecodeError(path, "empty file (0 bytes)")
+
+
+def media_url(path: str | Path) -> str:
+    """The path as ffmpeg/ffprobe must get it: `file:` + absolute path, so a name such as `-x.mp4`, `-` or
+    `concat:x.mp4` is never read as an option, stdin or a protocol."""
+    return "file:" + os.path.abspath(path)
+
+
+# More decode errors than this in one stream and the file is refused as corrupt (fewer: a warning).
+MAX_DECODE_ERRORS = 100
 
 
 def _rate(text: str | None) -> float:
@@ -87,11 +115,13 @@ def _rotation(stream: dict) -> int:
 def probe(path: str | Path) -> MediaInfo:
     """Streams, duration, frame rate and rotation of a media file."""
     path = Path(path)
-    _check_file(path)
+    check_media_file(path)
     try:
-        meta = ffmpeg.probe(str(path))
+        meta = ffmpeg.probe(media_url(path))
     except ffmpeg.Error as err:
-        raise DecodeError(path, f"not readable media ({_last_line(err.stderr.decode(errors='replace'))})") from None
+        raise DecodeError(
+            path, f"not readable media ({_last_line(err.stderr.decode(errors='replace'), path)})"
+        ) from None
     except FileNotFoundError:
         raise DecodeError(path, "ffprobe not found: install ffmpeg (apt-get install ffmpeg)") from None
     streams = meta.get("streams", [])
@@ -139,8 +169,13 @@ def _scale_filters(stream: ffmpeg.nodes.FilterableStream, size: tuple[int, int],
     return scaled.filter("crop", width, height)
 
 
-def _run_pipe(path: Path, args: list[str], frame_bytes: int, frames_per_chunk: int) -> Iterator[bytearray]:
-    """Run ffmpeg, yield stdout in whole frames; raise DecodeError on a non-zero exit (stderr kept in a file)."""
+def _run_pipe(
+    path: Path, args: list[str], frame_bytes: int, frames_per_chunk: int, problems: list[str] | None = None
+) -> Iterator[bytearray]:
+    """Run ffmpeg, yield stdout in whole frames; raise DecodeError on a non-zero exit (stderr kept in a file).
+
+    ffmpeg runs at `-loglevel error`, so every stderr line of a successful run is a decode error: they are
+    appended to `problems`, and more than MAX_DECODE_ERRORS refuse the file."""
     with tempfile.TemporaryFile() as errfile:
         try:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
@@ -165,9 +200,15 @@ def _run_pipe(path: Path, args: list[str], frame_bytes: int, frames_per_chunk: i
         finally:
             proc.stdout.close()
             code = proc.wait()
+        errfile.seek(0)
+        stderr = errfile.read().decode(errors="replace")
         if code != 0:
-            errfile.seek(0)
-            raise DecodeError(path, f"ffmpeg failed ({_last_line(errfile.read().decode(errors='replace'))})")
+            raise DecodeError(path, f"ffmpeg failed ({_last_line(stderr, path)})")
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.strip().startswith("Last message")]
+        if len(lines) > MAX_DECODE_ERRORS:
+            raise DecodeError(path, f"corrupt: {len(lines)} decode errors (first: {lines[0][:120]})")
+        if problems is not None:
+            problems.extend(lines)
 
 
 def read_frames(
@@ -179,6 +220,7 @@ def read_frames(
     short_side: int = 256,
     chunk: int = 64,
     backend: Backend = "ffmpeg",
+    problems: list[str] | None = None,
 ) -> Iterator[np.ndarray]:
     """RGB frames resampled to `fps` and resized to `size` = (height, width), as uint8 chunks (n, H, W, 3).
 
@@ -195,7 +237,7 @@ def read_frames(
             yield from frames
             return
     height, width = size
-    stream = ffmpeg.input(str(path)).video.filter("fps", fps=fps)
+    stream = ffmpeg.input(media_url(path)).video.filter("fps", fps=fps)
     stream = _scale_filters(stream, size, resize, short_side)
     args = (
         ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", **{"fps_mode": "passthrough"})
@@ -204,7 +246,7 @@ def read_frames(
     )
     frame_bytes = height * width * 3
     got = 0
-    for buf in _run_pipe(path, args, frame_bytes, chunk):
+    for buf in _run_pipe(path, args, frame_bytes, chunk, problems):
         arr = np.frombuffer(buf, dtype=np.uint8).reshape(-1, height, width, 3)  # (n, H, W, 3)
         got += len(arr)
         yield arr
@@ -242,7 +284,7 @@ def _decord_frames(
         scale = short / min(info.width, info.height)
         target = (round(info.width * scale), round(info.height * scale))
     try:
-        reader = decord.VideoReader(str(path), width=target[0], height=target[1], num_threads=1)
+        reader = decord.VideoReader(os.path.abspath(path), width=target[0], height=target[1], num_threads=1)
         stamps = reader.get_frame_timestamp(range(len(reader)))  # (N, 2) start, end seconds
     except Exception as err:  # decord raises its own DECORDError or RuntimeError for unknown codecs (AV1)
         log.info("%s: decord cannot open it (%s); using ffmpeg", path, str(err).splitlines()[0][:120])
@@ -260,7 +302,9 @@ def _decord_frames(
     return gen()
 
 
-def load_audio(path: str | Path, sample_rate: int, *, info: MediaInfo | None = None) -> np.ndarray:
+def load_audio(
+    path: str | Path, sample_rate: int, *, info: MediaInfo | None = None, problems: list[str] | None = None
+) -> np.ndarray:
     """Mono float32 waveform at `sample_rate`; zeros for the file's duration when it has no audio stream.
 
     The one downmix rule everywhere: the mean of all channels, done here (not by ffmpeg's -ac, whose matrix
@@ -272,13 +316,13 @@ def load_audio(path: str | Path, sample_rate: int, *, info: MediaInfo | None = N
         return np.zeros(max(1, int(round(info.duration * sample_rate))), dtype=np.float32)
     channels = max(1, info.audio_channels)
     args = (
-        ffmpeg.input(str(path))
+        ffmpeg.input(media_url(path))
         .audio.output("pipe:", format="f32le", acodec="pcm_f32le", ar=sample_rate, ac=channels)
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .compile()
     )
     parts = []
-    for buf in _run_pipe(path, args, 4 * channels, sample_rate):
+    for buf in _run_pipe(path, args, 4 * channels, sample_rate, problems):
         interleaved = np.frombuffer(buf, dtype=np.float32).reshape(-1, channels)  # (samples, channels)
         parts.append(interleaved.mean(axis=1, dtype=np.float32))
     if not parts:

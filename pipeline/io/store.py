@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -31,6 +32,8 @@ import numpy as np
 from avdet.errors import DecodeError, StoreError
 from avdet.extractors.base import Features
 from avdet.pipeline.io.atomic import clean_stale_temps, write_bytes_atomic
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _SCHEMA = """
@@ -125,10 +128,46 @@ class FeatureStore:
         self._db_path = self.root / "index.sqlite"
         # One process at a time creates the index: switching a new database to WAL needs exclusive access, and
         # SQLite answers "database is locked" at once instead of waiting when processes start together.
-        with exclusive_lock(self.root / "index.lock"), self._db() as db:
+        with exclusive_lock(self.root / "index.lock"):
+            try:
+                self._open_index()
+            except sqlite3.DatabaseError as err:  # truncated, garbled, not a database: the feature files are intact
+                self._rebuild_index(err)
+
+    def _open_index(self) -> None:
+        with self._db() as db:
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
             db.executescript(_SCHEMA)
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+
+    def _rebuild_index(self, err: Exception) -> None:
+        """Move the damaged index aside and rebuild it from the feature files (each carries its video id, path and
+        duration); files written before they carried them are indexed again by the next `extract`."""
+        aside = self._db_path.with_name(f"index.sqlite.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self._db_path}{suffix}")
+            if src.exists():
+                src.replace(Path(f"{aside}{suffix}"))
+        self._open_index()
+        indexed = skipped = 0
+        for npz in sorted(self.root.glob("*/??/*.npz")):
+            meta = _feature_meta(npz)
+            if meta is None:
+                skipped += 1
+                continue
+            self.record(video_key=npz.stem, extractor=npz.parent.parent.name, status="done", **meta)
+            indexed += 1
+        log.warning(
+            "%s: damaged feature index (%s), moved to %s and rebuilt from %d feature files%s",
+            self._db_path,
+            str(err).splitlines()[0] if str(err) else type(err).__name__,
+            aside.name,
+            indexed,
+            f" ({skipped} older or unreadable files are indexed again by the next `avdet extract`)" if skipped else "",
+        )
 
     # -- index ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -202,7 +241,7 @@ class FeatureStore:
         folder = self.root / key
         folder.mkdir(exist_ok=True)
         target = folder / "spec.json"
-        if not target.exists():
+        if _read_spec(target) != spec:  # missing or damaged: (re)write it, the folder name is its hash
             write_bytes_atomic(target, json.dumps(spec, sort_keys=True, indent=2).encode(), StoreError)
         clean_stale_temps(folder, recursive=True)
         return key
@@ -211,7 +250,10 @@ class FeatureStore:
         """(key, spec) of every registered recipe of the extractor `name` (each spec's folder in the store)."""
         found = []
         for spec_file in sorted(self.root.glob("*/spec.json")):
-            spec = json.loads(spec_file.read_text())
+            spec = _read_spec(spec_file)
+            if spec is None:
+                log.warning("%s: damaged extractor spec, skipped (the next `avdet extract` rewrites it)", spec_file)
+                continue
             if spec.get("name") == name:
                 found.append((spec_file.parent.name, spec))
         return found
@@ -230,7 +272,10 @@ class FeatureStore:
         with exclusive_lock(target.with_suffix(".lock")):
             yield
 
-    def save(self, video_key: str, extractor: str, features: StoredFeatures) -> Path:
+    def save(
+        self, video_key: str, extractor: str, features: StoredFeatures, *, video_id: str = "", path: str = ""
+    ) -> Path:
+        """Write one feature file; `video_id` and `path` go into it too, so a damaged index can be rebuilt."""
         data = npz_bytes(
             {
                 "visual": features.visual.values,
@@ -238,6 +283,8 @@ class FeatureStore:
                 "audio": features.audio.values,
                 "audio_times": features.audio.times,
                 "duration": np.float64(features.duration),
+                "video_id": np.str_(video_id),
+                "path": np.str_(path),
             }
         )
         target = self.path_for(video_key, extractor)
@@ -248,16 +295,23 @@ class FeatureStore:
     def load_key(self, video_key: str, extractor: str) -> StoredFeatures:
         path = self.path_for(video_key, extractor)
         try:
-            with np.load(path) as z:
-                return StoredFeatures(
+            with np.load(path, allow_pickle=False) as z:
+                stored = StoredFeatures(
                     visual=Features(z["visual"], z["visual_times"]),
                     audio=Features(z["audio"], z["audio_times"]),
                     duration=float(z["duration"]),
                 )
         except FileNotFoundError:
             raise StoreError(f"{path}: features not in the cache (run `avdet extract` first)") from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-            raise StoreError(f"{path}: unreadable feature file ({err})") from None
+        except Exception as err:  # a damaged .npz raises EOFError, BadZipFile, ValueError, KeyError, zlib.error ...
+            reason = "empty file" if path.stat().st_size == 0 else (str(err).splitlines() or [type(err).__name__])[0]
+            raise StoreError(f"{path}: unreadable feature file ({reason}); `avdet extract` recomputes it") from None
+        for name, values in (("visual", stored.visual.values), ("audio", stored.audio.values)):
+            if not np.isfinite(values).all():
+                raise StoreError(
+                    f"{path}: {name} features hold non-finite values (NaN or inf); `avdet extract` recomputes it"
+                )
+        return stored
 
     def load(self, video_id: str, extractor: str) -> StoredFeatures:
         """Features of an extracted video by its id (the file name without suffix)."""
@@ -278,6 +332,32 @@ class FeatureStore:
         """Drop every index row of one extractor recipe (its folder is the caller's to remove)."""
         with self._db() as db:
             return db.execute("DELETE FROM entries WHERE extractor=?", (extractor,)).rowcount
+
+
+def _read_spec(path: Path) -> dict | None:
+    """An extractor spec file, or None when it is missing or damaged."""
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or undecodable bytes
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def _feature_meta(path: Path) -> dict | None:
+    """The index fields a feature file carries (None for a file written before it carried them, or unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "video_id" not in z.files or not str(z["video_id"]):
+                return None
+            rows = len(z["visual"])
+            return {
+                "video_id": str(z["video_id"]),
+                "path": str(z["path"]),
+                "rows": rows,
+                "media_seconds": float(z["duration"]),
+            }
+    except Exception:  # damaged: not indexed; `extract` recomputes it
+        return None
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

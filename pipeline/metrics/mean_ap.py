@@ -21,6 +21,7 @@ vectorised over pairs and thresholds with numpy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -32,6 +33,8 @@ import numpy as np
 from avdet.errors import DataError
 from avdet.pipeline.data.annotations import _check_segment, _database, _finite, _label_id, _read_json, num_classes_of
 from avdet.pipeline.types import Event
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIOU = np.linspace(0.1, 0.9, 9)
 DUPLICATE_TOL = 1e-3  # seconds, as the reference's remove_duplicate_annotations
@@ -357,6 +360,8 @@ def evaluate(
     g_vid, g_start, g_end, g_label = _ground_truth(_database(annotations), split, video_index)
     p_vid, p_start, p_end, p_label, p_score = _flat_predictions(_prediction_db(predictions), video_index)
 
+    if len(g_vid) and not np.isin(p_vid, g_vid).any():
+        log.warning("no predictions for any video of split %r: its mAP is 0", split)
     class_ids = np.unique(g_label)  # sorted: column k of the AP table is class_ids[k]
     n_cls = len(class_ids)
     ap = np.zeros((n_thr, n_cls))
@@ -424,6 +429,8 @@ def _match(
     at = np.searchsorted(keys, r_key).clip(max=n_grp - 1)
     r_grp = np.where(keys[at] == r_key, at, -1)
     has = np.flatnonzero(r_grp >= 0)  # positions in `ranked`
+    if has.size == 0:  # no prediction in a video of the split with ground truth of its class: all false positives
+        return tp
     grp = r_grp[has]
     n = g_count[grp]
     tiou = _segment_iou(

@@ -56,16 +56,33 @@ class DenseTask(Task):
         )
         self.val_set = DetectionDataset(source, self.annotations, split_ids(self.annotations, cfg.data.val_split))
         self.normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
-        sample = self.train_set[0]
-        used = streams(getattr(model_cfg, "modality", "audio_visual"))  # visual first, as dims are reported
-        got = tuple(sample[n].shape[1] for n in used)
-        want = tuple(getattr(model_cfg, f"{n}_dim") for n in used)
-        if got != want:
-            raise ConfigError(f"model expects feature dims {want} ({', '.join(used)}) but the data has {got}")
         if model_cfg.num_classes != len(self.classes):
             raise ConfigError(
                 f"model.num_classes is {model_cfg.num_classes} but the data has {len(self.classes)} classes"
             )
+        self._preflight(source, model_cfg)
+
+    def _preflight(self, source: Any, model_cfg: Any) -> None:
+        """Every video the run will see (train, validation, test) has features of the model's dims and a length
+        the model takes: a run that cannot finish fails now, not at its first validation hours later."""
+        used = streams(getattr(model_cfg, "modality", "audio_visual"))  # a unimodal model: its stream only
+        want = tuple(getattr(model_cfg, f"{n}_dim") for n in used)
+        splits = (self.cfg.data.train_split, self.cfg.data.val_split, self.cfg.data.test_split)
+        database = self.annotations["database"]
+        for split in dict.fromkeys(splits):
+            for vid in sorted(v for v, d in database.items() if d.get("subset") == split):
+                feats = source.load(vid)
+                got = tuple(getattr(feats, n).shape[1] for n in used)
+                if got != want:
+                    raise ConfigError(
+                        f"{vid} ({split}): model expects feature dims {want} ({', '.join(used)}), got {got}"
+                    )
+                if split == self.cfg.data.train_split:
+                    continue  # training crops to max_seq_len
+                try:
+                    model_cfg.padded_length(len(feats.visual))
+                except ValueError as err:
+                    raise ConfigError(f"{vid} ({split}): {err}") from None
 
     def prepare(self, model: nn.Module, world: int) -> None:
         if world > 1:
