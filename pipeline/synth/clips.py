@@ -598,7 +598,7 @@ def annotations(plans: list[VideoPlan], cfg: SampleConfig, modality: str = "audi
                 if keep(o)
             ],
         }
-    return {"version": "avdet-sample-v1", "modality": modality, "database": database}
+    return {"version": "avdet-sample-v1", "database": database}
 
 
 def classes_tsv(plans: list[VideoPlan], cfg: SampleConfig) -> str:
