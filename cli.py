@@ -74,6 +74,9 @@ def extract(
     ray: Annotated[
         str, typer.Option("--ray", help="Run as Ray tasks: --ray (local runtime) or --ray ADDRESS.", show_default=False)
     ] = None,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+    ] = None,
 ) -> None:
     """Decode videos, compute features and cache them. Re-running does only what is missing."""
     from avdet.pipeline.extract import ExtractOptions, ExtractResult, extract_videos, extract_videos_ray
@@ -124,7 +127,7 @@ def extract(
                 address = None if ray == RAY_LOCAL else ray
                 results = extract_videos_ray(paths, cache, options, address=address, on_result=on_result)
             else:
-                results = extract_videos(paths, cache, options, workers=workers, on_result=on_result)
+                results = extract_videos(paths, cache, options, workers=workers, threads=threads, on_result=on_result)
         except AvdetError as err:
             raise fail(str(err)) from None
     _extract_summary(results, progress.get_time() - clock, cache)
@@ -214,6 +217,9 @@ def train(
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: train.lr=0.001 (repeatable).")] = None,
     run_dir: Annotated[Path, typer.Option(help="Where checkpoints, config.yaml and TensorBoard logs go.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt.")] = False,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+    ] = None,
 ) -> None:
     """Train a model (LoCo, UnAV, CCNet; CCLN or LoCo on AVE segments) from cached or released features."""
     from avdet.pipeline.config import load_config
@@ -225,6 +231,7 @@ def train(
     except AvdetError as err:
         raise fail(str(err)) from None
     run_dir = run_dir or Path("runs") / Path(config).stem
+    _apply_threads(threads, workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # DDP ranks share this node
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress and the summary
     progress = Progress(
         TextColumn("[bold]train"),
@@ -265,6 +272,13 @@ def _metric_text(name: str, value: float) -> str:
     return f"accuracy {value:.2f} %" if name == "val_accuracy" else f"Avg. mAP {100 * value:.2f}"
 
 
+def _apply_threads(threads: int | None, workers: int = 1) -> None:
+    """torch's intra-op threads for this process (`pipeline.threads`: --threads, else the idle cores' share)."""
+    from avdet.pipeline.threads import apply_threads
+
+    apply_threads(workers, threads)
+
+
 # -- detect ------------------------------------------------------------------------------------------------------
 @app.command()
 def detect(
@@ -285,6 +299,9 @@ def detect(
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 1,
     weights_dir: Annotated[Path, typer.Option(help="Pretrained extractor weights folder.", show_default=False)] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+    ] = None,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table)."""
     from avdet.pipeline.detect import Detector
@@ -296,6 +313,7 @@ def detect(
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
+    _apply_threads(threads)
     try:
         targets = _detect_targets(paths, out_path, fmt, plot)
         detector = Detector(
@@ -404,6 +422,9 @@ def eval_(
     ] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+    ] = None,
 ) -> None:
     """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
@@ -422,6 +443,7 @@ def eval_(
             from avdet.pipeline.checkpoint import load_checkpoint
             from avdet.pipeline.evaluate import evaluate_checkpoint, evaluate_cml_checkpoint
 
+            _apply_threads(threads)
             data = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
             ckpt = load_checkpoint(checkpoint, device, data=data)
             if cml:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +22,7 @@ from avdet.extractors.base import AudioInput, ExtractorSet, VisualInput
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.io import media
 from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint
+from avdet.pipeline.threads import apply_threads, decide_threads
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,11 @@ def extract_videos(
     options: ExtractOptions,
     *,
     workers: int = 1,
+    threads: int | None = None,
     on_result: Callable[[ExtractResult], None] | None = None,
 ) -> list[ExtractResult]:
-    """Extract every video; results arrive through `on_result` as they finish, in completion order."""
+    """Extract every video; results arrive through `on_result` as they finish, in completion order. Each process
+    runs `threads` torch threads (default: `pipeline.threads` policy for `workers` processes)."""
     paths = [str(p) for p in paths]
     store = FeatureStore(cache)  # fails early and clearly on an unwritable cache
     extractors = options.build()
@@ -174,10 +176,11 @@ def extract_videos(
             on_result(res)
 
     if workers <= 1:
+        apply_threads(1, threads)
         for p in paths:
             done(extract_one(p, store, extractors, options))
         return results
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = decide_threads(workers, threads)
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads)
