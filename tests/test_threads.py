@@ -41,3 +41,13 @@ def test_apply_and_restore() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", ["extract", "detect", "eval", "train"])
+def test_every_compute_command_takes_threads(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from avdet.cli import app
+
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "--threads" in res.output
