@@ -2,7 +2,10 @@
 #   docker build -t avdet .
 #   docker run --gpus all -v "$PWD/videos:/data" -v avdet-cache:/cache -v avdet-weights:/weights \
 #       avdet detect /data/clip.mp4 --checkpoint /data/best.ckpt --out /data/events.json --device cuda
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# The base carries the torch the tests run on (2.13, pinned again in constraints-docker.txt); TORCH_CUDA picks the
+# CUDA flavour of that release's official runtime image.
+ARG TORCH_CUDA=cuda12.8-cudnn9-runtime
+FROM pytorch/pytorch:2.13.0-${TORCH_CUDA}
 
 # ffmpeg from the distribution's packages (decoding is done by the system ffmpeg).
 RUN apt-get update \
@@ -12,10 +15,10 @@ RUN apt-get update \
 WORKDIR /opt/avdet
 # The whole checkout (less what .dockerignore leaves out): packaging decides what is installed, as for a wheel.
 COPY . .
-# The base image's CUDA torch satisfies the requirement; no CPU constraints here. The package installed is
-# this checkout itself, whose dependencies carry their ranges in pyproject.toml.
+# Installed under constraints-docker.txt: the base's CUDA torch 2.13 satisfies the pins and stays; nothing else
+# can move torch or torchvision off the tested versions. The other dependencies carry their ranges in pyproject.toml.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir '.[decord,hdf5,dist]' \
+RUN pip install --no-cache-dir -c constraints-docker.txt '.[decord,hdf5,dist]' \
     && useradd --create-home --uid 1000 avdet \
     && mkdir -p /cache /weights \
     && chown avdet:avdet /cache /weights

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -21,18 +21,101 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
+from avdet import __version__
 from avdet.errors import AvdetError, ConfigError
+
+console = Console(stderr=True)
+out = Console()
+
+# Fixed choices, listed in --help and checked by the parser. `onepeace` is not among the extractors: avdet reads
+# the released ONE-PEACE features but cannot compute them (see extractors/onepeace.py).
+Extractor = Literal["lite", "i3d_vggish", "vgg19_vggish"]
+Backend = Literal["ffmpeg", "decord"]
+OutputFormat = Literal["json", "srt", "vtt"]
+ReferenceModel = Literal["unav", "ccnet"]
+ReleasedFeatures = Literal["i3d_vggish", "onepeace"]  # the released UnAV-100 feature sets (`convert`)
+
+
+def _parse_device(value: str) -> str:
+    """auto | cpu | cuda | cuda:N, checked; `auto` is resolved where a model runs (`_resolve_device`), so parsing
+    never imports torch (`eval --predictions` does without it)."""
+    if value == "auto":
+        return value
+    kind, _, index = value.partition(":")
+    if (kind == "cpu" and not index) or (kind == "cuda" and (not index or index.isdigit())):
+        return value
+    raise typer.BadParameter(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N")
+
+
+def _resolve_device(value: str) -> str:
+    """`auto` -> the first GPU when there is one, else the CPU; other values as they are."""
+    if value != "auto":
+        return value
+    import torch  # only here: the CUDA question needs it
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _device_option() -> Any:
+    return typer.Option(
+        parser=_parse_device, metavar="[auto|cpu|cuda|cuda:N]", help="Where to compute (auto: a GPU if there is one)."
+    )
+
+
+def _set_log_level(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> None:
+    """-v/-vv/-q after a subcommand's name (the root's own -v/-q are read in `_root`)."""
+    if ctx.resilient_parsing or not value:
+        return
+    level = logging.ERROR if param.name == "quiet" else [logging.INFO, logging.DEBUG][min(value, 2) - 1]
+    logging.getLogger().setLevel(level)
+
+
+def _verbosity_template(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            expose_value=False,
+            callback=_set_log_level,
+            help="More log output (-v, -vv).",
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", expose_value=False, callback=_set_log_level, help="Only errors in the log.")
+    ] = False,
+) -> None:
+    """Never run: Typer builds the -v/-q options from this signature (with its help formatting)."""
+
+
+def _verbosity_options() -> list[Any]:
+    holder = typer.Typer()
+    holder.command()(_verbosity_template)
+    return [p for p in typer.main.get_command(holder).params if p.name in ("verbose", "quiet")]
+
+
+class AvdetGroup(TyperGroup):
+    """The avdet command group: every subcommand also takes -v/-vv/-q after its name (as pip and torchrun do)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            if not isinstance(command, TyperGroup):  # a sub-group (cache) gives its own commands the options
+                command.params.extend(_verbosity_options())
+
 
 app = typer.Typer(
     name="avdet",
+    cls=AvdetGroup,
     help="Find audio-visual events in raw video: features, training, detection and UnAV-100 evaluation.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+STDOUT = Path("-")  # `--json -`: to stdout
+PIPE_WIDTH = 100_000  # columns of a console that is not a terminal: long rows stay whole
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -40,50 +123,77 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"avdet {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v, -vv).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors in the log.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.getLogger().setLevel(level)
+    for stream in (console, out):  # piped or redirected: never cut tables (URLs, paths) at 80 columns
+        if not stream.is_terminal:
+            stream.width = PIPE_WIDTH
+
+
+def _json_value(value: Any, digits: int = 6) -> Any:
+    """Floats rounded for JSON output (no `0.30000000000000004`); NaN becomes null."""
+    if isinstance(value, float):
+        return None if value != value else round(value, digits)
+    if isinstance(value, dict):
+        return {k: _json_value(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v, digits) for v in value]
+    return value
+
+
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(_json_value(value), indent=2)
+
+
+CACHE_DEFAULT = "$AVDET_CACHE or ~/.cache/avdet/features"
+WEIGHTS_DEFAULT = "$AVDET_WEIGHTS or ~/.cache/avdet/weights"
+FROM_CHECKPOINT = "from the checkpoint"
 
 
 # -- extract ---------------------------------------------------------------------------------------------------
 @app.command()
 def extract(
     videos: Annotated[list[Path], typer.Argument(help="Video files or folders (searched recursively).")],
-    cache: Annotated[
-        Path,
-        typer.Option(
-            help="Feature store folder [default: $AVDET_CACHE or ~/.cache/avdet/features].",
-            show_default=False,
-        ),
-    ] = None,
-    extractor: Annotated[str, typer.Option(help="Feature recipe: lite | i3d_vggish | onepeace.")] = "lite",
+    cache: Annotated[Path, typer.Option(help="Feature store folder.", show_default=CACHE_DEFAULT)] = None,
+    extractor: Annotated[
+        Extractor, typer.Option(help="Feature recipe (ONE-PEACE features: read the released ones).")
+    ] = "lite",
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Recompute features that are already cached.")] = False,
-    backend: Annotated[str, typer.Option(help="Frame decoder: ffmpeg | decord (falls back to ffmpeg).")] = "ffmpeg",
-    weights_dir: Annotated[
-        Path,
-        typer.Option(
-            help="Pretrained weights folder [default: $AVDET_WEIGHTS or ~/.cache/avdet/weights].", show_default=False
-        ),
-    ] = None,
+    backend: Annotated[Backend, typer.Option(help="Frame decoder (decord falls back to ffmpeg).")] = "ffmpeg",
+    weights_dir: Annotated[Path, typer.Option(help="Pretrained weights folder.", show_default=WEIGHTS_DEFAULT)] = None,
     random_weights: Annotated[bool, typer.Option(help="Random backbone weights (tests and benchmarks only).")] = False,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    device: Annotated[str, _device_option()] = "auto",
     ray: Annotated[
-        str, typer.Option("--ray", help="Run as Ray tasks: --ray (local runtime) or --ray ADDRESS.", show_default=False)
+        str,
+        typer.Option("--ray", help="Run as Ray tasks: --ray (local runtime) or --ray ADDRESS.", show_default="off"),
     ] = None,
     threads: Annotated[
-        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+        int, typer.Option(min=1, help="torch threads per process.", show_default="the idle cores / processes")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
 ) -> None:
     """Decode videos, compute features and cache them. Re-running does only what is missing."""
     from avdet.pipeline.extract import ExtractOptions, ExtractResult, extract_videos, extract_videos_ray
     from avdet.pipeline.io import media
 
-    if backend not in ("ffmpeg", "decord"):
-        raise fail(f"unknown backend {backend!r}: use ffmpeg or decord")
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
@@ -96,7 +206,7 @@ def extract(
         overwrite=overwrite,
         weights_dir=str(weights_dir) if weights_dir else None,
         random_weights=random_weights,
-        device=device,
+        device=_resolve_device(device),
     )
     progress = Progress(
         TextColumn("[bold]extract"),
@@ -131,6 +241,8 @@ def extract(
         except AvdetError as err:
             raise fail(str(err)) from None
     _extract_summary(results, progress.get_time() - clock, cache)
+    if as_json:
+        out.print_json(_json_text(_extract_json(results, cache)))
     if failed:
         raise typer.Exit(1)
 
@@ -148,6 +260,16 @@ def _extract_summary(results: list, wall: float, cache: Path) -> None:
         console.print(
             f"extracted {done_media:.1f} s of media in {wall:.1f} s ({done_media / max(wall, 1e-9):.1f}x real time)"
         )
+
+
+def _extract_json(results: list, cache: Path) -> dict:
+    """`extract --json`: counts and media seconds per status, and each failure with its reason."""
+    summary = {"cache": str(cache), "videos": len(results)}
+    for status in ("done", "cached", "failed"):
+        rows = [r for r in results if r.status == status]
+        summary[status] = {"videos": len(rows), "media_seconds": sum(r.media_seconds for r in rows)}
+    summary["failures"] = [{"path": r.path, "reason": r.reason} for r in results if r.status == "failed"]
+    return summary
 
 
 # -- sample data -------------------------------------------------------------------------------------------------
@@ -214,11 +336,16 @@ def make_sample(
 @app.command()
 def train(
     config: Annotated[str, typer.Option("--config", "-c", help="YAML config (a path, or a name in configs/).")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override a field: train.lr=0.001 (repeatable).")] = None,
-    run_dir: Annotated[Path, typer.Option(help="Where checkpoints, config.yaml and TensorBoard logs go.")] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override a field: train.lr=0.001 (repeatable).", show_default="none")
+    ] = None,
+    run_dir: Annotated[
+        Path,
+        typer.Option(help="Where checkpoints, config.yaml and TensorBoard logs go.", show_default="runs/<config name>"),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt.")] = False,
     threads: Annotated[
-        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+        int, typer.Option(min=1, help="torch threads per process.", show_default="the idle cores / processes")
     ] = None,
 ) -> None:
     """Train a model (LoCo, UnAV, CCNet; CCLN or LoCo on AVE segments) from cached or released features."""
@@ -284,23 +411,32 @@ def _apply_threads(threads: int | None, workers: int = 1) -> None:
 def detect(
     videos: Annotated[list[Path], typer.Argument(help="Video files or folders.")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A trained avdet checkpoint.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output file (one video) or folder (several).")] = None,
+    out_path: Annotated[
+        Path,
+        typer.Option("--out", help="Output file (one video) or folder (several).", show_default="a table on stdout"),
+    ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="json | srt | vtt (default: from --out's suffix, else json).")
+        OutputFormat, typer.Option("--format", help="Output format.", show_default="from --out's suffix")
     ] = None,
-    threshold: Annotated[float, typer.Option(help="Hide events scoring below this.")] = None,
-    sigma: Annotated[float, typer.Option(help="Soft-NMS Gaussian sigma.")] = None,
-    max_events: Annotated[int, typer.Option(help="Soft-NMS: at most this many events per video.")] = None,
-    plot: Annotated[Path, typer.Option(help="Also draw the event timeline to this PNG (one video).")] = None,
-    cache: Annotated[
-        Path, typer.Option(help="Feature store folder [default: $AVDET_CACHE].", show_default=False)
+    threshold: Annotated[
+        float, typer.Option(help="Hide events scoring below this.", show_default=FROM_CHECKPOINT)
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    sigma: Annotated[float, typer.Option(help="Soft-NMS Gaussian sigma.", show_default=FROM_CHECKPOINT)] = None,
+    max_events: Annotated[
+        int, typer.Option(help="Soft-NMS: at most this many events per video.", show_default=FROM_CHECKPOINT)
+    ] = None,
+    plot: Annotated[
+        Path, typer.Option(help="Also draw the event timeline to this PNG (one video).", show_default="no plot")
+    ] = None,
+    cache: Annotated[Path, typer.Option(help="Feature store folder.", show_default=CACHE_DEFAULT)] = None,
+    device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 1,
-    weights_dir: Annotated[Path, typer.Option(help="Pretrained extractor weights folder.", show_default=False)] = None,
+    weights_dir: Annotated[
+        Path, typer.Option(help="Pretrained extractor weights folder.", show_default=WEIGHTS_DEFAULT)
+    ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
     threads: Annotated[
-        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+        int, typer.Option(min=1, help="torch threads per process.", show_default="the idle cores / processes")
     ] = None,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table)."""
@@ -319,7 +455,7 @@ def detect(
         detector = Detector(
             checkpoint,
             cache=cache or default_cache_dir(),
-            device=device,
+            device=_resolve_device(device),
             weights_dir=str(weights_dir or "") or None,
             random_weights=random_weights,
             postprocess={"output_threshold": threshold, "sigma": sigma, "max_seg_num": max_events},
@@ -362,8 +498,6 @@ def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, p
     from avdet.errors import DataError
     from avdet.pipeline.io.writers import output_format
 
-    if fmt is not None and fmt not in ("json", "srt", "vtt"):
-        raise DataError(f"--format {fmt}: unknown format (use json, srt or vtt)")
     if plot is not None and len(paths) > 1:
         raise DataError("--plot draws one video's timeline; give one video")
     if out_path is None:
@@ -405,33 +539,45 @@ def _print_events(video: str, duration: float, events: list) -> None:
 # -- eval --------------------------------------------------------------------------------------------------------
 @app.command("eval")
 def eval_(
-    predictions: Annotated[Path, typer.Option(help="A predictions file in the UnAV-100 results format.")] = None,
-    checkpoint: Annotated[Path, typer.Option(help="Run a checkpoint over the split's features, then score.")] = None,
-    annotations: Annotated[Path, typer.Option(help="Ground truth [default: the checkpoint's].")] = None,
-    split: Annotated[str, typer.Option(help="Subset to score.")] = "test",
-    json_out: Annotated[Path, typer.Option("--json", help="Also write the scores as JSON here.")] = None,
-    save_predictions: Annotated[Path, typer.Option(help="With --checkpoint: where to write the predictions.")] = None,
-    confusion: Annotated[
-        Path, typer.Option(help="Segment checkpoints: confusion matrix PNG [default: beside the checkpoint].")
+    predictions: Annotated[
+        Path, typer.Option(help="A predictions file in the UnAV-100 results format.", show_default="none")
     ] = None,
-    cache: Annotated[Path, typer.Option(help="Feature store folder [default: the checkpoint's].")] = None,
-    released_root: Annotated[Path, typer.Option(help="Released feature folder [default: the checkpoint's].")] = None,
-    ave_root: Annotated[Path, typer.Option(help="AVE HDF5 feature folder [default: the checkpoint's].")] = None,
+    checkpoint: Annotated[
+        Path, typer.Option(help="Run a checkpoint over the split's features, then score.", show_default="none")
+    ] = None,
+    annotations: Annotated[Path, typer.Option(help="Ground truth.", show_default="the checkpoint's")] = None,
+    split: Annotated[str, typer.Option(help="Subset to score.")] = "test",
+    json_out: Annotated[
+        Path,
+        typer.Option(
+            "--json",
+            help="Also give the scores as JSON: to stdout (--json alone, or --json -) or to a file (--json FILE).",
+            show_default="off",
+        ),
+    ] = None,
+    save_predictions: Annotated[
+        Path,
+        typer.Option(help="With --checkpoint: where to write the predictions.", show_default="beside the checkpoint"),
+    ] = None,
+    confusion: Annotated[
+        Path, typer.Option(help="Segment checkpoints: confusion matrix PNG.", show_default="beside the checkpoint")
+    ] = None,
+    cache: Annotated[Path, typer.Option(help="Feature store folder.", show_default="the checkpoint's")] = None,
+    released_root: Annotated[
+        Path, typer.Option(help="Released feature folder.", show_default="the checkpoint's")
+    ] = None,
+    ave_root: Annotated[Path, typer.Option(help="AVE HDF5 feature folder.", show_default="the checkpoint's")] = None,
     cml: Annotated[
         bool, typer.Option(help="Segment checkpoints: cross-modal localization (A2V, V2A) instead of accuracy.")
     ] = False,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
     threads: Annotated[
-        int, typer.Option(min=1, help="torch threads per process [default: the idle cores / processes].")
+        int, typer.Option(min=1, help="torch threads per process.", show_default="the idle cores / processes")
     ] = None,
 ) -> None:
     """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
-    import json
-
-    from avdet.pipeline.io.atomic import write_text_atomic
-
     if (predictions is None) == (checkpoint is None):
         raise fail("give exactly one of --predictions and --checkpoint")
     try:
@@ -445,15 +591,15 @@ def eval_(
 
             _apply_threads(threads)
             data = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
+            device = _resolve_device(device)
             ckpt = load_checkpoint(checkpoint, device, data=data)
             if cml:
                 _eval_cml(evaluate_cml_checkpoint(ckpt, split=split, device=device), split, json_out)
                 return
             report = evaluate_checkpoint(ckpt, split=split, device=device, batch_size=batch_size)
             _save_eval_outputs(report, checkpoint, split, save_predictions, confusion)
-        _print_report(report)
-        if json_out is not None:
-            write_text_atomic(json_out, json.dumps(report.as_dict(), indent=2))
+        _print_report(report, to_stdout=json_out != STDOUT)
+        _write_json(json_out, report.as_dict())
     except AvdetError as err:
         raise fail(str(err)) from None
 
@@ -467,15 +613,25 @@ def _eval_predictions(predictions: Path, annotations: Path, split: str):
     return MapScores(split, evaluate(ann, load_predictions(predictions, ann), split=split))
 
 
-def _print_report(report) -> None:
-    """Any task's report (`tasks.Report`) as a table."""
+def _write_json(target: Path | None, value: Any) -> None:
+    """`--json`: nothing (None), stdout (`-`) or a file written atomically; floats rounded."""
+    from avdet.pipeline.io.atomic import write_text_atomic
+
+    if target == STDOUT:
+        out.print_json(_json_text(value))
+    elif target is not None:
+        write_text_atomic(target, _json_text(value) + "\n")
+
+
+def _print_report(report, to_stdout: bool = True) -> None:
+    """Any task's report (`tasks.Report`) as a table (on stderr when stdout carries JSON)."""
     title, columns, rows = report.table()
     table = Table(title=title, show_edge=False)
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 and col == "class" else "right")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
-    out.print(table)
+    (out if to_stdout else console).print(table)
 
 
 def _save_eval_outputs(report, checkpoint: Path, split: str, predictions: Path | None, confusion: Path | None) -> None:
@@ -485,17 +641,12 @@ def _save_eval_outputs(report, checkpoint: Path, split: str, predictions: Path |
 
 def _eval_cml(result, split: str, json_out: Path | None) -> None:
     """`avdet eval --cml`: cross-modal localization accuracy of a segment checkpoint, beside chance."""
-    import json
-
-    from avdet.pipeline.io.atomic import write_text_atomic
-
     table = Table(title=f"Cross-modal localization (%), split {split}, {result.videos} videos", show_edge=False)
     for col in ("A2V", "V2A", "random window"):
         table.add_column(col, justify="right")
     table.add_row(f"{result.a2v:.2f}", f"{result.v2a:.2f}", f"{result.chance:.2f}")
-    out.print(table)
-    if json_out is not None:
-        write_text_atomic(json_out, json.dumps({"split": split, **result.__dict__}, indent=2))
+    (out if json_out != STDOUT else console).print(table)
+    _write_json(json_out, {"split": split, **result.__dict__})
 
 
 # -- plot --------------------------------------------------------------------------------------------------------
@@ -503,7 +654,9 @@ def _eval_cml(result, split: str, json_out: Path | None) -> None:
 def plot(
     events_json: Annotated[Path, typer.Argument(help="An events.json written by `avdet detect`.")],
     out_png: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("timeline.png"),
-    annotations: Annotated[Path, typer.Option(help="Draw this video's ground truth under the events.")] = None,
+    annotations: Annotated[
+        Path, typer.Option(help="Draw this video's ground truth under the events.", show_default="none")
+    ] = None,
 ) -> None:
     """Draw an event timeline: one lane per class, events as bars, ground truth under them."""
     from avdet.pipeline.io.plots import plot_events_file
@@ -518,11 +671,12 @@ def plot(
 # -- weights / convert -------------------------------------------------------------------------------------------
 @app.command()
 def weights(
-    weights_dir: Annotated[
-        Path, typer.Option(help="Weights folder [default: $AVDET_WEIGHTS or ~/.cache/avdet/weights].")
-    ] = None,
+    weights_dir: Annotated[Path, typer.Option(help="Weights folder.", show_default=WEIGHTS_DEFAULT)] = None,
     download: Annotated[bool, typer.Option(help="Fetch missing files from their canonical locations.")] = False,
-    extractor: Annotated[str, typer.Option(help="Only the files this extractor set needs (e.g. i3d_vggish).")] = None,
+    extractor: Annotated[
+        Extractor, typer.Option(help="Only the files this extractor set needs.", show_default="all")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON to stdout.")] = False,
 ) -> None:
     """List the pretrained weight files avdet knows, where they go and whether they are present and intact."""
     from avdet.extractors.weights import download_weights, files_for, weights_report
@@ -534,6 +688,8 @@ def weights(
         rows = [r for r in weights_report(weights_dir) if names is None or r["name"] in names]
     except AvdetError as err:
         raise fail(str(err)) from None
+    if as_json:
+        out.print_json(_json_text(rows))
     table = Table(
         title=f"pretrained weights in {Path(rows[0]['file']).parent if rows else weights_dir}", show_edge=False
     )
@@ -547,8 +703,8 @@ def weights(
             status, missing = "[red]corrupt[/]", missing + 1
         else:
             status = "[green]ok[/]" if r["sha_ok"] else "[green]present[/] (no checksum)"
-        table.add_row(r["name"], status, r["used_by"], r["url"])
-    out.print(table)
+        table.add_row(escape(r["name"]), status, escape(r["used_by"]), escape(r["url"]))
+    (console if as_json else out).print(table)
     if missing and download:
         raise typer.Exit(1)
 
@@ -557,11 +713,19 @@ def weights(
 def convert(
     src: Annotated[Path, typer.Argument(help="A released reference checkpoint (UnAV or CCNet repository).")],
     dst: Annotated[Path, typer.Argument(help="The avdet checkpoint to write.")],
-    model: Annotated[str, typer.Option(help="unav | ccnet")] = "unav",
-    classes: Annotated[Path, typer.Option(help="Class list TSV (label_id, label), e.g. unav100_classes.tsv.")] = None,
-    extractor: Annotated[str, typer.Option(help="Features the checkpoint was trained on.")] = "i3d_vggish",
+    model: Annotated[ReferenceModel, typer.Option(help="The reference repository the checkpoint comes from.")] = "unav",
+    classes: Annotated[
+        Path,
+        typer.Option(
+            help="Class list TSV (label_id, label), e.g. unav100_classes.tsv (required).", show_default="none"
+        ),
+    ] = None,
+    extractor: Annotated[ReleasedFeatures, typer.Option(help="Features the checkpoint was trained on.")] = "i3d_vggish",
     config: Annotated[
-        Path, typer.Option(help="The reference YAML the checkpoint was trained with (its model section).")
+        Path,
+        typer.Option(
+            help="The reference YAML the checkpoint was trained with (its model section).", show_default="the defaults"
+        ),
     ] = None,
 ) -> None:
     """Turn an officially released UnAV / CCNet checkpoint into an avdet checkpoint (documented key mapping)."""
@@ -587,6 +751,171 @@ def convert(
     out.print(f"wrote {dst}")
 
 
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="An avdet checkpoint (best.ckpt).")],
+    dst: Annotated[Path, typer.Argument(help="The .safetensors file to write.")],
+    force: Annotated[bool, typer.Option(help="Replace DST if it exists.")] = False,
+) -> None:
+    """Share a model without pickle: its weights and metadata (classes, config, extractor, post-processing) as
+    safetensors, without the training state and the trainer's data paths. `detect` and `eval` load the file."""
+    from avdet.pipeline.checkpoint import export_safetensors
+
+    if dst.exists() and not force:
+        raise fail(f"{dst}: already exists (use --force to replace it)")
+    try:
+        export_safetensors(checkpoint, dst)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    out.print(f"wrote {escape(str(dst))}", highlight=False)
+
+
+# -- cache -------------------------------------------------------------------------------------------------------
+cache_app = typer.Typer(
+    cls=AvdetGroup, no_args_is_help=True, help="Inspect and tidy the feature store: list, failed, verify, prune."
+)
+app.add_typer(cache_app, name="cache")
+CacheOption = Annotated[Path, typer.Option("--cache", help="Feature store folder.", show_default=CACHE_DEFAULT)]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+
+
+def _store_root(cache: Path | None) -> Path:
+    from avdet.pipeline.io.store import default_cache_dir
+
+    return cache or default_cache_dir()
+
+
+@cache_app.command("list")
+def cache_list(cache: CacheOption = None, as_json: JsonFlag = False) -> None:
+    """One row per extractor recipe: videos done and failed, files and size on disk."""
+    from avdet.pipeline.cache import as_json as to_json
+    from avdet.pipeline.cache import cache_summary
+
+    root = _store_root(cache)
+    try:
+        rows = cache_summary(root)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        out.print_json(to_json(rows))
+        return
+    table = Table(title=f"feature store {escape(str(root))}", show_edge=False)
+    for col in ("recipe", "extractor", "done", "failed", "files", "MB", "media hours"):
+        table.add_column(col, justify="left" if col in ("recipe", "extractor") else "right")
+    for r in rows:
+        table.add_row(
+            r.extractor,
+            escape(r.name),
+            str(r.done),
+            str(r.failed),
+            str(r.files),
+            f"{r.bytes / 1e6:.1f}",
+            f"{r.media_seconds / 3600:.2f}",
+        )
+    out.print(table)
+
+
+@cache_app.command("failed")
+def cache_failed(
+    cache: CacheOption = None,
+    extractor: Annotated[
+        str, typer.Option(help="Only this extractor (name or recipe hash).", show_default="all")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Videos whose extraction failed, with the reason."""
+    from avdet.pipeline.cache import as_json as to_json
+    from avdet.pipeline.cache import cache_entries
+
+    try:
+        rows = cache_entries(_store_root(cache), status="failed", extractor=extractor)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        out.print_json(to_json(rows))
+        return
+    table = Table(title=f"{len(rows)} failed", show_edge=False)
+    for col in ("video", "extractor", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(escape(r.path), escape(f"{r.name} ({r.extractor})"), escape(r.reason or ""))
+    out.print(table)
+
+
+@cache_app.command("verify")
+def cache_verify(
+    cache: CacheOption = None,
+    fix: Annotated[bool, typer.Option(help="Forget missing and corrupt entries so `extract` redoes them.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Read back every feature file the index lists as done; exit 1 if any is missing or corrupt (unless fixed)."""
+    from avdet.pipeline.cache import as_json as to_json
+    from avdet.pipeline.cache import verify_cache
+
+    try:
+        report = verify_cache(_store_root(cache), fix=fix)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        out.print_json(to_json(report))
+    else:
+        for kind, items in (("missing", report.missing), ("corrupt", report.corrupt)):
+            for item in items:
+                console.print(f"[red]{kind}[/] {escape(item['video_id'])}: {escape(item['file'])}", highlight=False)
+        fixed = f", {report.fixed} forgotten (run `avdet extract` again)" if report.fixed else ""
+        out.print(
+            f"{report.checked} checked: {report.ok} ok, {len(report.missing)} missing, {len(report.corrupt)} corrupt"
+            f"{fixed}",
+            highlight=False,
+        )
+    if not report.healthy and not fix:
+        raise typer.Exit(1)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    cache: CacheOption = None,
+    extractor: Annotated[
+        Extractor, typer.Option(help="Remove every recipe of this extractor but today's.", show_default="none")
+    ] = None,
+    recipe: Annotated[
+        list[str], typer.Option(help="Remove this recipe (hash or prefix; repeatable).", show_default="none")
+    ] = None,
+    failed: Annotated[bool, typer.Option(help="Forget failure records (the next extract retries).")] = False,
+    weights_dir: Annotated[
+        Path, typer.Option(help="Weights folder (with --extractor).", show_default=WEIGHTS_DEFAULT)
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only show what would be removed.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove stale extractor recipes (features of a changed extractor config) and failure records."""
+    from avdet.pipeline.cache import as_json as to_json
+    from avdet.pipeline.cache import prune_cache
+
+    if extractor is None and not recipe and not failed:
+        raise fail("nothing to prune: give --extractor, --recipe or --failed")
+    try:
+        stale_of = None
+        if extractor is not None:
+            from avdet.pipeline.extract import ExtractOptions
+            from avdet.pipeline.io.store import spec_hash
+
+            options = ExtractOptions(extractor=extractor, weights_dir=str(weights_dir) if weights_dir else None)
+            stale_of = (extractor, spec_hash(options.build().spec))
+        report = prune_cache(
+            _store_root(cache), recipes=recipe or [], stale_of=stale_of, failed=failed, dry_run=dry_run
+        )
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        out.print_json(to_json(report))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in report.recipes:
+        out.print(f"{verb} {r['extractor']} ({escape(r['name'])}): {r['files']} files, {r['bytes'] / 1e6:.1f} MB")
+    out.print(f"{verb} {report.failed_forgotten} failure records", highlight=False)
+
+
 RAY_LOCAL = "local"
 
 
@@ -604,9 +933,22 @@ def _ray_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def _json_argv(argv: list[str]) -> list[str]:
+    """`avdet eval ... --json` with no file means stdout: give the option its `-` (Typer has no optional values)."""
+    out = list(argv)
+    if "eval" not in out:
+        return out
+    for i in range(out.index("eval") + 1, len(out)):
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        if out[i] == "--json" and (nxt is None or nxt.startswith("-")):
+            out.insert(i + 1, str(STDOUT))
+            break
+    return out
+
+
 def main() -> None:
     try:
-        app(args=_ray_argv(sys.argv[1:]), prog_name="avdet")
+        app(args=_json_argv(_ray_argv(sys.argv[1:])), prog_name="avdet")
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)

@@ -234,3 +234,23 @@ class TransformerBlock(nn.Module):
         out = self.attn(self.norm_kv(x), self.norm_q(query), mask)
         out = self._skip(x) * keep + self.drop_path_attn(out)
         return out + self.drop_path_mlp(self.mlp(self.norm_mlp(out)) * keep)
+
+
+class SelfAttentionPyramid(nn.Module):
+    """Level 0 is the input; each further level a stride-2 self-attention block on the previous one (UnAV's
+    pyramid with the cross-modal queries taken from the stream itself): the pyramid of unimodal detectors."""
+
+    def __init__(self, dim: int, num_heads: int, num_levels: int, dropout: float = 0.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, num_heads, dropout=dropout, drop_path=drop_path, stride=2)
+            for _ in range(num_levels - 1)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """x (B, T, D), mask (B, T) -> per level (B, T_l, D) and (B, T_l) masks."""
+        feats, masks = [x], [mask]
+        for block in self.blocks:
+            feats.append(block(feats[-1], masks[-1]))
+            masks.append(downsample_mask(masks[-1], 2))
+        return feats, masks

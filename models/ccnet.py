@@ -78,6 +78,8 @@ class CCNetConfig(PyramidConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.modality != "audio_visual":
+            raise ValueError("CCNet is cross-modal throughout (MTGC, gates): modality must be audio_visual")
         if self.embed_convs < 1 or self.encoder_layers < 0:
             raise ValueError("embed_convs must be >= 1, encoder_layers >= 0")
         for name, heads, dim in (

@@ -4,7 +4,9 @@
         --LAC pyramid--> per level l: audio, visual (B, T_l, D)       (level 0 full rate, then stride 2)
         --concat + fusion transformer--> (B, T_l, 2D) --UnAV heads--> class logits, class-aware offsets
 
-Every ablation of the paper is a config field: `lcf` (target type or "none"), `attention` (global / fixed /
+`modality: audio | visual` builds a unimodal LoCo on the same pipeline: one encoder, a pyramid of strided
+self-attention blocks (LAC and LCF are cross-modal, so they are off), the fusion decoder and heads on the one
+stream. Every ablation of the paper is a config field: `lcf` (target type or "none"), `attention` (global / fixed /
 adaptive), `window_size`, `lac_heads`; the LCF weight lambda is `loss.lcf_weight`.
 """
 
@@ -19,11 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avdet.models.base import DetectorOutput, register_model
-from avdet.models.blocks import LayerNorm, MaskedConv1d, TransformerBlock, sinusoid_encoding
+from avdet.models.blocks import LayerNorm, MaskedConv1d, SelfAttentionPyramid, TransformerBlock, sinusoid_encoding
 from avdet.models.heads import detection_heads
 from avdet.models.lac import ATTENTION_TYPES, LACPyramid
 from avdet.models.lcf import LCF_TYPES, LCFModulation
-from avdet.models.pyramid import PyramidConfig, PyramidDetector
+from avdet.models.pyramid import PyramidConfig, PyramidDetector, streams
 from avdet.models.spatial import SPATIAL_REDUCTIONS, AudioGuidedVisualAttention, reduce_visual, visual_map
 
 
@@ -86,6 +88,13 @@ class LoCoConfig(PyramidConfig):
             raise ValueError(f"spatial must be one of {', '.join(SPATIAL_REDUCTIONS)}, not {self.spatial!r}")
         if self.embed_kernel % 2 == 0:
             raise ValueError("embed_kernel must be odd")
+        if self.modality != "audio_visual":
+            if self.lcf != "none":
+                raise ValueError(
+                    f"a {self.modality}-only LoCo has no cross-modal parts: LCF needs both streams (set lcf: none)"
+                )
+            if self.spatial == "audio_attention":
+                raise ValueError("spatial: audio_attention reads the audio stream; a unimodal LoCo needs mean")
 
 
 class UnimodalEncoder(nn.Module):
@@ -131,11 +140,12 @@ class UnimodalEncoder(nn.Module):
 
 
 class FusionDecoder(nn.Module):
-    """Self-attention over the concatenated streams of each level (shared across levels or per level)."""
+    """Self-attention over the concatenated streams of each level (shared across levels or per level); a unimodal
+    model's one stream alone."""
 
     def __init__(self, cfg: LoCoConfig) -> None:
         super().__init__()
-        dim = 2 * cfg.embed_dim
+        dim = len(streams(cfg.modality)) * cfg.embed_dim
         stacks = 1 if cfg.decoder_shared else cfg.num_levels
         self.shared = cfg.decoder_shared
         self.stacks = nn.ModuleList(
@@ -162,8 +172,9 @@ class LoCo(PyramidDetector):
     def __init__(self, cfg: LoCoConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.audio_encoder = UnimodalEncoder(cfg.audio_dim, cfg)
-        self.visual_encoder = UnimodalEncoder(cfg.visual_dim, cfg)
+        used = streams(cfg.modality)
+        self.audio_encoder = UnimodalEncoder(cfg.audio_dim, cfg) if "audio" in used else None
+        self.visual_encoder = UnimodalEncoder(cfg.visual_dim, cfg) if "visual" in used else None
         self.lcf = (
             None
             if cfg.lcf == "none"
@@ -177,8 +188,11 @@ class LoCo(PyramidDetector):
                 tau_init=cfg.lcf_tau_init,
             )
         )
-        self.pyramid = LACPyramid(
-            cfg.embed_dim, cfg.lac_heads, cfg.num_levels, cfg.window_size, cfg.attention, cfg.dropout
+        # LAC is cross-modal; a unimodal LoCo builds its pyramid from strided self-attention blocks instead
+        self.pyramid = (
+            LACPyramid(cfg.embed_dim, cfg.lac_heads, cfg.num_levels, cfg.window_size, cfg.attention, cfg.dropout)
+            if len(used) == 2
+            else SelfAttentionPyramid(cfg.embed_dim, cfg.num_heads, cfg.num_levels, cfg.dropout, cfg.drop_path)
         )
         self.decoder = FusionDecoder(cfg)
         segment = cfg.head == "segment"
@@ -188,7 +202,8 @@ class LoCo(PyramidDetector):
         # the segment head (C + 1 labels, background last) has no regression head, so every parameter gets a
         # gradient (DDP needs that)
         num_labels = cfg.num_classes + 1 if segment else cfg.num_classes
-        self.cls_head, self.reg_head = detection_heads(2 * cfg.embed_dim, cfg, num_labels, regression=not segment)
+        width = len(used) * cfg.embed_dim
+        self.cls_head, self.reg_head = detection_heads(width, cfg, num_labels, regression=not segment)
 
     def _pooled_visual(self, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
         """A spatial visual map reduced to (B, T, Cv) (and the attention map); pooled inputs pass through."""
@@ -219,16 +234,21 @@ class LoCo(PyramidDetector):
         """
         self.check_inputs(audio, visual, mask)
         aux = {}
-        visual, alpha = self._pooled_visual(audio, visual, mask)
-        if alpha is not None:
-            aux["visual_attention"] = alpha  # (B, T, L)
-        a = self.audio_encoder(audio, mask)
-        v = self.visual_encoder(visual, mask)
-        if self.training and self.lcf is not None:
-            aux["lcf"] = self.lcf(a, v, mask)
-
-        audios, visuals, masks = self.pyramid(a, v, mask)
-        feats = [torch.cat([fv, fa], dim=-1) for fv, fa in zip(visuals, audios, strict=True)]  # (B, T_l, 2D)
+        if self.visual_encoder is not None:
+            visual, alpha = self._pooled_visual(audio, visual, mask)
+            if alpha is not None:
+                aux["visual_attention"] = alpha  # (B, T, L)
+        if self.cfg.modality == "audio_visual":
+            a = self.audio_encoder(audio, mask)
+            v = self.visual_encoder(visual, mask)
+            if self.training and self.lcf is not None:
+                aux["lcf"] = self.lcf(a, v, mask)
+            audios, visuals, masks = self.pyramid(a, v, mask)
+            feats = [torch.cat([fv, fa], dim=-1) for fv, fa in zip(visuals, audios, strict=True)]  # (B, T_l, 2D)
+        elif self.cfg.modality == "audio":
+            feats, masks = self.pyramid(self.audio_encoder(audio, mask), mask)
+        else:
+            feats, masks = self.pyramid(self.visual_encoder(visual, mask), mask)
         feats = self.decoder(feats, masks)
         return DetectorOutput(
             cls_logits=self.cls_head(feats, masks),

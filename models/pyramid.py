@@ -15,6 +15,13 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
+MODALITIES = ("audio_visual", "audio", "visual")
+
+
+def streams(modality: str) -> tuple[str, ...]:
+    """The input streams a modality reads, in avdet's concatenation order (visual first)."""
+    return {"audio_visual": ("visual", "audio"), "audio": ("audio",), "visual": ("visual",)}[modality]
+
 
 @dataclass
 class PyramidConfig:
@@ -30,11 +37,16 @@ class PyramidConfig:
     head_layers: int = 3
     head_kernel: int = 3
     head_prior_prob: float = 0.01  # the classifier's initial foreground probability (focal prior)
+    # which streams the model reads: both (the audio-visual task), or one of them (sound events heard, on screen
+    # or not; visual events seen, silent or not)
+    modality: str = "audio_visual"
     scale_factor: ClassVar[int] = 2
     head_with_ln: ClassVar[bool] = True
     class_aware: ClassVar[bool] = True  # one (left, right) offset pair per class
 
     def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {self.modality!r}")
         if self.num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {self.num_levels}")
         if self.scale_factor < 2 or self.scale_factor % 2:
@@ -85,8 +97,13 @@ class PyramidDetector(nn.Module):
         """The length a batch of `length` steps must be padded to (see `PyramidConfig.padded_length`)."""
         return self.cfg.padded_length(length)
 
+    @property
+    def modality(self) -> str:
+        return self.cfg.modality
+
     def check_inputs(self, audio: Tensor, visual: Tensor, mask: Tensor) -> None:
-        """audio (B, T, ...) and visual (B, T, ...) must match mask (B, T), and T must suit the pyramid."""
+        """audio (B, T, ...) and visual (B, T, ...) must match mask (B, T), and T must suit the pyramid. A stream
+        a unimodal model does not read may have zero channels."""
         if audio.shape[:2] != mask.shape or visual.shape[:2] != mask.shape:
             raise ValueError(f"audio {tuple(audio.shape)}, visual {tuple(visual.shape)}, mask {tuple(mask.shape)}")
         self.cfg.check_length(mask.shape[1])

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from avdet.models.base import DetectorOutput, register_model
 from avdet.models.blocks import ConvStack, MaskedConv1d, TransformerBlock, downsample_mask, sinusoid_encoding
 from avdet.models.heads import detection_heads
-from avdet.models.pyramid import PyramidConfig, PyramidDetector
+from avdet.models.pyramid import PyramidConfig, PyramidDetector, streams
 
 
 @dataclass
@@ -112,23 +112,32 @@ class UnAV(PyramidDetector):
         super().__init__()
         self.cfg = cfg
         dim = cfg.embed_dim
-        self.visual_embed = conv_embedding(cfg.visual_dim, cfg)
-        self.audio_embed = conv_embedding(cfg.audio_dim, cfg)
+        used = streams(cfg.modality)
+        self.visual_embed = conv_embedding(cfg.visual_dim, cfg) if "visual" in used else None
+        self.audio_embed = conv_embedding(cfg.audio_dim, cfg) if "audio" in used else None
         pe = sinusoid_encoding(cfg.max_seq_len, dim) / dim**0.5  # (max_seq_len, D)
         self.register_buffer("pos_embed", pe if cfg.use_abs_pe else None, persistent=False)
 
         def block(stride: int = 1) -> TransformerBlock:
             return TransformerBlock(dim, cfg.num_heads, dropout=cfg.dropout, drop_path=cfg.drop_path, stride=stride)
 
-        self.visual_stem = nn.ModuleList(block() for _ in range(cfg.self_attn_layers))
-        self.audio_stem = nn.ModuleList(block() for _ in range(cfg.self_attn_layers))
-        # cross-modal blocks: keys/values/residual from their own stream, queries from the other one
-        self.visual_cross = block()
-        self.audio_cross = block()
-        self.visual_pyramid = nn.ModuleList(block(cfg.scale_factor) for _ in range(cfg.num_levels - 1))
-        self.audio_pyramid = nn.ModuleList(block(cfg.scale_factor) for _ in range(cfg.num_levels - 1))
-        self.dependency = DependencyBlock(2 * dim, cfg) if cfg.use_dependency else None
-        self.cls_head, self.reg_head = detection_heads(2 * dim, cfg, cfg.num_classes)
+        def per_stream(name: str, make) -> nn.Module | None:
+            return make() if name in used else None
+
+        self.visual_stem = per_stream("visual", lambda: nn.ModuleList(block() for _ in range(cfg.self_attn_layers)))
+        self.audio_stem = per_stream("audio", lambda: nn.ModuleList(block() for _ in range(cfg.self_attn_layers)))
+        # cross-modal blocks: keys/values/residual from their own stream, queries from the other one (a unimodal
+        # model takes its queries from its own stream: self-attention)
+        self.visual_cross = per_stream("visual", block)
+        self.audio_cross = per_stream("audio", block)
+        levels = cfg.num_levels - 1
+        self.visual_pyramid = per_stream(
+            "visual", lambda: nn.ModuleList(block(cfg.scale_factor) for _ in range(levels))
+        )
+        self.audio_pyramid = per_stream("audio", lambda: nn.ModuleList(block(cfg.scale_factor) for _ in range(levels)))
+        width = len(used) * dim
+        self.dependency = DependencyBlock(width, cfg) if cfg.use_dependency else None
+        self.cls_head, self.reg_head = detection_heads(width, cfg, cfg.num_classes)
 
     def position_encoding(self, length: int) -> Tensor:
         """(T, D): the table; at inference, from max_seq_len on, linearly resampled to T (reference behaviour)."""
@@ -142,24 +151,37 @@ class UnAV(PyramidDetector):
         return F.interpolate(table, size=length, mode="linear", align_corners=False)[0].T  # (T, D)
 
     def encode(self, audio: Tensor, visual: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """The backbone: per level the fused features (B, T_l, 2D) (visual, audio concatenated) and masks."""
-        keep = mask[..., None].to(visual.dtype)
-        v = self.visual_embed(visual * keep, mask)  # padded input rows read as zeros, as the reference pads
-        a = self.audio_embed(audio * keep, mask)
+        """The backbone: per level the fused features (B, T_l, 2D) (visual, audio concatenated; a unimodal model's
+        one stream, (B, T_l, D)) and masks."""
+        keep = mask[..., None].to(audio.dtype if self.audio_embed is not None else visual.dtype)
+        pe = None
         if self.pos_embed is not None:
-            pe = self.position_encoding(mask.shape[1]).to(v.dtype) * keep  # (B, T, D)
-            v, a = v + pe, a + pe
-        for block_v, block_a in zip(self.visual_stem, self.audio_stem, strict=True):
-            v, a = block_v(v, mask), block_a(a, mask)
-        visuals = [self.visual_cross(v, mask, query=a)]
-        audios = [self.audio_cross(a, mask, query=v)]
+            pe = self.position_encoding(mask.shape[1]).to(keep.dtype) * keep  # (B, T, D)
+        inputs = {"visual": visual, "audio": audio}
+        stems = {}
+        for name in streams(self.cfg.modality):
+            x = getattr(self, f"{name}_embed")(inputs[name] * keep, mask)  # padded rows read as zeros, as the reference
+            x = x if pe is None else x + pe
+            for blk in getattr(self, f"{name}_stem"):
+                x = blk(x, mask)
+            stems[name] = x
+        other = {"visual": "audio", "audio": "visual"}
+        levels: dict[str, list[Tensor]] = {}
+        for name, x in stems.items():
+            query = stems.get(other[name])  # None (self-attention) for a unimodal model
+            levels[name] = [getattr(self, f"{name}_cross")(x, mask, query=query)]
         masks = [mask]
-        for block_v, block_a in zip(self.visual_pyramid, self.audio_pyramid, strict=True):
-            v, a, m = visuals[-1], audios[-1], masks[-1]
-            visuals.append(block_v(v, m, query=a))
-            audios.append(block_a(a, m, query=v))
+        for level in range(self.cfg.num_levels - 1):
+            m = masks[-1]
+            previous = {name: feats[-1] for name, feats in levels.items()}
+            for name, feats in levels.items():
+                feats.append(
+                    getattr(self, f"{name}_pyramid")[level](previous[name], m, query=previous.get(other[name]))
+                )
             masks.append(downsample_mask(m, self.cfg.scale_factor))
-        feats = [torch.cat([fv, fa], dim=-1) for fv, fa in zip(visuals, audios, strict=True)]  # (B, T_l, 2D)
+        feats = [
+            torch.cat(parts, dim=-1) for parts in zip(*levels.values(), strict=True)
+        ]  # (B, T_l, 2D) or (B, T_l, D)
         if self.dependency is not None:
             feats = [self.dependency(x, m) for x, m in zip(feats, masks, strict=True)]
         return feats, masks
@@ -167,7 +189,10 @@ class UnAV(PyramidDetector):
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
         """audio (B, T, Ca), visual (B, T, Cv), mask (B, T) bool with T a multiple of the top stride."""
         self.check_inputs(audio, visual, mask)
-        if visual.shape[-1] != self.cfg.visual_dim or audio.shape[-1] != self.cfg.audio_dim:
+        used = streams(self.cfg.modality)
+        if ("visual" in used and visual.shape[-1] != self.cfg.visual_dim) or (
+            "audio" in used and audio.shape[-1] != self.cfg.audio_dim
+        ):
             raise ValueError(
                 f"features of dims (visual {visual.shape[-1]}, audio {audio.shape[-1]}) but the model expects "
                 f"(visual {self.cfg.visual_dim}, audio {self.cfg.audio_dim})"

@@ -7,6 +7,7 @@ checkpoint (`last.ckpt`) adds the optimiser, schedule, raw weights, normaliser a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import nn
 
 from avdet import __version__
 from avdet.errors import AvdetError, CheckpointError
+from avdet.models.pyramid import streams
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import DataConfig, from_dict
 from avdet.pipeline.io.atomic import atomic_path
@@ -24,6 +26,8 @@ from avdet.pipeline.postprocess import PostprocessConfig
 
 FORMAT = "avdet-checkpoint"
 VERSION = 1
+# DataConfig fields that are paths: recorded relative to the run folder, resolved against the checkpoint's folder.
+DATA_PATH_KEYS = ("annotations", "classes", "cache", "released_root", "ave_root")
 
 
 @dataclass
@@ -40,15 +44,23 @@ class Checkpoint:
     data: DataConfig  # where the training data was, with any overrides applied
     meta: dict  # epoch, metrics, avdet_version
 
+    @property
+    def modality(self) -> str:
+        """The streams the model reads: audio_visual, audio or visual."""
+        return getattr(getattr(self.model, "cfg", None), "modality", "audio_visual")
+
     def check_compatible(self, classes: list[str], dims: tuple[int, int]) -> None:
-        """Refuse data whose classes or feature dims (visual, audio) differ from what the model was trained on."""
+        """Refuse data whose classes or feature dims (visual, audio) differ from what the model was trained on
+        (a unimodal model: the dim of the stream it reads)."""
         if self.classes != classes:
             raise CheckpointError(
                 f"{self.path}: trained on {len(self.classes)} classes ({', '.join(self.classes[:3])}, ...) but the "
                 f"data has {len(classes)} ({', '.join(classes[:3])}, ...)"
             )
-        want = (self.extractor.get("visual_dim"), self.extractor.get("audio_dim"))
-        if None not in want and tuple(want) != tuple(dims):
+        used = streams(self.modality)
+        want = tuple(self.extractor.get(f"{n}_dim") for n in used)
+        dims = tuple(d for n, d in zip(("visual", "audio"), dims, strict=True) if n in used)
+        if None not in want and want != dims:
             raise CheckpointError(
                 f"{self.path}: trained on features of dims {want} (visual, audio) but the data has {dims}"
             )
@@ -61,16 +73,65 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+# What an exported (shared) checkpoint keeps besides the weights: no training state, no local data paths.
+EXPORTED_KEYS = ("task", "model", "classes", "extractor", "postprocess", "epoch", "metrics", "avdet_version")
+SAFETENSORS_META_KEY = "avdet"
+
+
+def export_safetensors(src: str | Path, dst: str | Path) -> Path:
+    """A checkpoint's (EMA) weights as a `.safetensors` file, its metadata as JSON in the header: loadable
+    without pickle, and without the training state and the trainer's data paths."""
+    from safetensors.torch import save_file
+
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(f"{dst}: an exported checkpoint is a .safetensors file")
+    ckpt = read_checkpoint(src)
+    meta = {k: ckpt[k] for k in EXPORTED_KEYS if k in ckpt}
+    header = {"format": FORMAT, "version": str(VERSION), SAFETENSORS_META_KEY: json.dumps(meta, sort_keys=True)}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["state_dict"].items()}  # no shared storage
+    with atomic_path(dst, CheckpointError) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return dst
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """An exported checkpoint as the dict `torch.load` gives for a `.ckpt` (envelope checked by the caller)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+        meta = json.loads(header.get(SAFETENSORS_META_KEY, "{}"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({str(err).splitlines()[0][:160]})") from None
+    version = header.get("version")
+    return {
+        "format": header.get("format"),
+        "version": int(version) if (version or "").isdigit() else version,
+        **meta,
+        "state_dict": state_dict,
+    }
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check the envelope; every failure is a one-line `CheckpointError` naming the file."""
+    """Load and check the envelope (a `.ckpt` or an exported `.safetensors`); every failure is a one-line
+    `CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        return _check_envelope(path, _read_safetensors(path))
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises many types (KeyError, UnpicklingError, ...) on foreign bytes
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not an avdet checkpoint ({first[:160]})") from None
+    return _check_envelope(path, ckpt)
+
+
+def _check_envelope(path: Path, ckpt: Any) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an avdet checkpoint (no '{FORMAT}' header)")
     if ckpt.get("version") != VERSION:
@@ -96,6 +157,15 @@ def _with(cls: type, recorded: Mapping[str, Any], overrides: Mapping[str, Any] |
     return from_dict(cls, values, where)
 
 
+def _resolve_data_paths(recorded: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """Recorded relative data paths made absolute against the checkpoint's folder (absolute ones stay)."""
+    resolved = dict(recorded)
+    for key in DATA_PATH_KEYS:
+        if resolved.get(key) and not Path(resolved[key]).is_absolute():
+            resolved[key] = str((folder / resolved[key]).resolve())
+    return resolved
+
+
 def load_checkpoint(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -111,7 +181,7 @@ def load_checkpoint(
     try:
         model, name = build_model_from(ckpt["model"])
         model.load_state_dict(ckpt["state_dict"])
-        data_cfg = _with(DataConfig, ckpt.get("data", {}), data, "data")
+        data_cfg = _with(DataConfig, _resolve_data_paths(ckpt.get("data", {}), path.parent), data, "data")
         pp_cfg = _with(PostprocessConfig, ckpt.get("postprocess", {}), postprocess, "postprocess")
     except AvdetError as err:
         raise CheckpointError(f"{path}: {err}") from None

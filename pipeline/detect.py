@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -71,6 +71,7 @@ class Detector:
             weights_dir=weights_dir,
             random_weights=random_weights,
             device=device,
+            modality=self.checkpoint.modality,  # a unimodal model: only its stream is decoded and computed
         )
         self._extractors: ExtractorSet | None = None
 
@@ -86,6 +87,7 @@ class Detector:
         if res.status == "failed":
             raise DataError(f"{path}: {res.reason}")
         stored = res.features
+        log.info("%s: features %s (%d rows, %.1f s)", path, res.status, res.rows, stored.duration)
         feats = to_video_features(res.video_id, stored.visual, stored.audio, stored.duration)
         self.checkpoint.check_compatible(self.checkpoint.classes, (feats.visual.shape[1], feats.audio.shape[1]))
         return feats
@@ -96,7 +98,12 @@ class Detector:
 
         def flush() -> Iterator[Detection]:
             events = self.task.events(self.checkpoint, [f for _, f in pending], self.device)
+            if self.checkpoint.modality != "audio_visual":  # a unimodal model's events say what it heard / saw
+                events = {
+                    vid: [replace(e, modality=self.checkpoint.modality) for e in evs] for vid, evs in events.items()
+                }
             for p, f in pending:
+                log.info("%s: %d events before the output threshold", p, len(events[f.video_id]))
                 yield Detection(str(p), f.video_id, f.duration, events[f.video_id])
             pending.clear()
 
@@ -111,3 +118,30 @@ class Detector:
                 yield from flush()
         if pending:
             yield from flush()
+
+
+class CombinedDetector:
+    """Several detectors on the same videos, one timeline: e.g. an audio-visual, an audio-only and a visual-only
+    model, so "dog barking (audio only)" (heard, off screen) shows beside "dog barking (audio-visual)". Every event
+    carries the modality of the model that found it; a video fails if any model fails on it."""
+
+    def __init__(self, detectors: list[Detector]) -> None:
+        if not detectors:
+            raise ValueError("CombinedDetector needs at least one detector")
+        self.detectors = detectors
+        self.name = "+".join(d.checkpoint.name for d in detectors)
+        self.classes = list(dict.fromkeys(c for d in detectors for c in d.checkpoint.classes))
+
+    def detect(self, paths: list[Path], batch_size: int = 1) -> Iterator[Detection]:
+        runs = [d.detect(paths, batch_size) for d in self.detectors]
+        for found in zip(*runs, strict=True):
+            failed = [f for f in found if f.events is None]
+            if failed:
+                yield failed[0]
+                continue
+            events = [
+                e if e.modality else replace(e, modality=d.checkpoint.modality)
+                for d, f in zip(self.detectors, found, strict=True)
+                for e in f.events
+            ]
+            yield replace(found[0], events=sorted(events, key=lambda e: -e.score))

@@ -21,7 +21,7 @@ from avdet.errors import AvdetError, DecodeError
 from avdet.extractors.base import AudioInput, Extractor, ExtractorSet, Features, VisualInput, num_grid_rows
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.io import media
-from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint
+from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint, spec_hash
 from avdet.pipeline.threads import apply_threads, decide_threads
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ExtractOptions:
     weights_dir: str | None = None
     random_weights: bool = False
     device: str = "cpu"
+    modality: str = "audio_visual"  # audio | visual: compute (and cache) only that stream
 
     def build(self) -> ExtractorSet:
         """The extractor set these options name."""
@@ -100,28 +101,59 @@ def streamed_audio_features(
     return Features(np.concatenate(values), np.concatenate(times))
 
 
-def compute_features(path: Path, extractors: ExtractorSet, backend: media.Backend = "ffmpeg") -> StoredFeatures:
-    """Decode one video and run both extractors on it (no caching)."""
+def modality_spec(spec: dict, modality: str) -> dict:
+    """The store spec of features computed for `modality`: the extractor spec itself for both streams, a spec of
+    its own (a separate cache entry) for one stream."""
+    return spec if modality == "audio_visual" else {**spec, "modality": modality}
+
+
+def _empty_like(features: Features) -> Features:
+    """Zero-width rows on another stream's time grid: the stream a unimodal model does not read."""
+    return Features(np.zeros((len(features), 0), np.float32), features.times.copy())
+
+
+def only(stored: StoredFeatures, modality: str) -> StoredFeatures:
+    """Full features reduced to the stream(s) of `modality` (the other one zero-width on the same grid)."""
+    if modality == "audio":
+        return StoredFeatures(visual=_empty_like(stored.audio), audio=stored.audio, duration=stored.duration)
+    if modality == "visual":
+        return StoredFeatures(visual=stored.visual, audio=_empty_like(stored.visual), duration=stored.duration)
+    return stored
+
+
+def compute_features(
+    path: Path, extractors: ExtractorSet, backend: media.Backend = "ffmpeg", modality: str = "audio_visual"
+) -> StoredFeatures:
+    """Decode one video and run the extractors it needs on it (no caching): both, or for a unimodal model only
+    that stream's (audio-only never decodes a frame; then an audio file without video is fine)."""
     info = media.probe(path)
-    if not info.has_video:
-        raise DecodeError(path, "no video stream (audio-only file)")
-    req = extractors.media
-    counted = [0]
+    visual = audio = None
+    if modality != "audio":
+        if not info.has_video:
+            raise DecodeError(path, "no video stream (audio-only file)")
+        req = extractors.media
+        counted = [0]
 
-    def frames() -> Iterator[np.ndarray]:
-        for chunk in media.read_frames(
-            path, req.fps, req.size, resize=req.resize, short_side=req.short_side, backend=backend
-        ):
-            counted[0] += len(chunk)
-            yield chunk
+        def frames() -> Iterator[np.ndarray]:
+            for chunk in media.read_frames(
+                path, req.fps, req.size, resize=req.resize, short_side=req.short_side, backend=backend
+            ):
+                counted[0] += len(chunk)
+                yield chunk
 
-    visual = extractors.visual(VisualInput(frames(), req.fps, info.duration))
-    expected = info.duration * req.fps
-    if counted[0] < MIN_DECODED_SHARE * expected - 1:
-        raise DecodeError(path, f"truncated or corrupt: decoded {counted[0] / req.fps:.2f} s of {info.duration:.2f} s")
-    audio = streamed_audio_features(
-        media.stream_audio(path, req.sample_rate, info=info), extractors.audio, req.sample_rate, info.duration
-    )
+        visual = extractors.visual(VisualInput(frames(), req.fps, info.duration))
+        expected = info.duration * req.fps
+        if counted[0] < MIN_DECODED_SHARE * expected - 1:
+            raise DecodeError(
+                path, f"truncated or corrupt: decoded {counted[0] / req.fps:.2f} s of {info.duration:.2f} s"
+            )
+    if modality != "visual":
+        rate = extractors.media.sample_rate
+        audio = streamed_audio_features(
+            media.stream_audio(path, rate, info=info), extractors.audio, rate, info.duration
+        )
+    visual = _empty_like(audio) if visual is None else visual
+    audio = _empty_like(visual) if audio is None else audio
     return StoredFeatures(visual=visual, audio=audio, duration=info.duration)
 
 
@@ -137,7 +169,8 @@ def extract_one(
     `keep_features` the result carries the features (read once, from the cache or just computed)."""
     path = Path(path)
     vid = media.video_id(path)
-    key = store.register_spec(extractors.spec)
+    key = store.register_spec(modality_spec(extractors.spec, options.modality))
+    full_key = spec_hash(extractors.spec)
     start = time.perf_counter()
     video_key = f"path:{path.resolve()}"
     try:
@@ -146,8 +179,11 @@ def extract_one(
             if store.has(video_key, key) and not options.overwrite:
                 stored = store.load_key(video_key, key)
                 status = "cached"
+            elif key != full_key and store.has(video_key, full_key) and not options.overwrite:
+                stored = only(store.load_key(video_key, full_key), options.modality)  # a full extraction serves
+                status = "cached"
             else:
-                stored = compute_features(path, extractors, options.backend)
+                stored = compute_features(path, extractors, options.backend, options.modality)
                 store.save(video_key, key, stored)
                 status = "done"
         wall = time.perf_counter() - start

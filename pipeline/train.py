@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -24,10 +25,9 @@ from torch import nn
 
 from avdet.errors import ConfigError, DataError
 from avdet.models.registry import model_entry
-from avdet.pipeline.checkpoint import read_checkpoint, save_checkpoint
+from avdet.pipeline.checkpoint import DATA_PATH_KEYS, read_checkpoint, save_checkpoint
 from avdet.pipeline.config import ExperimentConfig, check_task, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
-from avdet.pipeline.io.store import default_cache_dir
 from avdet.pipeline.tasks import task_class
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _data_record(cfg: ExperimentConfig) -> dict:
-    """The data section with absolute paths, so `eval --checkpoint` finds the annotations and features again."""
+def _data_record(cfg: ExperimentConfig, run_dir: Path) -> dict:
+    """The data section with its paths relative to the run folder, so `eval --checkpoint` finds the annotations and
+    features again (`load_checkpoint` resolves them against the checkpoint's folder) and a shared checkpoint does
+    not carry the trainer's absolute local paths. An unset cache stays unset: the reader's default applies."""
     data = to_dict(cfg.data)
-    for key in ("annotations", "classes", "cache", "released_root", "ave_root"):
+    base = run_dir.resolve()
+    for key in DATA_PATH_KEYS:
         if data[key]:
-            data[key] = str(Path(data[key]).resolve())
-    if cfg.data.source == "store" and not data["cache"]:
-        data["cache"] = str(default_cache_dir().resolve())
+            data[key] = os.path.relpath(Path(data[key]).resolve(), base)
     return data
 
 
@@ -216,7 +217,7 @@ def train(
         "classes": task.classes,
         "extractor": task.spec,
         "postprocess": to_dict(cfg.postprocess),
-        "data": _data_record(cfg),
+        "data": _data_record(cfg, run_dir),
     }
     use_amp = tc.amp and device.type == "cuda"
     if dist.main:

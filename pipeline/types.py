@@ -18,6 +18,10 @@ class Event:
     start: float
     end: float
     score: float
+    modality: str | None = None  # set when a unimodal model (audio | visual) found it, or in a combined timeline
+
+
+MODALITY_TEXT = {"audio_visual": "audio-visual", "audio": "audio only", "visual": "visual only"}
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,21 @@ def test_dockerfile_has_the_promised_parts() -> None:
     assert "USER 1000" in text  # not root
     assert 'VOLUME ["/cache", "/weights"]' in text
     assert "RUN avdet --help" in text  # smoke step in the build
+
+
+def _pins(name: str) -> dict[str, str]:
+    lines = (REPO / name).read_text().splitlines()
+    return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_image_runs_the_tested_torch() -> None:
+    """The base image's torch is the one the tests run on (constraints-cpu.txt), and pip installs under the same pins
+    so nothing moves torch or torchvision off them."""
+    import re
+
+    text = (REPO / "Dockerfile").read_text()
+    tested = _pins("constraints-cpu.txt")
+    assert _pins("constraints-docker.txt") == tested
+    (base,) = re.findall(r"^FROM pytorch/pytorch:(\S+)", text, re.M)
+    assert base.startswith(tested["torch"] + "-"), base
+    assert "pip install --no-cache-dir -c constraints-docker.txt" in text

@@ -39,6 +39,7 @@ def test_wheel_installs_everything_under_avdet_only(tmp_path: Path) -> None:
     missing = [f for f in package_files if f"avdet/{f}" not in names]
     assert not missing, f"tracked modules missing from the wheel: {missing}"
     assert not any(n.startswith("avdet/tests/") for n in names)
+    assert "avdet/py.typed" in names  # type checkers use the package's hints (PEP 561)
 
 
 def test_torchvision_and_timm_import_through_compat() -> None:

@@ -65,7 +65,11 @@ class StoreSource:
     @staticmethod
     def _resolve(store: FeatureStore, extractor: str) -> tuple[str, dict]:
         """The spec folder of `extractor` with the most extracted videos (a newer recipe version starts empty)."""
-        found = [(len(store.entries(key, "done")), key, spec) for key, spec in store.specs(extractor)]
+        found = [
+            (len(store.entries(key, "done")), key, spec)
+            for key, spec in store.specs(extractor)
+            if "modality" not in spec  # one stream only (a unimodal model's detections): not training data
+        ]
         if not found:
             raise DataError(f"{store.root}: no {extractor!r} features in this cache (run `avdet extract` first)")
         _, key, spec = max(found, key=lambda f: f[0])

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +265,19 @@ class FeatureStore:
         if key is None:
             raise StoreError(f"{video_id}: no features in {self.root} for extractor {extractor}")
         return self.load_key(key, extractor)
+
+    # -- forgetting (`avdet cache verify --fix`, `avdet cache prune`) ---------------------------------------------
+    def forget(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Drop the index rows of these (video_key, extractor) pairs; returns how many were there."""
+        with self._db() as db:
+            return sum(
+                db.execute("DELETE FROM entries WHERE video_key=? AND extractor=?", key).rowcount for key in keys
+            )
+
+    def forget_recipe(self, extractor: str) -> int:
+        """Drop every index row of one extractor recipe (its folder is the caller's to remove)."""
+        with self._db() as db:
+            return db.execute("DELETE FROM entries WHERE extractor=?", (extractor,)).rowcount
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

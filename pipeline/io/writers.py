@@ -16,7 +16,7 @@ from typing import TextIO
 
 from avdet.errors import DataError
 from avdet.pipeline.io.atomic import atomic_path
-from avdet.pipeline.types import Event
+from avdet.pipeline.types import MODALITY_TEXT, Event
 
 FORMATS = {".json": "json", ".srt": "srt", ".vtt": "vtt"}
 
@@ -49,17 +49,21 @@ def events_document(video: str, duration: float, model: str, events: list[Event]
         "video": video,
         "duration": round(float(duration), 3),
         "model": model,
-        "events": [
-            {
-                "label": e.label,
-                "label_id": int(e.label_id),
-                "start": round(e.start, 3),
-                "end": round(e.end, 3),
-                "score": round(e.score, 4),
-            }
-            for e in sorted_events(events)
-        ],
+        "events": [_event_dict(e) for e in sorted_events(events)],
     }
+
+
+def _event_dict(e: Event) -> dict:
+    out = {
+        "label": e.label,
+        "label_id": int(e.label_id),
+        "start": round(e.start, 3),
+        "end": round(e.end, 3),
+        "score": round(e.score, 4),
+    }
+    if e.modality is not None:
+        out["modality"] = e.modality
+    return out
 
 
 def _write_json(stream: TextIO, video: str, duration: float, model: str, events: list[Event]) -> None:
@@ -82,7 +86,9 @@ def _one_line(text: str) -> str:
 
 
 def _cue_text(e: Event) -> str:
-    return f"{_one_line(e.label)} ({e.score:.2f})"
+    """`dog barking (0.87)`; with a modality `dog barking (audio only, 0.87)`."""
+    tag = f"{MODALITY_TEXT.get(e.modality, e.modality)}, " if e.modality else ""
+    return f"{_one_line(e.label)} ({tag}{e.score:.2f})"
 
 
 def _write_srt(stream: TextIO, video: str, duration: float, model: str, events: list[Event]) -> None:
@@ -133,7 +139,8 @@ def _event_from_dict(d: object, where: str) -> Event:
         raise DataError(f"{where}: expected an object with label, label_id, start, end and score")
     try:
         start, end = float(d["start"]), float(d["end"])
-        event = Event(str(d["label"]), int(d["label_id"]), start, end, float(d.get("score", 1.0)))
+        modality = d.get("modality")
+        event = Event(str(d["label"]), int(d["label_id"]), start, end, float(d.get("score", 1.0)), modality)
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: each event needs label, label_id, start, end and score") from None
     if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < start:

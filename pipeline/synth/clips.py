@@ -545,9 +545,25 @@ def write_clip(plan: VideoPlan, cfg: SampleConfig, target: Path) -> Path:
     return target
 
 
-def annotations(plans: list[VideoPlan], cfg: SampleConfig) -> dict:
-    """Ground truth in the UnAV-100 format: only the events, never the distractors."""
+# which placed occurrences each ground truth holds: audio-visual events only (the task), or everything audible or
+# everything visible (the unimodal tasks; the distractors of the audio-visual task are events there)
+GROUND_TRUTHS: dict[str, Callable[[Occurrence], bool]] = {
+    "audio_visual": lambda o: o.kind == "event",
+    "audio": lambda o: o.audible,
+    "visual": lambda o: o.visible,
+}
+ANNOTATION_FILES = {
+    "audio_visual": "annotations.json",
+    "audio": "annotations_audio.json",
+    "visual": "annotations_visual.json",
+}
+
+
+def annotations(plans: list[VideoPlan], cfg: SampleConfig, modality: str = "audio_visual") -> dict:
+    """Ground truth in the UnAV-100 format, derived exactly from what was placed: the audio-visual events (never
+    the distractors), or every stretch where a class is audible (`modality="audio"`) or visible ("visual")."""
     names = class_names(cfg.num_classes)
+    keep = GROUND_TRUTHS[modality]
     database = {}
     for plan in plans:
         database[plan.video_id] = {
@@ -555,10 +571,11 @@ def annotations(plans: list[VideoPlan], cfg: SampleConfig) -> dict:
             "subset": plan.subset,
             "annotations": [
                 {"segment": [round(o.start, 4), round(o.end, 4)], "label": names[o.label_id], "label_id": o.label_id}
-                for o in plan.events()
+                for o in plan.occurrences
+                if keep(o)
             ],
         }
-    return {"version": "avdet-sample-v1", "database": database}
+    return {"version": "avdet-sample-v1", "modality": modality, "database": database}
 
 
 def classes_tsv(plans: list[VideoPlan], cfg: SampleConfig) -> str:
@@ -647,7 +664,8 @@ def write_clips(
 
 
 def make_sample(out_dir: Path, cfg: SampleConfig, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write out_dir/videos/<id>.mp4, out_dir/annotations.json and out_dir/classes.tsv; return the annotations path.
+    """Write out_dir/videos/<id>.mp4, out_dir/annotations.json (audio-visual events), annotations_audio.json and
+    annotations_visual.json (every audible / visible stretch) and out_dir/classes.tsv; return annotations.json.
 
     The annotations and class list are written last, so they exist only when every clip does. Re-running with the
     same configuration renders only what an interrupted run left out.
@@ -656,8 +674,10 @@ def make_sample(out_dir: Path, cfg: SampleConfig, progress: Callable[[int, int],
     out_dir = Path(out_dir)
     videos = write_clips(out_dir, plans, cfg, progress)
     write_text_atomic(out_dir / "classes.tsv", classes_tsv(plans, cfg))
-    target = out_dir / "annotations.json"
-    write_text_atomic(target, json.dumps(annotations(plans, cfg), indent=1) + "\n")
+    for modality in ("audio", "visual", "audio_visual"):  # the audio-visual one last: it marks a finished set
+        ground_truth = json.dumps(annotations(plans, cfg, modality), indent=1) + "\n"
+        write_text_atomic(out_dir / ANNOTATION_FILES[modality], ground_truth)
+    target = out_dir / ANNOTATION_FILES["audio_visual"]
     log.info("wrote %d clips to %s", len(plans), videos)
     return target
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from avdet.errors import ConfigError, DataError
 from avdet.models.losses import detection_loss
+from avdet.models.pyramid import streams
 from avdet.pipeline.config import ExperimentConfig
 from avdet.pipeline.data.annotations import load_annotations, read_classes, split_ids
 from avdet.pipeline.data.dense import DetectionDataset, collate
@@ -56,10 +57,11 @@ class DenseTask(Task):
         self.val_set = DetectionDataset(source, self.annotations, split_ids(self.annotations, cfg.data.val_split))
         self.normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
         sample = self.train_set[0]
-        got = (sample["visual"].shape[1], sample["audio"].shape[1])
-        want = (model_cfg.visual_dim, model_cfg.audio_dim)
+        used = streams(getattr(model_cfg, "modality", "audio_visual"))  # visual first, as dims are reported
+        got = tuple(sample[n].shape[1] for n in used)
+        want = tuple(getattr(model_cfg, f"{n}_dim") for n in used)
         if got != want:
-            raise ConfigError(f"model expects feature dims {want} (visual, audio) but the data has {got}")
+            raise ConfigError(f"model expects feature dims {want} ({', '.join(used)}) but the data has {got}")
         if model_cfg.num_classes != len(self.classes):
             raise ConfigError(
                 f"model.num_classes is {model_cfg.num_classes} but the data has {len(self.classes)} classes"
