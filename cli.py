@@ -58,6 +58,10 @@ def _resolve_device(value: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _threads_option() -> Any:
+    return typer.Option(min=1, help="torch threads per process.", show_default="the idle cores / processes")
+
+
 def _device_option() -> Any:
     return typer.Option(
         parser=_parse_device, metavar="[auto|cpu|cuda|cuda:N]", help="Where to compute (auto: a GPU if there is one)."
@@ -185,6 +189,7 @@ def extract(
         str,
         typer.Option("--ray", help="Run as Ray tasks: --ray (local runtime) or --ray ADDRESS.", show_default="off"),
     ] = None,
+    threads: Annotated[int, _threads_option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
 ) -> None:
     """Decode videos, compute features and cache them. Re-running does only what is missing."""
@@ -240,7 +245,7 @@ def extract(
                 address = None if ray == RAY_LOCAL else ray
                 results = extract_videos_ray(paths, cache, options, address=address, on_result=on_result)
             else:
-                results = extract_videos(paths, cache, options, workers=workers, on_result=on_result)
+                results = extract_videos(paths, cache, options, workers=workers, threads=threads, on_result=on_result)
         except AvdetError as err:
             raise fail(str(err)) from None
     _extract_summary(results, progress.get_time() - clock, cache)
@@ -360,6 +365,7 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from run-dir/last.ckpt (with the run's config).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in run-dir.")] = False,
+    threads: Annotated[int, _threads_option()] = None,
 ) -> None:
     """Train a model (LoCo, UnAV, CCNet; CCLN or LoCo on AVE segments) from cached or released features."""
     from avdet.pipeline.config import load_config
@@ -371,6 +377,7 @@ def train(
     except AvdetError as err:
         raise fail(str(err)) from None
     run_dir = run_dir or Path("runs") / Path(config).stem
+    _apply_threads(threads, workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # DDP ranks share this node
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress and the summary
     progress = Progress(
         TextColumn("[bold]train"),
@@ -411,6 +418,13 @@ def _metric_text(name: str, value: float) -> str:
     return f"accuracy {value:.2f} %" if name == "val_accuracy" else f"Avg. mAP {100 * value:.2f}"
 
 
+def _apply_threads(threads: int | None, workers: int = 1) -> None:
+    """torch's intra-op threads for this process (`pipeline.threads`: --threads, else the idle cores' share)."""
+    from avdet.pipeline.threads import apply_threads
+
+    apply_threads(workers, threads)
+
+
 # -- detect ------------------------------------------------------------------------------------------------------
 @app.command()
 def detect(
@@ -440,6 +454,7 @@ def detect(
         Path, typer.Option(help="Pretrained extractor weights folder.", show_default=WEIGHTS_DEFAULT)
     ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
+    threads: Annotated[int, _threads_option()] = None,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table)."""
     from avdet.pipeline.detect import Detector
@@ -451,6 +466,7 @@ def detect(
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
+    _apply_threads(threads)
     try:
         targets = _detect_targets(paths, out_path, fmt, plot)
         detector = Detector(
@@ -595,6 +611,7 @@ def eval_(
     ] = False,
     device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
+    threads: Annotated[int, _threads_option()] = None,
 ) -> None:
     """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
@@ -609,6 +626,7 @@ def eval_(
             from avdet.pipeline.checkpoint import load_checkpoint
             from avdet.pipeline.evaluate import evaluate_checkpoint, evaluate_cml_checkpoint
 
+            _apply_threads(threads)
             data = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
             device = _resolve_device(device)
             ckpt = load_checkpoint(checkpoint, device, data=data)

@@ -27,7 +27,7 @@ from avdet.models.losses import PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import load_config
 from avdet.pipeline.data.dense import Batch
-from avdet.pipeline.inference import padded_batch
+from avdet.pipeline.inference import pad_inputs
 from avdet.pipeline.postprocess import postprocess
 from avdet.pipeline.train import param_groups
 from avdet.pipeline.types import TimeGrid
@@ -121,10 +121,9 @@ def cmd_latency(args: argparse.Namespace) -> None:
     @torch.no_grad()
     def once() -> tuple[float, int]:
         t0 = time.perf_counter()
-        b = padded_batch(model, batch)
-        out = model(b.audio, b.visual, b.mask)
+        out = model(*pad_inputs(model, batch.audio, batch.visual, batch.mask))
         t1 = time.perf_counter()
-        events = postprocess(out, b.grids, b.durations, cfg.postprocess, classes)[0]
+        events = postprocess(out, batch.grids, batch.durations, cfg.postprocess, classes)[0]
         return t1 - t0, len(events)
 
     for _ in range(3):

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from avdet.errors import AvdetError, DecodeError, StoreError
-from avdet.extractors.base import AudioInput, ExtractorSet, Features, VisualInput
+from avdet.extractors.base import AudioInput, Extractor, ExtractorSet, Features, VisualInput, num_grid_rows
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.io import media
 from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint, spec_hash
+from avdet.pipeline.threads import apply_threads, decide_threads
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,48 @@ class ExtractResult:
     media_seconds: float = 0.0
     wall_seconds: float = 0.0
     features: StoredFeatures | None = field(default=None, repr=False, compare=False)  # with `keep_features`
+
+
+# Audio features of a long video are computed AUDIO_CALL_ROWS grid rows at a time (about 5.5 minutes at 0.32 s), so
+# memory holds one call's waveform and spectrogram instead of the whole track's (14 GB for 3 hours of lite audio).
+AUDIO_CALL_ROWS = 1024
+AUDIO_MARGIN_S = 2.0  # samples past a call's last row window (spectrogram frames reach a little beyond it)
+
+
+def streamed_audio_features(
+    chunks: Iterable[np.ndarray],
+    extractor: Extractor,
+    sample_rate: int,
+    duration: float,
+    rows_per_call: int = AUDIO_CALL_ROWS,
+) -> Features:
+    """The audio extractor over a streamed waveform, `rows_per_call` rows per call, rows identical to one call on
+    the whole waveform: each call starts on a row boundary (a whole number of samples) and sees every sample its
+    rows use. Extractors whose row step is not a whole number of samples get one call."""
+    total = num_grid_rows(duration, extractor.window_s, extractor.step_s)
+    hop = extractor.step_s * sample_rate  # samples between row starts
+    chunks = iter(chunks)
+    if total <= rows_per_call or abs(hop - round(hop)) > 1e-9:
+        return extractor(AudioInput(np.concatenate(list(chunks)), sample_rate, duration))
+    hop = round(hop)
+    buffer = np.zeros(0, dtype=np.float32)  # the waveform from the current call's first row on
+    values, times = [], []
+    for first in range(0, total, rows_per_call):
+        rows = min(rows_per_call, total - first)
+        need = int(round(((rows - 1) * extractor.step_s + extractor.window_s + AUDIO_MARGIN_S) * sample_rate))
+        parts, have = [buffer], len(buffer)
+        while have < need and (part := next(chunks, None)) is not None:
+            parts.append(part)
+            have += len(part)
+        buffer = np.concatenate(parts)
+        span = (rows - 0.5) * extractor.step_s + extractor.window_s  # a duration of `rows` rows (half a step spare)
+        feats = extractor(AudioInput(buffer[:need], sample_rate, span))
+        if len(feats.values) < rows:
+            raise RuntimeError(f"{extractor.name}: {len(feats.values)} rows for {span:.2f} s of audio, not {rows}")
+        values.append(feats.values[:rows])
+        times.append(feats.times[:rows] + first * extractor.step_s)
+        buffer = buffer[rows * hop :]
+    return Features(np.concatenate(values), np.concatenate(times))
 
 
 def modality_spec(spec: dict, modality: str) -> dict:
@@ -118,8 +161,10 @@ def compute_features(
                 path, f"truncated or corrupt: decoded {counted[0] / req.fps:.2f} s of {info.duration:.2f} s"
             )
     if modality != "visual":
-        samples = media.load_audio(path, extractors.media.sample_rate, info=info, problems=problems)
-        audio = extractors.audio(AudioInput(samples, extractors.media.sample_rate, info.duration))
+        rate = extractors.media.sample_rate
+        audio = streamed_audio_features(
+            media.stream_audio(path, rate, info=info, problems=problems), extractors.audio, rate, info.duration
+        )
     visual = _empty_like(audio) if visual is None else visual
     audio = _empty_like(visual) if audio is None else audio
     return StoredFeatures(visual=visual, audio=audio, duration=info.duration)
@@ -260,9 +305,11 @@ def extract_videos(
     options: ExtractOptions,
     *,
     workers: int = 1,
+    threads: int | None = None,
     on_result: Callable[[ExtractResult], None] | None = None,
 ) -> list[ExtractResult]:
-    """Extract every video; results arrive through `on_result` as they finish, in completion order."""
+    """Extract every video; results arrive through `on_result` as they finish, in completion order. Each process
+    runs `threads` torch threads (default: `pipeline.threads` policy for `workers` processes)."""
     paths = [str(p) for p in paths]
     warn_duplicate_ids(paths)
     store = FeatureStore(cache)  # fails early and clearly on an unwritable cache
@@ -275,10 +322,11 @@ def extract_videos(
             on_result(res)
 
     if workers <= 1:
+        apply_threads(1, threads)
         for p in paths:
             done(extract_one(p, store, extractors, options))
         return results
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = decide_threads(workers, threads)
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads, os.getpid())

@@ -9,8 +9,6 @@ The reference's other `nms_method`s are there too: "hard" (`nms_1d_cpu`, greedy)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from functools import cache
@@ -20,6 +18,7 @@ import torch
 
 from avdet.errors import ConfigError
 from avdet.models.base import DetectorOutput
+from avdet.pipeline.threads import torch_threads
 from avdet.pipeline.types import Event, TimeGrid
 
 NMS_METHODS = ("soft", "hard", "none")
@@ -81,18 +80,6 @@ def decode_video(out: DetectorOutput, index: int, cfg: PostprocessConfig) -> tup
         scores.append(prob[keep].float())
         labels.append(label[keep])
     return torch.cat(segs), torch.cat(scores), torch.cat(labels)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch ops on one thread: the NMS loop is thousands of tiny ops, for which intra-op threads only add
-    synchronisation (on a busy machine, 10-20x slower with 2 threads than with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # -- NMS -----------------------------------------------------------------------------------------------------------
@@ -440,7 +427,7 @@ def batched_nms(
     positive `voting_thresh` refines the kept segments by `segment_voting` over all of the video's candidates.
     method "none" returns the candidates untouched (the reference skips NMS and the limits then).
     """
-    with _one_thread():
+    with torch_threads(1):  # thousands of tiny ops: extra threads only add waiting
         return _batched_nms(
             segments.float(),
             scores.float(),
@@ -550,20 +537,24 @@ def postprocess(
     n_videos = out.cls_logits[0].shape[0]
     if not len(grids) == len(durations) == n_videos:
         raise ValueError(f"postprocess: {n_videos} videos but {len(grids)} grids and {len(durations)} durations")
-    with _one_thread():
+    with torch_threads(1):  # thousands of tiny ops: extra threads only add waiting
         decoded = [decode_video(out, b, cfg) for b in range(n_videos)]
-    segs = torch.cat([d[0] for d in decoded]).detach().cpu()
-    scores = torch.cat([d[1] for d in decoded]).detach().cpu()
-    labels = torch.cat([d[2] for d in decoded]).detach().cpu()
-    video = torch.repeat_interleave(torch.arange(n_videos), torch.tensor([len(d[1]) for d in decoded]))
-    kept = batched_nms(
-        segs,
-        scores,
-        labels,
-        video,
-        n_videos,
-        **nms_options(cfg),
-    )
+    return candidates_to_events(decoded, grids, durations, cfg, class_names)
+
+
+def candidates_to_events(
+    candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    grids: list[TimeGrid],
+    durations: list[float],
+    cfg: PostprocessConfig,
+    class_names: list[str] | None,
+) -> list[list[Event]]:
+    """Per video its decoded candidates (segments in grid units, scores, labels) -> NMS -> events in seconds."""
+    segs = torch.cat([d[0] for d in candidates]).detach().cpu()
+    scores = torch.cat([d[1] for d in candidates]).detach().cpu()
+    labels = torch.cat([d[2] for d in candidates]).detach().cpu()
+    video = torch.repeat_interleave(torch.arange(len(candidates)), torch.tensor([len(d[1]) for d in candidates]))
+    kept = batched_nms(segs, scores, labels, video, len(candidates), **nms_options(cfg))
     return [
         to_events(s, sc, lab, grid, dur, class_names)
         for (s, sc, lab), grid, dur in zip(kept, grids, durations, strict=True)

@@ -302,18 +302,32 @@ def _decord_frames(
     return gen()
 
 
-def load_audio(
-    path: str | Path, sample_rate: int, *, info: MediaInfo | None = None, problems: list[str] | None = None
-) -> np.ndarray:
-    """Mono float32 waveform at `sample_rate`; zeros for the file's duration when it has no audio stream.
+AUDIO_CHUNK_S = 10.0  # seconds of audio per decoded chunk
+
+
+def stream_audio(
+    path: str | Path,
+    sample_rate: int,
+    *,
+    info: MediaInfo | None = None,
+    chunk_s: float = AUDIO_CHUNK_S,
+    problems: list[str] | None = None,
+) -> Iterator[np.ndarray]:
+    """The mono float32 waveform at `sample_rate` as consecutive chunks of about `chunk_s` seconds (memory holds
+    one chunk); zeros for the file's duration when it has no audio stream. ffmpeg's decode errors go to
+    `problems`.
 
     The one downmix rule everywhere: the mean of all channels, done here (not by ffmpeg's -ac, whose matrix
     differs from other decoders' by 3 dB), so training and inference hear the same thing.
     """
     path = Path(path)
     info = info or probe(path)
+    per_chunk = max(1, int(round(chunk_s * sample_rate)))
     if not info.has_audio:
-        return np.zeros(max(1, int(round(info.duration * sample_rate))), dtype=np.float32)
+        total = max(1, int(round(info.duration * sample_rate)))
+        for start in range(0, total, per_chunk):
+            yield np.zeros(min(per_chunk, total - start), dtype=np.float32)
+        return
     channels = max(1, info.audio_channels)
     args = (
         ffmpeg.input(media_url(path))
@@ -321,13 +335,20 @@ def load_audio(
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .compile()
     )
-    parts = []
-    for buf in _run_pipe(path, args, 4 * channels, sample_rate, problems):
+    got = 0
+    for buf in _run_pipe(path, args, 4 * channels, per_chunk, problems):
         interleaved = np.frombuffer(buf, dtype=np.float32).reshape(-1, channels)  # (samples, channels)
-        parts.append(interleaved.mean(axis=1, dtype=np.float32))
-    if not parts:
+        got += len(interleaved)
+        yield interleaved.mean(axis=1, dtype=np.float32)
+    if not got:
         raise DecodeError(path, "audio stream has no decodable samples")
-    return np.concatenate(parts)
+
+
+def load_audio(
+    path: str | Path, sample_rate: int, *, info: MediaInfo | None = None, problems: list[str] | None = None
+) -> np.ndarray:
+    """The whole mono float32 waveform at `sample_rate` (`stream_audio`'s chunks joined)."""
+    return np.concatenate(list(stream_audio(path, sample_rate, info=info, problems=problems)))
 
 
 def expand_videos(inputs: list[str | Path]) -> list[Path]:

@@ -1,0 +1,59 @@
+"""Long-video audio in bounded memory: the waveform streamed in chunks and the audio extractor run a bounded number
+of rows at a time give the rows of one call on the whole waveform."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avdet.extractors.base import AudioInput
+from avdet.pipeline.extract import ExtractOptions, streamed_audio_features
+from avdet.pipeline.io import media
+
+
+@pytest.fixture(scope="module")
+def tone_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """31.3 s of a wobbling tone with noise (stereo, 44.1 kHz), so every row differs."""
+    path = tmp_path_factory.mktemp("stream") / "tone.m4a"
+    source = "aevalsrc=0.5*sin(440*2*PI*t*(1+0.2*sin(t)))+0.1*random(0)|0.3*sin(660*2*PI*t):s=44100:d=31.3"
+    cmd = ["ffmpeg", "-y", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", source, "-c:a", "aac", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_stream_audio_joins_to_load_audio(tone_clip: Path) -> None:
+    chunks = list(media.stream_audio(tone_clip, 16000, chunk_s=1.7))
+    assert len(chunks) > 10 and max(len(c) for c in chunks) <= round(1.7 * 16000)
+    np.testing.assert_array_equal(np.concatenate(chunks), media.load_audio(tone_clip, 16000))
+
+
+@pytest.mark.parametrize("extractor", ["lite"])  # i3d_vggish (VGGish) checked identical too: 26 s
+def test_rows_in_calls_equal_one_call(tone_clip: Path, extractor: str) -> None:
+    audio = ExtractOptions(extractor=extractor, random_weights=True).build().audio
+    info = media.probe(tone_clip)
+    whole = audio(AudioInput(media.load_audio(tone_clip, 16000, info=info), 16000, info.duration))
+    calls: list[int] = []
+
+    def counted(decoded: AudioInput):
+        calls.append(len(decoded.samples))
+        return audio(decoded)
+
+    counted.window_s, counted.step_s, counted.name = audio.window_s, audio.step_s, audio.name
+    streamed = streamed_audio_features(
+        media.stream_audio(tone_clip, 16000, info=info, chunk_s=0.9), counted, 16000, info.duration, rows_per_call=17
+    )
+    assert len(calls) == -(-len(whole.values) // 17) and max(calls) < 9 * 16000  # bounded calls
+    np.testing.assert_array_equal(streamed.values, whole.values)
+    np.testing.assert_allclose(streamed.times, whole.times, rtol=0, atol=1e-9)
