@@ -44,7 +44,7 @@ def items(lengths: list[int], seed: int = 1) -> list[dict]:
             "duration": n * GRID.step,
             "grid": GRID,
             "audio": torch.randn(n, 128, generator=gen),
-            "visual": torch.randn(n, 184, generator=gen),
+            "visual": torch.randn(n, 304, generator=gen),
             "segments": torch.zeros(0, 2),
             "labels": torch.zeros(0, dtype=torch.long),
         }
