@@ -74,7 +74,12 @@ UNIMODAL = (
     Variant("LoCo, visual only (visual GT)", "tiny", ("model.modality=visual", "model.lcf=none"), "visual"),
     Variant("LoCo (audio-visual) on audio GT", "tiny", ground_truth="audio", scores="LoCo"),
     Variant("LoCo (audio-visual) on visual GT", "tiny", ground_truth="visual", scores="LoCo"),
-    Variant("LoCo, audio only on audio-visual GT", "tiny", scores="LoCo, audio only (audio GT)"),
+    Variant(
+        "LoCo, audio only on audio-visual GT",
+        "tiny",
+        ("model.modality=audio", "model.lcf=none"),
+        scores="LoCo, audio only (audio GT)",
+    ),
 )
 
 
