@@ -266,17 +266,36 @@ def _metric_text(name: str, value: float) -> str:
 
 
 # -- detect ------------------------------------------------------------------------------------------------------
+STDOUT = Path("-")  # --out - : the chosen format on standard output
+
+
 @app.command()
 def detect(
     videos: Annotated[list[Path], typer.Argument(help="Video files or folders.")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A trained avdet checkpoint.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output file (one video) or folder (several).")] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", help="json | srt | vtt (default: from --out's suffix, else json).")
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Output file (one video), folder (several) or - for standard output.")
     ] = None,
-    threshold: Annotated[float, typer.Option(help="Hide events scoring below this.")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="json | srt | vtt (default: from --out's suffix, else json); alone: to standard output."
+        ),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="One score threshold for every class instead of the checkpoint's calibrated per-class ones "
+            "(0: every candidate).",
+        ),
+    ] = None,
+    all_events: Annotated[
+        bool, typer.Option("--all", help="Every ranked candidate (up to 100 per class), e.g. for `avdet eval`.")
+    ] = False,
     sigma: Annotated[float, typer.Option(help="Soft-NMS Gaussian sigma.")] = None,
-    max_events: Annotated[int, typer.Option(help="Soft-NMS: at most this many events per video.")] = None,
+    max_events: Annotated[int, typer.Option(help="Soft-NMS: at most this many candidates per class.")] = None,
     plot: Annotated[Path, typer.Option(help="Also draw the event timeline to this PNG (one video).")] = None,
     cache: Annotated[
         Path, typer.Option(help="Feature store folder [default: $AVDET_CACHE].", show_default=False)
@@ -286,12 +305,17 @@ def detect(
     weights_dir: Annotated[Path, typer.Option(help="Pretrained extractor weights folder.", show_default=False)] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
 ) -> None:
-    """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table)."""
+    """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table).
+
+    By default a dense checkpoint shows the events above its calibrated per-class thresholds (chosen on the
+    validation split for the best event-level F1, see `avdet calibrate`), with overlapping same-class events
+    suppressed; a checkpoint without them uses postprocess.output_threshold (0.1) for every class. The JSON
+    records the thresholds it applied."""
     from avdet.pipeline.detect import Detector
     from avdet.pipeline.io import media
+    from avdet.pipeline.io.atomic import is_special
     from avdet.pipeline.io.plots import plot_timeline
-    from avdet.pipeline.io.store import default_cache_dir
-    from avdet.pipeline.io.writers import write_events_file
+    from avdet.pipeline.io.writers import write_events, write_events_file
 
     paths = media.expand_videos(videos)
     if not paths:
@@ -300,56 +324,82 @@ def detect(
         targets = _detect_targets(paths, out_path, fmt, plot)
         detector = Detector(
             checkpoint,
-            cache=cache or default_cache_dir(),
+            cache=cache,
             device=device,
+            threshold=threshold,
+            all_events=all_events,
+            batch_size=batch_size,
             weights_dir=str(weights_dir or "") or None,
             random_weights=random_weights,
-            postprocess={"output_threshold": threshold, "sigma": sigma, "max_seg_num": max_events},
+            postprocess={"sigma": sigma, "max_seg_num": max_events},
         )
     except AvdetError as err:
         raise fail(str(err)) from None
+    record = detector.operating_point.record(detector.checkpoint.classes)
     failures = 0
     with console.status("detecting..."):
-        for det in detector.detect(paths, batch_size=batch_size):
+        for det in detector.run(paths):
             if det.events is None:
                 failures += 1
-                console.print(f"[red]failed[/] {det.path}: {det.error}", highlight=False, soft_wrap=True)
+                console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(det.error))}", highlight=False)
                 continue
-            events = [e for e in det.events if e.score >= detector.checkpoint.postprocess.output_threshold]
             target = targets.get(det.path)
             try:
                 if target is None:
-                    _print_events(det.video_id, det.duration, events)
-                else:
-                    write_events_file(
-                        target,
-                        events,
+                    _print_events(det.video_id, det.duration, det.events)
+                elif target == STDOUT:
+                    write_events(
+                        sys.stdout,
+                        fmt or "json",
                         video=det.video_id,
                         duration=det.duration,
                         model=detector.checkpoint.name,
-                        fmt=fmt,
+                        events=det.events,
+                        operating_point=record,
+                        indent=2 if len(paths) == 1 else None,  # several videos: JSON Lines
                     )
-                    console.print(f"{det.path}: {len(events)} events -> {target}", highlight=False)
+                    sys.stdout.flush()
+                else:
+                    write_events_file(
+                        target,
+                        det.events,
+                        video=det.video_id,
+                        duration=det.duration,
+                        model=detector.checkpoint.name,
+                        fmt=fmt or ("json" if is_special(target) else None),  # /dev/stdout has no suffix
+                        operating_point=record,
+                    )
+                    console.print(f"{escape(det.path)}: {len(det.events)} events -> {escape(str(target))}")
                 if plot is not None:
-                    plot_timeline(events, det.duration, plot, classes=detector.checkpoint.classes, title=det.video_id)
+                    plot_timeline(
+                        det.events, det.duration, plot, classes=detector.checkpoint.classes, title=det.video_id
+                    )
             except (AvdetError, OSError) as err:
                 failures += 1
-                console.print(f"[red]failed[/] {det.path}: {err}", highlight=False, soft_wrap=True)
+                console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False)
     if failures:
         raise typer.Exit(1)
 
 
 def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
-    """Where each video's events go: one file, files in a folder, or nowhere (terminal table)."""
+    """Where each video's events go: one file, files in a folder, standard output (`--out -`, or `--format`
+    without `--out`), or nowhere (terminal table)."""
     from avdet.errors import DataError
+    from avdet.pipeline.io.atomic import is_special
     from avdet.pipeline.io.writers import output_format
 
     if fmt is not None and fmt not in ("json", "srt", "vtt"):
         raise DataError(f"--format {fmt}: unknown format (use json, srt or vtt)")
     if plot is not None and len(paths) > 1:
         raise DataError("--plot draws one video's timeline; give one video")
-    if out_path is None:
+    if out_path is None and fmt is None:
         return {}
+    if out_path is None or out_path == STDOUT:
+        if len(paths) > 1 and fmt in ("srt", "vtt"):
+            raise DataError(f"{fmt} on standard output holds one video; give --out FOLDER for several")
+        return {str(p): STDOUT for p in paths}
+    if len(paths) == 1 and is_special(out_path):  # /dev/stdout, a fifo: written in place
+        return {str(paths[0]): out_path}
     if len(paths) == 1 and (out_path.suffix or not out_path.is_dir()):
         if fmt is None:
             output_format(out_path)  # unknown suffix: fail before any work
@@ -376,11 +426,11 @@ def _check_writable(folder: Path) -> None:
 
 
 def _print_events(video: str, duration: float, events: list) -> None:
-    table = Table(title=f"{video} ({duration:.1f} s): {len(events)} events", show_edge=False)
+    table = Table(title=f"{escape(video)} ({duration:.1f} s): {len(events)} events", show_edge=False)
     for col in ("start", "end", "label", "score"):
         table.add_column(col, justify="right" if col != "label" else "left")
     for e in sorted(events, key=lambda e: (e.start, -e.score)):
-        table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", e.label, f"{e.score:.3f}")
+        table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", escape(e.label), f"{e.score:.3f}")
     out.print(table)
 
 
@@ -474,6 +524,52 @@ def _eval_cml(result, split: str, json_out: Path | None) -> None:
     out.print(table)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps({"split": split, **result.__dict__}, indent=2))
+
+
+# -- calibrate ---------------------------------------------------------------------------------------------------
+@app.command()
+def calibrate(
+    checkpoint: Annotated[Path, typer.Argument(help="A dense-task avdet checkpoint (rewritten in place).")],
+    split: Annotated[str, typer.Option(help="Split whose events choose the thresholds.")] = "validation",
+    annotations: Annotated[Path, typer.Option(help="Ground truth [default: the checkpoint's].")] = None,
+    cache: Annotated[Path, typer.Option(help="Feature store folder [default: the checkpoint's].")] = None,
+    released_root: Annotated[Path, typer.Option(help="Released feature folder [default: the checkpoint's].")] = None,
+    min_events: Annotated[
+        int, typer.Option(min=1, help="Classes with fewer true events in the split get the pooled threshold.")
+    ] = 5,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
+) -> None:
+    """Choose the per-class score thresholds `detect` applies by default: on a split (validation), those of the
+    best event-level F1 at tIoU 0.5 (mAP's matching rule), and the same-class overlap suppression; stored in the
+    checkpoint. `avdet train` does this for best.ckpt at the end of a dense run."""
+    from avdet.pipeline.calibrate import calibrate_checkpoint
+
+    data = {"annotations": annotations, "cache": cache, "released_root": released_root}
+    try:
+        point, classes = calibrate_checkpoint(
+            checkpoint, split, device=device, batch_size=batch_size, data=data, min_events=min_events
+        )
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    _print_operating_point(point, classes, checkpoint)
+
+
+def _print_operating_point(point, classes: list[str], checkpoint: Path) -> None:
+    val = point.validation or {}
+    table = Table(
+        title=f"Operating point on {escape(str(point.split))}: precision {100 * val.get('precision', 0):.1f} %, "
+        f"recall {100 * val.get('recall', 0):.1f} %, F1 {100 * val.get('f1', 0):.1f} % at tIoU {point.tiou}",
+        show_edge=False,
+    )
+    table.add_column("class")
+    table.add_column("threshold", justify="right")
+    for k, (name, t) in enumerate(zip(classes, point.thresholds, strict=True)):
+        note = " (pooled: few events)" if k in point.fallback else ""
+        table.add_row(escape(name), f"{t:.3f}{note}")
+    out.print(table)
+    overlap = "any overlap" if point.overlap_iou == 0 else f"tIoU > {point.overlap_iou}"
+    console.print(f"same-class events suppressed at {overlap}; stored in {escape(str(checkpoint))}", highlight=False)
 
 
 # -- plot --------------------------------------------------------------------------------------------------------
