@@ -56,7 +56,12 @@ def test_ranked_hits_give_the_evaluators_ap_at_one_tiou() -> None:
 
 
 def test_suppression_is_per_class_and_keeps_the_best() -> None:
-    events = [Event("a", 0, 0, 10, 0.5), Event("a", 0, 1, 10, 0.9), Event("b", 1, 0, 10, 0.4), Event("a", 0, 20, 25, 0.2)]
+    events = [
+        Event("a", 0, 0, 10, 0.5),
+        Event("a", 0, 1, 10, 0.9),
+        Event("b", 1, 0, 10, 0.4),
+        Event("a", 0, 20, 25, 0.2),
+    ]
     kept = suppress_overlaps(events, 0.0)
     assert kept == [events[1], events[2], events[3]]
     assert suppress_overlaps(events, None) == sorted(events, key=lambda e: -e.score)
@@ -108,9 +113,8 @@ def test_writes_never_rename_over_a_fifo_or_a_descriptor_link(tmp_path: Path) ->
     reader.join(5)
     assert got == ["hello\n"] and fifo.is_fifo()
     assert is_special("/dev/stdout") and is_special("/dev/null") and not is_special(tmp_path / "new.json")
-    with pytest.raises(DataError, match="not a regular file"):
-        with atomic_path(fifo):
-            pass
+    with pytest.raises(DataError, match="not a regular file"), atomic_path(fifo):
+        pass
     # a symlink to a regular file stays a symlink; its file gets the content
     real, link = tmp_path / "real.json", tmp_path / "link.json"
     real.write_text("old")
