@@ -51,10 +51,17 @@ def _class_label(name: str) -> str:
     return "\n".join(lines)
 
 
-def _time_text(seconds: float, _pos: object = None) -> str:
-    """Tick text: seconds under two minutes, m:ss beyond."""
+TICK_STEPS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)  # seconds: round clock steps
+
+
+def _tick_step(end: float, most: int = 14) -> float:
+    """The smallest round clock step giving at most `most` ticks over [0, end]."""
+    return next((step for step in TICK_STEPS if end / step <= most), end / most)
+
+
+def _m_ss(seconds: float, _pos: object = None) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}:{secs:02d}" if minutes else f"{seconds:g}"
+    return f"{minutes}:{secs:02d}"
 
 
 def plot_timeline(
@@ -67,15 +74,15 @@ def plot_timeline(
 ) -> None:
     """Draw one lane per class present (events or ground truth), ordered by label id. In a lane, detections sit on
     as many sub-rows as they overlap, coloured by score (colour bar) with the score written on bars wide enough;
-    ground truth, when given, is a hatched grey row at the bottom of its lane. Time ticks in seconds, m:ss from two
-    minutes on. Writes a PNG to `path` atomically (matplotlib's Agg canvas: no pyplot, no global backend)."""
+    ground truth, when given, is a hatched grey row at the bottom of its lane. Time ticks at round clock steps, in
+    m:ss from two minutes on. Writes a PNG to `path` atomically (Agg canvas: no pyplot, no global backend)."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
 
     ground_truth = ground_truth or []
     names = {e.label_id: e.label for e in [*ground_truth, *events]}
@@ -126,8 +133,9 @@ def plot_timeline(
     ax.set_ylim(max(y - 0.6, 0.5) - 0.5 if lanes else 0.5, -0.5)
     ax.set_yticks([centre[lab] for lab in lanes])
     ax.set_yticklabels([_class_label(names[lab]) for lab in lanes], fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=14, steps=[1, 2, 3, 5, 6, 10]))
-    ax.xaxis.set_major_formatter(FuncFormatter(_time_text))
+    ax.xaxis.set_major_locator(MultipleLocator(_tick_step(end)))
+    if end >= 120:  # long videos: clock time
+        ax.xaxis.set_major_formatter(FuncFormatter(_m_ss))
     ax.set_xlabel("time (s)" if end < 120 else "time (m:ss)")
     ax.grid(axis="x", color="0.85", linewidth=0.6)
     ax.set_axisbelow(True)

@@ -62,8 +62,8 @@ def write_events(
 def events_document(
     video: str, duration: float, model: str, events: list[Event], operating_point: dict | None = None
 ) -> dict:
-    """The JSON document `detect` writes (times rounded to ms, scores to 1e-4), with the operating point that chose
-    the events when given."""
+    """The JSON document `detect` writes (times rounded to ms, scores to 9 digits: float32 exactly, so a ranked list
+    scores the same mAP as in memory), with the operating point that chose the events when given."""
     head = {"video": video, "duration": round(float(duration), 3), "model": model}
     if operating_point is not None:
         head["operating_point"] = operating_point
@@ -75,7 +75,7 @@ def events_document(
                 "label_id": int(e.label_id),
                 "start": round(e.start, 3),
                 "end": round(e.end, 3),
-                "score": round(e.score, 4),
+                "score": float(f"{e.score:.9g}"),
             }
             for e in sorted_events(events)
         ],
