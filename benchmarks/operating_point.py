@@ -4,7 +4,7 @@ Runs the Python API (`avdet.load(...).detect`, what `avdet detect` calls) over t
 the events it shows, beside the output of the old default (every candidate scoring >= 0.1, no suppression) and
 detections per video against true events per video:
 
-    python -m avdet.benchmarks.operating_point --checkpoint quickstart/run/best.ckpt \
+    .venv/bin/python benchmarks/operating_point.py --checkpoint quickstart/run/best.ckpt \
         --videos quickstart/data/videos [--split test] [--json out.json]
 
 Without --checkpoint it first trains configs/tiny on --annotations/--classes/--cache into --run-dir (best.ckpt is

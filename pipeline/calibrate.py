@@ -78,9 +78,11 @@ def operating_point_for(
     *,
     threshold: float | None = None,
     all_events: bool = False,
+    calibratable: bool = True,
 ) -> OperatingPoint:
     """The operating point `detect` uses: every candidate (`all_events` or threshold 0), one global `threshold`, the
-    checkpoint's calibrated one, or (uncalibrated checkpoint) the global `fallback_threshold`."""
+    checkpoint's calibrated one, or (uncalibrated checkpoint) the global `fallback_threshold`, with a warning when
+    the checkpoint could be calibrated (dense task)."""
     if all_events or threshold == 0:
         return OperatingPoint("all", (0.0,) * num_classes, None)
     overlap = calibrated.overlap_iou if calibrated is not None else DEFAULT_OVERLAP_IOU
@@ -88,10 +90,10 @@ def operating_point_for(
         return OperatingPoint("global", (float(threshold),) * num_classes, overlap)
     if calibrated is not None:
         return calibrated
-    log.warning(
-        "checkpoint has no calibrated thresholds: using %.3g for every class (see `avdet calibrate`)",
-        fallback_threshold,
-    )
+    if calibratable:
+        log.warning(
+            "checkpoint not calibrated: score threshold %.3g for every class (`avdet calibrate`)", fallback_threshold
+        )
     return OperatingPoint("global", (float(fallback_threshold),) * num_classes, overlap)
 
 

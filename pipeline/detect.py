@@ -83,6 +83,7 @@ class Detector:
             self.checkpoint.postprocess.output_threshold,
             threshold=threshold,
             all_events=all_events,
+            calibratable=self.checkpoint.task == "dense",
         )
         self.store = FeatureStore(cache if cache is not None else default_cache_dir())
         self.options = ExtractOptions(
