@@ -557,11 +557,7 @@ def calibrate(
 
 def _print_operating_point(point, classes: list[str], checkpoint: Path) -> None:
     val = point.validation or {}
-    table = Table(
-        title=f"Operating point on {escape(str(point.split))}: precision {100 * val.get('precision', 0):.1f} %, "
-        f"recall {100 * val.get('recall', 0):.1f} %, F1 {100 * val.get('f1', 0):.1f} % at tIoU {point.tiou}",
-        show_edge=False,
-    )
+    table = Table(title=f"Operating point chosen on {escape(str(point.split))}", show_edge=False)
     table.add_column("class")
     table.add_column("threshold", justify="right")
     for k, (name, t) in enumerate(zip(classes, point.thresholds, strict=True)):
@@ -569,7 +565,13 @@ def _print_operating_point(point, classes: list[str], checkpoint: Path) -> None:
         table.add_row(escape(name), f"{t:.3f}{note}")
     out.print(table)
     overlap = "any overlap" if point.overlap_iou == 0 else f"tIoU > {point.overlap_iou}"
-    console.print(f"same-class events suppressed at {overlap}; stored in {escape(str(checkpoint))}", highlight=False)
+    out.print(
+        f"event-level at tIoU {point.tiou}: precision {100 * val.get('precision', 0):.1f} %, recall "
+        f"{100 * val.get('recall', 0):.1f} %, F1 {100 * val.get('f1', 0):.1f} %; same-class events suppressed at "
+        f"{overlap}",
+        highlight=False,
+    )
+    console.print(f"stored in {escape(str(checkpoint))}", highlight=False)
 
 
 # -- plot --------------------------------------------------------------------------------------------------------
