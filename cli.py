@@ -317,6 +317,8 @@ def detect(
     from avdet.pipeline.io.plots import plot_timeline
     from avdet.pipeline.io.writers import write_events, write_events_file
 
+    if all_events and threshold is not None:
+        raise fail("give --threshold or --all, not both")
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
