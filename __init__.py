@@ -1,3 +1,28 @@
-"""avdet: dense audio-visual event detection, from raw video to an event timeline."""
+"""avdet: dense audio-visual event detection, from raw video to an event timeline.
+
+The Python API is what `avdet detect` calls:
+
+    import avdet
+    det = avdet.load("run/best.ckpt")          # Detector; options: threshold=, all_events=, cache=, device=, ...
+    events = det.detect("clip.mp4")            # [Event(label, label_id, start, end, score)], calibrated thresholds
+    found = det.detect(["a.mp4", "b.mp4"])     # [Detection(path, video_id, duration, events, error)]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from avdet.pipeline.detect import Detector
+
+
+def load(checkpoint: str | Path, **options: Any) -> Detector:
+    """A `Detector` for a trained checkpoint (`avdet.pipeline.detect.Detector`; options are its keyword
+    arguments). torch is imported here, not by `import avdet`."""
+    from avdet.pipeline.detect import Detector
+
+    return Detector(checkpoint, **options)

@@ -426,23 +426,48 @@ def _apply_threads(threads: int | None, workers: int = 1) -> None:
 
 
 # -- detect ------------------------------------------------------------------------------------------------------
+STDOUT = Path("-")  # --out - : the chosen format on standard output
+
+
 @app.command()
 def detect(
     videos: Annotated[list[Path], typer.Argument(help="Video files or folders.")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A trained avdet checkpoint.")],
+    checkpoint: Annotated[
+        list[Path],
+        typer.Option(
+            "--checkpoint",
+            help="A trained avdet checkpoint; repeat it to put several models on one timeline (e.g. audio-visual, "
+            "audio-only and visual-only: each event then says which modality found it).",
+        ),
+    ],
     out_path: Annotated[
         Path,
-        typer.Option("--out", help="Output file (one video) or folder (several).", show_default="a table on stdout"),
+        typer.Option(
+            "--out",
+            help="Output file (one video), folder (several) or - for standard output.",
+            show_default="a table on stdout",
+        ),
     ] = None,
     fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="Output format.", show_default="from --out's suffix")
+        OutputFormat,
+        typer.Option("--format", help="Output format; alone: to standard output.", show_default="from --out's suffix"),
     ] = None,
     threshold: Annotated[
-        float, typer.Option(help="Hide events scoring below this.", show_default=FROM_CHECKPOINT)
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="One score threshold for every class instead of the checkpoint's calibrated per-class ones "
+            "(0: every candidate).",
+            show_default=FROM_CHECKPOINT,
+        ),
     ] = None,
+    all_events: Annotated[
+        bool, typer.Option("--all", help="Every ranked candidate (up to 100 per class), e.g. for `avdet eval`.")
+    ] = False,
     sigma: Annotated[float, typer.Option(help="Soft-NMS Gaussian sigma.", show_default=FROM_CHECKPOINT)] = None,
     max_events: Annotated[
-        int, typer.Option(help="Soft-NMS: at most this many events per video.", show_default=FROM_CHECKPOINT)
+        int, typer.Option(help="Soft-NMS: at most this many candidates per class.", show_default=FROM_CHECKPOINT)
     ] = None,
     plot: Annotated[
         Path, typer.Option(help="Also draw the event timeline to this PNG (one video).", show_default="no plot")
@@ -456,59 +481,90 @@ def detect(
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
     threads: Annotated[int, _threads_option()] = None,
 ) -> None:
-    """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table)."""
-    from avdet.pipeline.detect import Detector
-    from avdet.pipeline.io import media
-    from avdet.pipeline.io.plots import plot_timeline
-    from avdet.pipeline.io.store import default_cache_dir
-    from avdet.pipeline.io.writers import write_events_file
+    """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table).
 
+    By default a dense checkpoint shows the events above its calibrated per-class thresholds (chosen on the
+    validation split for the best event-level F1, see `avdet calibrate`), with overlapping same-class events
+    suppressed; a checkpoint without them uses postprocess.output_threshold (0.1) for every class. The JSON
+    records the thresholds it applied."""
+    from avdet.pipeline.detect import CombinedDetector, Detector
+    from avdet.pipeline.io import media
+    from avdet.pipeline.io.atomic import is_special
+    from avdet.pipeline.io.plots import plot_timeline
+    from avdet.pipeline.io.writers import write_events, write_events_file
+
+    if all_events and threshold is not None:
+        raise fail("give --threshold or --all, not both")
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
     _apply_threads(threads)
     try:
         targets = _detect_targets(paths, out_path, fmt, plot)
-        detector = Detector(
-            checkpoint,
-            cache=cache or default_cache_dir(),
-            device=_resolve_device(device),
-            weights_dir=str(weights_dir or "") or None,
-            random_weights=random_weights,
-            postprocess={"output_threshold": threshold, "sigma": sigma, "max_seg_num": max_events},
-        )
+        detectors = [
+            Detector(
+                ckpt,
+                cache=cache,
+                device=_resolve_device(device),
+                threshold=threshold,
+                all_events=all_events,
+                batch_size=batch_size,
+                weights_dir=str(weights_dir or "") or None,
+                random_weights=random_weights,
+                postprocess={"sigma": sigma, "max_seg_num": max_events},
+            )
+            for ckpt in checkpoint
+        ]
     except AvdetError as err:
         raise fail(str(err)) from None
+    combined = CombinedDetector(detectors)
+    record = {
+        f"{d.checkpoint.name} ({d.checkpoint.modality})": d.operating_point.record(d.checkpoint.classes)
+        for d in detectors
+    }
+    record = next(iter(record.values())) if len(detectors) == 1 else record
     failures = 0
     with console.status("detecting..."):
-        for det in detector.detect(paths, batch_size=batch_size):
+        for det in combined.run(paths, batch_size):
             if det.events is None:
                 failures += 1
                 console.print(
-                    f"[red]failed[/] {escape(det.path)}: {escape(det.error)}", highlight=False, soft_wrap=True
+                    f"[red]failed[/] {escape(det.path)}: {escape(str(det.error))}", highlight=False, soft_wrap=True
                 )
                 continue
-            events = [e for e in det.events if e.score >= detector.checkpoint.postprocess.output_threshold]
             target = targets.get(det.path)
             try:
                 if target is None:
-                    _print_events(det.video_id, det.duration, events)
+                    _print_events(det.video_id, det.duration, det.events)
+                elif target == STDOUT:
+                    write_events(
+                        sys.stdout,
+                        fmt or "json",
+                        video=det.video_id,
+                        duration=det.duration,
+                        model=combined.name,
+                        events=det.events,
+                        operating_point=record,
+                        indent=2 if len(paths) == 1 else None,  # several videos: JSON Lines
+                    )
+                    sys.stdout.flush()
                 else:
                     write_events_file(
                         target,
-                        events,
+                        det.events,
                         video=det.video_id,
                         duration=det.duration,
-                        model=detector.checkpoint.name,
-                        fmt=fmt,
+                        model=combined.name,
+                        fmt=fmt or ("json" if is_special(target) else None),  # /dev/stdout has no suffix
+                        operating_point=record,
                     )
                     console.print(
-                        f"{escape(det.path)}: {len(events)} events -> {escape(str(target))}",
+                        f"{escape(det.path)}: {len(det.events)} events -> {escape(str(target))}",
                         highlight=False,
                         soft_wrap=True,
                     )
                 if plot is not None:
-                    plot_timeline(events, det.duration, plot, classes=detector.checkpoint.classes, title=det.video_id)
+                    plot_timeline(det.events, det.duration, plot, classes=combined.classes, title=det.video_id)
             except (AvdetError, OSError) as err:
                 failures += 1
                 console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False, soft_wrap=True)
@@ -517,14 +573,22 @@ def detect(
 
 
 def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
-    """Where each video's events go: one file, files in a folder, or nowhere (terminal table)."""
+    """Where each video's events go: one file, files in a folder, standard output (`--out -`, or `--format`
+    without `--out`), or nowhere (terminal table)."""
     from avdet.errors import DataError
+    from avdet.pipeline.io.atomic import is_special
     from avdet.pipeline.io.writers import output_format
 
     if plot is not None and len(paths) > 1:
         raise DataError("--plot draws one video's timeline; give one video")
-    if out_path is None:
+    if out_path is None and fmt is None:
         return {}
+    if out_path is None or out_path == STDOUT:
+        if len(paths) > 1 and fmt in ("srt", "vtt"):
+            raise DataError(f"{fmt} on standard output holds one video; give --out FOLDER for several")
+        return {str(p): STDOUT for p in paths}
+    if len(paths) == 1 and is_special(out_path):  # /dev/stdout, a fifo: written in place
+        return {str(paths[0]): out_path}
     if len(paths) == 1 and (out_path.suffix or not out_path.is_dir()):
         if fmt is None:
             output_format(out_path)  # unknown suffix: fail before any work
@@ -684,6 +748,54 @@ def _eval_cml(result, split: str, json_out: Path | None) -> None:
     table.add_row(f"{result.a2v:.2f}", f"{result.v2a:.2f}", f"{result.chance:.2f}")
     (out if json_out != STDOUT else console).print(table)
     _write_json(json_out, {"split": split, **result.__dict__})
+
+
+# -- calibrate ---------------------------------------------------------------------------------------------------
+@app.command()
+def calibrate(
+    checkpoint: Annotated[Path, typer.Argument(help="A dense-task avdet checkpoint (rewritten in place).")],
+    split: Annotated[str, typer.Option(help="Split whose events choose the thresholds.")] = "validation",
+    annotations: Annotated[Path, typer.Option(help="Ground truth [default: the checkpoint's].")] = None,
+    cache: Annotated[Path, typer.Option(help="Feature store folder [default: the checkpoint's].")] = None,
+    released_root: Annotated[Path, typer.Option(help="Released feature folder [default: the checkpoint's].")] = None,
+    min_events: Annotated[
+        int, typer.Option(min=1, help="Classes with fewer true events in the split get the pooled threshold.")
+    ] = 5,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
+) -> None:
+    """Choose the per-class score thresholds `detect` applies by default: on a split (validation), those of the
+    best event-level F1 at tIoU 0.5 (mAP's matching rule), and the same-class overlap suppression; stored in the
+    checkpoint. `avdet train` does this for best.ckpt at the end of a dense run."""
+    from avdet.pipeline.calibrate import calibrate_checkpoint
+
+    data = {"annotations": annotations, "cache": cache, "released_root": released_root}
+    try:
+        point, classes = calibrate_checkpoint(
+            checkpoint, split, device=device, batch_size=batch_size, data=data, min_events=min_events
+        )
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    _print_operating_point(point, classes, checkpoint)
+
+
+def _print_operating_point(point, classes: list[str], checkpoint: Path) -> None:
+    val = point.validation or {}
+    table = Table(title=f"Operating point chosen on {escape(str(point.split))}", show_edge=False)
+    table.add_column("class")
+    table.add_column("threshold", justify="right")
+    for k, (name, t) in enumerate(zip(classes, point.thresholds, strict=True)):
+        note = " (pooled: few events)" if k in point.fallback else ""
+        table.add_row(escape(name), f"{t:.3f}{note}")
+    out.print(table)
+    overlap = "any overlap" if point.overlap_iou == 0 else f"tIoU > {point.overlap_iou}"
+    out.print(
+        f"event-level at tIoU {point.tiou}: precision {100 * val.get('precision', 0):.1f} %, recall "
+        f"{100 * val.get('recall', 0):.1f} %, F1 {100 * val.get('f1', 0):.1f} %; same-class events suppressed at "
+        f"{overlap}",
+        highlight=False,
+    )
+    console.print(f"stored in {escape(str(checkpoint))}", highlight=False)
 
 
 # -- plot --------------------------------------------------------------------------------------------------------

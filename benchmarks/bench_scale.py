@@ -130,11 +130,11 @@ def detection(videos: list[Path], checkpoint: Path, cache: Path, batch: int = 8)
     from avdet.pipeline.detect import Detector
 
     det = Detector(checkpoint, cache=cache)
-    list(det.detect(videos, batch_size=batch))  # warm-up: features cached, model paths compiled
+    list(det.run(videos, batch_size=batch))  # warm-up: features cached, model paths compiled
     rows = {}
     for size in (1, batch):
         start = time.perf_counter()
-        out = list(det.detect(videos, batch_size=size))
+        out = list(det.run(videos, batch_size=size))
         wall = time.perf_counter() - start
         assert all(d.error is None for d in out), [d.error for d in out if d.error]
         rows[f"detect, batch {size} (videos/s)"] = len(videos) / wall

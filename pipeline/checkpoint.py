@@ -1,8 +1,9 @@
 """Checkpoints: only tensors and primitives, loadable with `torch.load(..., weights_only=True)`.
 
-A checkpoint carries everything `detect` and `eval` need: the model name and config, the class names, the
-extractor spec the model was trained on, the post-processing parameters and the (EMA) weights. A training
-checkpoint (`last.ckpt`) adds the optimiser, schedule, raw weights, normaliser and RNG states for `--resume`.
+A checkpoint carries everything `detect` and `eval` need: the model name and config, the class names, the extractor spec
+the model was trained on, the post-processing parameters, the calibrated operating point (when calibrated) and the (EMA)
+weights. A training checkpoint (`last.ckpt`) adds the optimiser, schedule, raw weights, normaliser and RNG states for
+`--resume`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from avdet.models.registry import model_entry
 from avdet.pipeline.config import DataConfig, from_dict
 from avdet.pipeline.io.atomic import atomic_path
 from avdet.pipeline.postprocess import PostprocessConfig
+from avdet.pipeline.types import OperatingPoint
 
 FORMAT = "avdet-checkpoint"
 VERSION = 1
@@ -43,6 +45,7 @@ class Checkpoint:
     postprocess: PostprocessConfig  # decoding and NMS settings (dense task)
     data: DataConfig  # where the training data was, with any overrides applied
     meta: dict  # epoch, metrics, avdet_version
+    operating_point: OperatingPoint | None = None  # calibrated thresholds (pipeline/calibrate.py), if any
 
     @property
     def modality(self) -> str:
@@ -196,7 +199,11 @@ def load_checkpoint(
         model.load_state_dict(ckpt["state_dict"])
         data_cfg = _with(DataConfig, _resolve_data_paths(ckpt.get("data", {}), path.parent), data, "data")
         pp_cfg = _with(PostprocessConfig, ckpt.get("postprocess", {}), postprocess, "postprocess")
+        point = ckpt.get("operating_point")
+        point = None if point is None else OperatingPoint.from_payload(point, len(ckpt["classes"]))
     except AvdetError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    except ValueError as err:  # only the operating point raises it
         raise CheckpointError(f"{path}: {err}") from None
     except (RuntimeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: weights do not fit the model ({str(err).splitlines()[0][:160]})") from None
@@ -211,4 +218,5 @@ def load_checkpoint(
         postprocess=pp_cfg,
         data=data_cfg,
         meta={k: ckpt[k] for k in ("epoch", "metrics", "avdet_version") if k in ckpt},
+        operating_point=point,
     )

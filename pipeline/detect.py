@@ -1,4 +1,6 @@
-"""`avdet detect`: video files -> features (computed, or read once from the cache) -> model -> events in seconds."""
+"""`avdet detect` and the Python API: video files -> features (computed, or read once from the cache) -> model ->
+events in seconds -> the operating point (calibrated per-class thresholds and overlap suppression, or `threshold` /
+`all_events`). The CLI calls exactly this, so the library and the command give the same events."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import torch
 from avdet.errors import AvdetError, CheckpointError, DataError
 from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS
+from avdet.pipeline.calibrate import apply_operating_point, operating_point_for
 from avdet.pipeline.checkpoint import Checkpoint, load_checkpoint
 from avdet.pipeline.data.sources import VideoFeatures, to_video_features
 from avdet.pipeline.extract import ExtractOptions, extract_one
 from avdet.pipeline.io import media
-from avdet.pipeline.io.store import FeatureStore
+from avdet.pipeline.io.store import FeatureStore, default_cache_dir
 from avdet.pipeline.tasks import task_class
-from avdet.pipeline.types import Event
+from avdet.pipeline.types import Event, OperatingPoint
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ class Detection:
     path: str
     video_id: str
     duration: float
-    events: list[Event] | None  # None when the video failed
+    events: list[Event] | None  # shown by the operating point, by descending score; None when the video failed
     error: str | None = None
 
 
@@ -47,24 +50,42 @@ def extractor_for(ckpt: Checkpoint, options: ExtractOptions) -> ExtractorSet:
 
 
 class Detector:
-    """A loaded checkpoint plus what it needs to turn video files into events: the extractor it was trained on
-    and the feature cache."""
+    """A loaded checkpoint plus what it needs to turn video files into events: the extractor it was trained on,
+    the feature cache and the operating point. Prints nothing (logs only), so it suits notebooks and services.
+
+    threshold: one score threshold for every class instead of the checkpoint's calibrated ones (0: every
+    candidate); all_events: every ranked candidate (what mAP evaluation needs). postprocess: PostprocessConfig
+    overrides (e.g. {"sigma": 0.5}); cache: the feature store (default $AVDET_CACHE or ~/.cache/avdet/features)."""
 
     def __init__(
         self,
         checkpoint: str | Path,
         *,
-        cache: str | Path,
+        cache: str | Path | None = None,
         device: str = "cpu",
+        threshold: float | None = None,
+        all_events: bool = False,
+        batch_size: int = 1,
         backend: media.Backend = "ffmpeg",
         weights_dir: str | None = None,
         random_weights: bool = False,
         postprocess: dict | None = None,
     ) -> None:
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise DataError(f"threshold {threshold} is not a score in [0, 1]")
         self.device = torch.device(device)
+        self.batch_size = batch_size
         self.checkpoint = load_checkpoint(checkpoint, self.device, postprocess=postprocess)
         self.task = task_class(self.checkpoint.task)
-        self.store = FeatureStore(cache)
+        self.operating_point: OperatingPoint = operating_point_for(
+            self.checkpoint.operating_point,
+            len(self.checkpoint.classes),
+            self.checkpoint.postprocess.output_threshold,
+            threshold=threshold,
+            all_events=all_events,
+            calibratable=self.checkpoint.task == "dense",
+        )
+        self.store = FeatureStore(cache if cache is not None else default_cache_dir())
         self.options = ExtractOptions(
             extractor=self.checkpoint.extractor["name"],
             backend=backend,
@@ -92,8 +113,20 @@ class Detector:
         self.checkpoint.check_compatible(self.checkpoint.classes, (feats.visual.shape[1], feats.audio.shape[1]))
         return feats
 
-    def detect(self, paths: list[Path], batch_size: int = 1) -> Iterator[Detection]:
-        """Events per video, in input order; a failing video yields a Detection with its error and the rest go on."""
+    def detect(self, video: str | Path | list[str | Path]) -> list[Event] | list[Detection]:
+        """The shown events of one video (an `AvdetError` if it fails), or for a list of videos one `Detection`
+        each, in input order (a failing video carries its error and the rest go on)."""
+        if isinstance(video, (str, Path)):
+            (det,) = self.run([Path(video)])
+            if det.events is None:
+                raise DataError(det.error or f"{video}: detection failed")
+            return det.events
+        return list(self.run([Path(v) for v in video]))
+
+    def run(self, paths: list[Path], batch_size: int | None = None) -> Iterator[Detection]:
+        """Detections per video as they are ready, in input order; a failing video yields a Detection with its
+        error and the rest go on. `batch_size` videos share a forward pass (default: the detector's)."""
+        batch_size = batch_size or self.batch_size
         pending: list[tuple[Path, VideoFeatures]] = []
 
         def flush() -> Iterator[Detection]:
@@ -103,8 +136,9 @@ class Detector:
                     vid: [replace(e, modality=self.checkpoint.modality) for e in evs] for vid, evs in events.items()
                 }
             for p, f in pending:
-                log.info("%s: %d events before the output threshold", p, len(events[f.video_id]))
-                yield Detection(str(p), f.video_id, f.duration, events[f.video_id])
+                shown = apply_operating_point(events[f.video_id], self.operating_point)
+                log.info("%s: %d of %d candidate events at the operating point", p, len(shown), len(events[f.video_id]))
+                yield Detection(str(p), f.video_id, f.duration, shown)
             pending.clear()
 
         for path in paths:
@@ -133,12 +167,16 @@ class CombinedDetector:
         self.name = "+".join(d.checkpoint.name for d in detectors)
         self.classes = list(dict.fromkeys(c for d in detectors for c in d.checkpoint.classes))
 
-    def detect(self, paths: list[Path], batch_size: int = 1) -> Iterator[Detection]:
-        runs = [d.detect(paths, batch_size) for d in self.detectors]
+    def run(self, paths: list[Path], batch_size: int | None = None) -> Iterator[Detection]:
+        """Like `Detector.run`: one merged Detection per video, in input order."""
+        runs = [d.run(paths, batch_size) for d in self.detectors]
         for found in zip(*runs, strict=True):
             failed = [f for f in found if f.events is None]
             if failed:
                 yield failed[0]
+                continue
+            if len(found) == 1:  # one model: its events as they are
+                yield found[0]
                 continue
             events = [
                 e if e.modality else replace(e, modality=d.checkpoint.modality)

@@ -26,6 +26,7 @@ from torch import nn
 
 from avdet.errors import AvdetError, ConfigError, DataError
 from avdet.models.registry import model_entry
+from avdet.pipeline.calibrate import calibrate_checkpoint
 from avdet.pipeline.checkpoint import DATA_PATH_KEYS, read_checkpoint, save_checkpoint
 from avdet.pipeline.config import ExperimentConfig, build_model_config, check_task, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
@@ -359,4 +360,7 @@ def train(
     finally:
         if writer is not None:
             writer.close()
+    if dist.main and cfg.task == "dense" and best_path.is_file():  # detect's default thresholds, from validation
+        point, _ = calibrate_checkpoint(best_path, cfg.data.val_split, device=str(device), batch_size=tc.batch_size)
+        log.info("calibrated %s: validation F1 %.3f", best_path, (point.validation or {}).get("f1", 0.0))
     return TrainResult(run_dir, best_metric, best_epoch, history, task.metric)

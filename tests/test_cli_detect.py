@@ -214,3 +214,100 @@ def test_eval_bad_predictions_file(sample_set: SampleSet, tmp_path: Path) -> Non
     res = _invoke("eval", "--predictions", bad, "--annotations", sample_set.annotations)
     assert res.exit_code != 0 and "bad.json" in res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+# -- the operating point, the Python API, streams and round trips -------------------------------------------------
+def _rows(events: list[dict]) -> list[tuple]:
+    return [(e["label"], e["label_id"], e["start"], e["end"], e["score"]) for e in events]
+
+
+def test_python_api_gives_the_cli_events(trained_run: Path, sample_set: SampleSet, tmp_path: Path) -> None:
+    import avdet
+    from avdet.pipeline.io.writers import events_document
+
+    video, ckpt = _test_videos(sample_set)[0], trained_run / "best.ckpt"
+    for name, options, flags in (("default", {}, []), ("global", {"threshold": 0.2}, ["--threshold", "0.2"])):
+        res = _invoke(
+            "detect",
+            video,
+            "--checkpoint",
+            ckpt,
+            "--cache",
+            sample_set.cache,
+            "--out",
+            tmp_path / f"{name}.json",
+            *flags,
+        )
+        assert res.exit_code == 0, res.output
+        doc = json.loads((tmp_path / f"{name}.json").read_text())
+        events = avdet.load(ckpt, cache=sample_set.cache, **options).detect(video)
+        assert _rows(doc["events"]) == _rows(events_document("v", 1.0, "m", events)["events"])
+    point = json.loads((tmp_path / "default.json").read_text())["operating_point"]
+    classes = torch.load(ckpt, weights_only=True)["classes"]
+    assert point["mode"] == "calibrated" and point["split"] == "validation" and list(point["thresholds"]) == classes
+    assert json.loads((tmp_path / "global.json").read_text())["operating_point"]["thresholds"] == dict.fromkeys(
+        classes, 0.2
+    )
+    every = avdet.load(ckpt, cache=sample_set.cache, all_events=True).detect(video)
+    shown = avdet.load(ckpt, cache=sample_set.cache).detect(video)
+    assert len(every) > len(shown) and set(shown) <= set(every)
+    assert all(e.score >= point["thresholds"][e.label] for e in shown)
+
+
+def test_detect_to_standard_output(trained_run: Path, sample_set: SampleSet, tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    video, ckpt = _test_videos(sample_set)[0], trained_run / "best.ckpt"
+    common = (video, "--checkpoint", ckpt, "--cache", sample_set.cache)
+    res = _invoke("detect", *common, "--out", "-")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["video"] == video.stem
+    res = _invoke("detect", *common, "--format", "srt")
+    assert res.exit_code == 0 and res.stdout.startswith("1\n00:00:"), res.stdout
+    several = _invoke(
+        "detect", *_test_videos(sample_set)[:2], "--checkpoint", ckpt, "--cache", sample_set.cache, "--out", "-"
+    )
+    assert [json.loads(line)["video"] for line in several.stdout.splitlines()] == [
+        v.stem for v in _test_videos(sample_set)[:2]
+    ]
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+    # /dev/stdout is a link to this process's descriptor: written in place, never renamed over
+    cmd = [sys.executable, "-m", "avdet", "detect", *map(str, common), "--out", "/dev/stdout", "--format", "vtt"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("WEBVTT") and Path("/dev/stdout").is_symlink()
+
+
+def test_detect_json_evaluates_like_the_checkpoint(trained_run: Path, sample_set: SampleSet, tmp_path: Path) -> None:
+    ckpt = trained_run / "best.ckpt"
+    videos = _test_videos(sample_set)
+    res = _invoke(
+        "detect", *videos, "--checkpoint", ckpt, "--cache", sample_set.cache, "--all", "--out", tmp_path / "all"
+    )
+    assert res.exit_code == 0, res.output
+    res = _invoke(
+        "eval",
+        "--predictions",
+        tmp_path / "all",
+        "--annotations",
+        sample_set.annotations,
+        "--json",
+        tmp_path / "a.json",
+    )
+    assert res.exit_code == 0, res.output
+    res = _invoke(
+        "eval", "--checkpoint", ckpt, "--json", tmp_path / "b.json", "--save-predictions", tmp_path / "p.json"
+    )
+    assert res.exit_code == 0, res.output
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert a["average_mAP"] == pytest.approx(b["average_mAP"], abs=1e-12) and a["mAP"] == pytest.approx(
+        b["mAP"], abs=1e-12
+    )
+    one = tmp_path / "all" / f"{videos[0].stem}.json"
+    res = _invoke("eval", "--predictions", one, "--annotations", sample_set.annotations)
+    assert res.exit_code == 0, res.output
+    (tmp_path / "odd.json").write_text("[1, 2]")
+    res = _invoke("eval", "--predictions", tmp_path / "odd.json", "--annotations", sample_set.annotations)
+    assert res.exit_code != 0 and "results format" in res.output and "avdet detect" in res.output

@@ -261,7 +261,7 @@ def test_bad_prediction_files(tmp_path):
         ({"database": {"nope": []}}, "unknown video id 'nope'"),
         ({"database": {"v": {}}}, "expected a list of predictions"),
         ({"database": [1]}, '"database" must map video ids'),
-        ([1, 2], "expected a JSON object"),
+        ([1, 2], "expected the UnAV-100 results format"),
         ("{broken", "not valid JSON"),
         ('{"database": {"v": [{"segment": [0, NaN], "label_id": 0, "score": 1}]}}', "segment must be"),
     ]

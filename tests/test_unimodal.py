@@ -160,8 +160,8 @@ def test_combined_timeline_marks_each_events_modality(
 
     clip = sorted((sample_set.root / "videos").glob("*.mp4"))[2]
     detectors = [Detector(run / "best.ckpt", cache=sample_set.cache) for run in (trained_run, audio_run)]
-    (combined,) = CombinedDetector(detectors).detect([clip])
-    alone = [next(d.detect([clip])) for d in detectors]
+    (combined,) = CombinedDetector(detectors).run([clip])
+    alone = [next(d.run([clip])) for d in detectors]
     assert {e.modality for e in combined.events} == {"audio_visual", "audio"}
     assert len(combined.events) == sum(len(d.events) for d in alone)
     assert sorted((e.label, e.start, e.score) for e in combined.events if e.modality == "audio") == sorted(

@@ -13,6 +13,56 @@ from avdet.pipeline.io.writers import _one_line, read_events_file
 from avdet.pipeline.metrics.accuracy import SegmentReport
 from avdet.pipeline.types import Event
 
+LABEL_WIDTH = 26  # characters per line of a class name on the y axis (two lines at most)
+
+
+def pack_rows(events: list[Event]) -> list[int]:
+    """Sub-row of each event (in the given order) so that events on one row never overlap: by start time, each
+    takes the first row whose last event has ended (interval partitioning: as few rows as the deepest overlap)."""
+    row_end: list[float] = []
+    rows = [0] * len(events)
+    for i in sorted(range(len(events)), key=lambda i: (events[i].start, -events[i].score)):
+        e = events[i]
+        free = next((r for r, end in enumerate(row_end) if end <= e.start), len(row_end))
+        if free == len(row_end):
+            row_end.append(e.end)
+        row_end[free] = e.end
+        rows[i] = free
+    return rows
+
+
+def _class_rows(events: list[Event]) -> list[int]:
+    """`pack_rows` within each class: the sub-row of each event inside its class's lane."""
+    rows = [0] * len(events)
+    for lab in {e.label_id for e in events}:
+        idx = [i for i, e in enumerate(events) if e.label_id == lab]
+        for i, r in zip(idx, pack_rows([events[i] for i in idx]), strict=True):
+            rows[i] = r
+    return rows
+
+
+def _class_label(name: str) -> str:
+    """A class name on at most two lines of LABEL_WIDTH characters, shortened with an ellipsis."""
+    import textwrap
+
+    lines = textwrap.wrap(_one_line(name), LABEL_WIDTH) or [""]
+    if len(lines) > 2:
+        lines = [lines[0], textwrap.shorten(" ".join(lines[1:]), LABEL_WIDTH, placeholder="...")]
+    return "\n".join(lines)
+
+
+TICK_STEPS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)  # seconds: round clock steps
+
+
+def _tick_step(end: float, most: int = 14) -> float:
+    """The smallest round clock step giving at most `most` ticks over [0, end]."""
+    return next((step for step in TICK_STEPS if end / step <= most), end / most)
+
+
+def _m_ss(seconds: float, _pos: object = None) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
 
 def plot_timeline(
     events: list[Event],
@@ -22,44 +72,71 @@ def plot_timeline(
     ground_truth: list[Event] | None = None,
     title: str | None = None,
 ) -> None:
-    """Draw one lane per class present (events or ground truth), ordered by label id: events as bars whose opacity
-    follows the score, ground truth as a thin hatched bar under them in the same lane. Time axis in seconds.
-    Writes a PNG to `path` atomically. Uses matplotlib's Agg canvas directly (no pyplot, no global backend)."""
+    """Draw one lane per class present (events or ground truth), ordered by label id. In a lane, detections sit on
+    as many sub-rows as they overlap, coloured by score (colour bar) with the score written on bars wide enough;
+    ground truth, when given, is a hatched grey row at the bottom of its lane. Time ticks at round clock steps, in
+    m:ss from two minutes on. Writes a PNG to `path` atomically (Agg canvas: no pyplot, no global backend)."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
 
     ground_truth = ground_truth or []
     names = {e.label_id: e.label for e in [*ground_truth, *events]}
     if classes:
         names.update({i: classes[i] for i in names if 0 <= i < len(classes)})
     lanes = sorted(names)  # by label id, lane 0 at the top
-    row = {lab: i for i, lab in enumerate(lanes)}
+    det_rows, gt_rows = _class_rows(events), _class_rows(ground_truth)
+    depth = {
+        lab: 1 + max((r for e, r in zip(events, det_rows, strict=True) if e.label_id == lab), default=0)
+        for lab in lanes
+    }  # detection sub-rows (one even when empty)
+    gt_depth = {
+        lab: 1 + max((r for g, r in zip(ground_truth, gt_rows, strict=True) if g.label_id == lab), default=-1)
+        for lab in lanes
+    }  # ground-truth sub-rows (none without ground truth)
+    top, centre = {}, {}  # first row of each lane, its centre (rows of height 1, lanes separated by a gap)
+    y = 0.0
+    for lab in lanes:
+        top[lab] = y
+        rows = depth[lab] + gt_depth[lab]
+        centre[lab] = y + (rows - 1) / 2
+        y += rows + 0.6
     end = max(float(duration), max((e.end for e in [*events, *ground_truth]), default=0.0), 1e-3)
     min_width = end * 2e-3  # zero-length events stay visible
 
-    height = 1.4 + 0.45 * max(len(lanes), 1)
-    fig = Figure(figsize=(11, height), dpi=100)
+    height = 1.6 + 0.24 * max(y, 1.0)
+    fig = Figure(figsize=(12, height), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    cmap = colormaps["tab10"]
-    for e in events:
-        y = row[e.label_id]
-        colour = cmap(y % 10)
-        span = [(e.start, max(e.end - e.start, min_width))]
-        alpha = 0.25 + 0.75 * min(max(e.score, 0.0), 1.0)
-        ax.broken_barh(span, (y - 0.38, 0.5), facecolor=colour, alpha=alpha)
-        ax.broken_barh(span, (y - 0.38, 0.5), facecolor="none", edgecolor=colour, linewidth=0.8)
-    for g in ground_truth:
+    cmap, norm = colormaps["viridis"], Normalize(0.0, 1.0)
+    px_per_s = 9.0 * fig.dpi / end  # about the axes width in pixels per second
+    for e, r in zip(events, det_rows, strict=True):
+        yy = top[e.label_id] + r
+        width = max(e.end - e.start, min_width)
+        ax.broken_barh([(e.start, width)], (yy - 0.4, 0.8), facecolor=cmap(norm(e.score)), edgecolor="0.2", lw=0.4)
+        if width * px_per_s > 34:
+            ink = "white" if e.score < 0.6 else "black"
+            ax.text(e.start + width / 2, yy, f"{e.score:.2f}", ha="center", va="center", fontsize=7, color=ink)
+    for g, r in zip(ground_truth, gt_rows, strict=True):
+        yy = top[g.label_id] + depth[g.label_id] + r
         span = [(g.start, max(g.end - g.start, min_width))]
-        ax.broken_barh(span, (row[g.label_id] + 0.17, 0.18), facecolor="0.35", edgecolor="0.15", hatch="////", lw=0.5)
+        ax.broken_barh(span, (yy - 0.3, 0.6), facecolor="0.85", edgecolor="0.25", hatch="////", lw=0.5)
+    for i, lab in enumerate(lanes):
+        if i % 2:  # alternate lane shading guides the eye across a wide figure
+            ax.axhspan(top[lab] - 0.5, top[lab] + depth[lab] + gt_depth[lab] - 0.5, color="0.96", zorder=0)
 
     ax.set_xlim(0, end)
-    ax.set_ylim(len(lanes) - 0.5 if lanes else 0.5, -0.5)
-    ax.set_yticks(range(len(lanes)))
-    ax.set_yticklabels([_one_line(names[lab]) for lab in lanes], fontsize=9)
-    ax.set_xlabel("time (s)")
+    ax.set_ylim(max(y - 0.6, 0.5) - 0.5 if lanes else 0.5, -0.5)
+    ax.set_yticks([centre[lab] for lab in lanes])
+    ax.set_yticklabels([_class_label(names[lab]) for lab in lanes], fontsize=8)
+    ax.xaxis.set_major_locator(MultipleLocator(_tick_step(end)))
+    if end >= 120:  # long videos: clock time
+        ax.xaxis.set_major_formatter(FuncFormatter(_m_ss))
+    ax.set_xlabel("time (s)" if end < 120 else "time (m:ss)")
     ax.grid(axis="x", color="0.85", linewidth=0.6)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
@@ -68,10 +145,15 @@ def plot_timeline(
         ax.text(end / 2, 0, "no events", ha="center", va="center", color="0.5")
     if title:
         ax.set_title(_one_line(title), loc="left", fontsize=11)
-    handles = [Patch(facecolor="0.5", alpha=0.9, label="detection (opacity = score)")]
+    handles = [Patch(facecolor=cmap(0.7), edgecolor="0.2", label=f"detection ({len(events)})")]
     if ground_truth:
-        handles.append(Patch(facecolor="0.35", edgecolor="0.15", hatch="////", label="ground truth"))
+        handles.append(
+            Patch(facecolor="0.85", edgecolor="0.25", hatch="////", label=f"ground truth ({len(ground_truth)})")
+        )
     ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.025, pad=0.01)
+    bar.set_label("score", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -1,9 +1,10 @@
 """Event writers (JSON, SRT, WebVTT) on open text streams, atomic file output, and the timeline picture.
 
-`write_events(stream, fmt, ...)` writes to any text stream; `write_events_file(path, ...)` picks the format from the
-suffix and replaces the file atomically (temp file in the same folder + rename), so an error never leaves a partial
-file behind. Times are written in seconds rounded to the millisecond (JSON) or as HH:MM:SS,mmm (SRT) /
-HH:MM:SS.mmm (WebVTT, hours always present); one cue per event, overlapping cues allowed.
+`write_events(stream, fmt, ...)` writes to any text stream (stdout included); `write_events_file(path, ...)` picks the
+format from the suffix and replaces the file atomically (temp file in the same folder + rename), so an error never
+leaves a partial file behind; a path that is no regular file (/dev/stdout, a fifo) is written in place. Times are
+written in seconds rounded to the millisecond (JSON) or as HH:MM:SS,mmm (SRT) / HH:MM:SS.mmm (WebVTT, hours always
+present); one cue per event, overlapping cues allowed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from avdet.errors import DataError
-from avdet.pipeline.io.atomic import atomic_path
+from avdet.pipeline.io.atomic import atomic_open
 from avdet.pipeline.types import MODALITY_TEXT, Event
 
 FORMATS = {".json": "json", ".srt": "srt", ".vtt": "vtt"}
@@ -35,20 +36,39 @@ def sorted_events(events: Iterable[Event]) -> list[Event]:
     return sorted(events, key=lambda e: (e.start, e.end, -e.score, e.label_id))
 
 
-def write_events(stream: TextIO, fmt: str, *, video: str, duration: float, model: str, events: list[Event]) -> None:
-    """Write `events` of one video to `stream` as fmt ("json", "srt" or "vtt")."""
-    writers = {"json": _write_json, "srt": _write_srt, "vtt": _write_vtt}
-    if fmt not in writers:
+def write_events(
+    stream: TextIO,
+    fmt: str,
+    *,
+    video: str,
+    duration: float,
+    model: str,
+    events: list[Event],
+    operating_point: dict | None = None,
+    indent: int | None = 2,
+) -> None:
+    """Write `events` of one video to `stream` as fmt ("json", "srt" or "vtt"); `operating_point` (JSON only): the
+    thresholds that chose the events (`OperatingPoint.record`); indent None: one JSON line (JSON Lines)."""
+    if fmt not in ("json", "srt", "vtt"):
         raise DataError(f"unknown output format {fmt!r}; use json, srt or vtt")
-    writers[fmt](stream, video, float(duration), model, sorted_events(events))
+    if fmt == "json":
+        doc = events_document(video, duration, model, events, operating_point)
+        stream.write(json.dumps(doc, indent=indent, ensure_ascii=False) + "\n")
+        return
+    writer = _write_srt if fmt == "srt" else _write_vtt
+    writer(stream, video, float(duration), model, sorted_events(events))
 
 
-def events_document(video: str, duration: float, model: str, events: list[Event]) -> dict:
-    """The JSON document `detect` writes (times rounded to ms, scores to 1e-4)."""
+def events_document(
+    video: str, duration: float, model: str, events: list[Event], operating_point: dict | None = None
+) -> dict:
+    """The JSON document `detect` writes (times rounded to ms, scores to 9 digits: float32 exactly, so a ranked list
+    scores the same mAP as in memory), with the operating point that chose the events when given."""
+    head = {"video": video, "duration": round(float(duration), 3), "model": model}
+    if operating_point is not None:
+        head["operating_point"] = operating_point
     return {
-        "video": video,
-        "duration": round(float(duration), 3),
-        "model": model,
+        **head,
         "events": [_event_dict(e) for e in sorted_events(events)],
     }
 
@@ -59,16 +79,11 @@ def _event_dict(e: Event) -> dict:
         "label_id": int(e.label_id),
         "start": round(e.start, 3),
         "end": round(e.end, 3),
-        "score": round(e.score, 4),
+        "score": float(f"{e.score:.9g}"),
     }
     if e.modality is not None:
         out["modality"] = e.modality
     return out
-
-
-def _write_json(stream: TextIO, video: str, duration: float, model: str, events: list[Event]) -> None:
-    json.dump(events_document(video, duration, model, events), stream, indent=2, ensure_ascii=False)
-    stream.write("\n")
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -120,14 +135,17 @@ def write_events_file(
     duration: float,
     model: str,
     fmt: str | None = None,
+    operating_point: dict | None = None,
 ) -> str:
     """Write one video's events to `path` atomically, as `fmt` or (None) the format of its suffix; returns the
     format used. Unknown formats fail before anything is created."""
     fmt = output_format(path) if fmt is None else fmt
     if fmt not in FORMATS.values():
         raise DataError(f"{path}: unknown output format {fmt!r}; use json, srt or vtt")
-    with atomic_path(path) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as f:
-        write_events(f, fmt, video=video, duration=duration, model=model, events=events)
+    with atomic_open(path) as f:
+        write_events(
+            f, fmt, video=video, duration=duration, model=model, events=events, operating_point=operating_point
+        )
     return fmt
 
 
@@ -150,6 +168,25 @@ def _event_from_dict(d: object, where: str) -> Event:
     return event
 
 
+def is_events_document(doc: object) -> bool:
+    """Whether a parsed JSON value looks like what `detect` writes (an object with a "video" and an "events" list)."""
+    return isinstance(doc, dict) and "video" in doc and isinstance(doc.get("events"), list)
+
+
+def events_from_document(doc: object, source: str | Path) -> tuple[str, float, list[Event]]:
+    """(video, duration, events) of a parsed events JSON (`events_document`); errors name `source`."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
+        raise DataError(f'{source}: expected an events JSON written by `avdet detect` (with an "events" list)')
+    try:
+        duration = float(doc.get("duration", 0.0))
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: duration must be a number") from None
+    if not math.isfinite(duration) or duration < 0:
+        raise DataError(f"{source}: duration must be a non-negative number")
+    events = [_event_from_dict(d, f"{source}: event {i}") for i, d in enumerate(doc["events"])]
+    return str(doc.get("video", Path(source).stem)), duration, events
+
+
 def read_events_file(path: str | Path) -> tuple[str, float, list[Event]]:
     """(video, duration, events) from a JSON file written by `detect` (`events_document`)."""
     try:
@@ -158,13 +195,4 @@ def read_events_file(path: str | Path) -> tuple[str, float, list[Event]]:
         raise DataError(f"{path}: events file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not a readable events JSON ({err})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
-        raise DataError(f'{path}: expected an events JSON written by `avdet detect` (with an "events" list)')
-    try:
-        duration = float(doc.get("duration", 0.0))
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: duration must be a number") from None
-    if not math.isfinite(duration) or duration < 0:
-        raise DataError(f"{path}: duration must be a non-negative number")
-    events = [_event_from_dict(d, f"{path}: event {i}") for i, d in enumerate(doc["events"])]
-    return str(doc.get("video", Path(path).stem)), duration, events
+    return events_from_document(doc, path)

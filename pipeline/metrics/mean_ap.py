@@ -32,6 +32,7 @@ import numpy as np
 
 from avdet.errors import DataError
 from avdet.pipeline.data.annotations import _check_segment, _database, _finite, _label_id, _read_json, num_classes_of
+from avdet.pipeline.io.writers import events_from_document, is_events_document
 from avdet.pipeline.types import Event
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def validate_predictions(
     (`{"database" | "results": {vid: [{segment, label_id, score | scores}]}}`); the first bad prediction is a
     one-line DataError naming `source`, the video and the problem."""
     if not isinstance(data, dict):
-        raise DataError(f'{source}: expected a JSON object with a "database" (or "results") mapping')
+        raise DataError(f"{source}: expected {EXPECTED}")
     db = _prediction_db(data)
     if db is data and ("database" in data or "results" in data):
         raise DataError(f'{source}: "database" must map video ids to lists of predictions')
@@ -161,9 +162,41 @@ def validate_predictions(
     return fast if fast is not None else {vid: _checked_rows(preds, vid, n_cls, source) for vid, preds in db.items()}
 
 
+EXPECTED = (
+    'the UnAV-100 results format ({"database" or "results": {video id: [predictions]}}), '
+    'an events JSON of `avdet detect` ({"video": ..., "events": [...]}) or a folder of them'
+)
+
+
+def read_predictions(path: str | Path) -> dict:
+    """The predictions in `path` as the results format: a results-format file as it is; an events JSON of
+    `detect`, or a folder of them (*.json), converted (video id = the document's "video"). Events filtered by an
+    operating point (not `detect --all`) are scored as they are, with a warning: mAP needs every candidate."""
+    path = Path(path)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if path.is_dir() and not files:
+        raise DataError(f"{path}: no .json files in the folder; expected {EXPECTED}")
+    docs = [(f, _read_json(f, "predictions")) for f in files]
+    if not path.is_dir() and not is_events_document(docs[0][1]):
+        return docs[0][1]
+    events: dict[str, list[Event]] = {}
+    for f, doc in docs:
+        if not is_events_document(doc):
+            raise DataError(f"{f}: not an events JSON of `avdet detect`; expected {EXPECTED}")
+        video, _, found = events_from_document(doc, f)
+        if video in events:
+            raise DataError(f"{f}: video {video!r} appears in two events files")
+        events[video] = found
+        mode = (doc.get("operating_point") or {}).get("mode")
+        if mode not in (None, "all"):
+            log.warning("%s: events chosen by %s thresholds; mAP needs every candidate (`detect --all`)", f, mode)
+    return events_to_predictions(events)
+
+
 def load_predictions(path: str | Path, annotations: dict, num_classes: int | None = None) -> dict[str, list[dict]]:
-    """A results-format predictions file, validated against the annotations (num_classes: from them if None)."""
-    return validate_predictions(_read_json(path, "predictions"), annotations, num_classes, str(path))
+    """Predictions from `path` (`read_predictions`), validated against the annotations (num_classes: from them if
+    None)."""
+    return validate_predictions(read_predictions(path), annotations, num_classes, str(path))
 
 
 def events_to_predictions(events_by_video: Mapping[str, list[Event]]) -> dict:
@@ -390,6 +423,26 @@ def evaluate(
             ap[:, k] = _interpolated_ap(tp[:, lo:hi], float(npos[k]))
     m_ap = ap.mean(axis=1)
     return EvalResult(thr, m_ap, float(m_ap.mean()), ap, class_ids)
+
+
+def ranked_hits(
+    annotations: Mapping, predictions: Mapping, split: str | None, tiou: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
+    """One operating point's matching, by the evaluator's rule at one tIoU: per class, predictions in descending
+    score each take the unmatched true event of their video with the highest tIoU >= `tiou`. Classes are the
+    label ids as they are (no pandas mapping), so predictions of classes absent from the split are false positives.
+
+    Returns, in ranked order (class by class, descending score within a class): label ids (R,), scores (R,) and
+    hits (R,) bool, plus the number of true events per label id. Ground truth is deduplicated as for mAP."""
+    video_index: dict[str, int] = {}
+    g_vid, g_start, g_end, g_label = _ground_truth(_database(annotations), split, video_index)
+    p_vid, p_start, p_end, p_label, p_score = _flat_predictions(_prediction_db(predictions), video_index)
+    parts = [np.flatnonzero(p_label == k) for k in np.unique(p_label)]
+    ranked = np.concatenate([idx[_descending(p_score[idx], "stable")] for idx in parts] or [np.zeros(0, np.int64)])
+    thr = np.asarray([tiou], dtype=np.float64)
+    tp = _match(ranked, p_vid, p_start, p_end, p_label, g_vid, g_start, g_end, g_label, thr, len(video_index))
+    counts = dict(zip(*np.unique(g_label, return_counts=True), strict=True))
+    return p_label[ranked], p_score[ranked], tp[0], {int(k): int(v) for k, v in counts.items()}
 
 
 def _match(
