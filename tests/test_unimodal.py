@@ -173,3 +173,16 @@ def test_combined_timeline_marks_each_events_modality(
     assert "(audio only, " in srt.read_text() or "(audio-visual, " in srt.read_text()
     _, _, back = read_events_file(doc)
     assert [e.modality for e in back] == [e.modality for e in sorted_events(combined.events[:5])]
+
+
+def test_detect_with_several_checkpoints_writes_one_marked_timeline(
+    audio_run: Path, trained_run: Path, sample_set: SampleSet, tmp_path: Path
+) -> None:
+    clip = sorted((sample_set.root / "videos").glob("*.mp4"))[3]
+    out = tmp_path / "both.srt"
+    args = ["detect", str(clip), "--checkpoint", str(trained_run / "best.ckpt")]
+    args += ["--checkpoint", str(audio_run / "best.ckpt"), "--threshold", "0", "--out", str(out)]
+    res = runner.invoke(app, [*args, "--cache", str(sample_set.cache)])
+    assert res.exit_code == 0, res.output
+    cues = out.read_text()
+    assert "(audio-visual, " in cues and "(audio only, " in cues
