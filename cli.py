@@ -710,7 +710,7 @@ def _eval_predictions(predictions: Path, annotations: Path, split: str):
     from avdet.pipeline.data.annotations import load_annotations
     from avdet.pipeline.metrics.mean_ap import MapScores, evaluate, load_predictions
 
-    ann = load_annotations(annotations)
+    ann = load_annotations(annotations, split)  # only what is scored is validated: a cheap start
     return MapScores(split, evaluate(ann, load_predictions(predictions, ann), split=split))
 
 

@@ -13,8 +13,9 @@ Whole processes: `avdet eval --predictions ... --annotations ... --split test` a
 (../shared/reference/unav `libs/utils/metrics.py`, `ANETdetection(..., tiou_thresholds=0.1:0.9).evaluate(file)`,
 its default 8 joblib workers), run from a throwaway folder by a virtual environment with the numpy it needs
 (< 1.24), pandas and joblib, made under the temp dir if missing (skipped, with the reason, if it cannot be made).
-Runs alternate; minima are printed with the ratio, and both sides' mAPs must agree to 1e-8 (and with
-eval_expected_numpy123.json). The reference reads "scores", so it gets a copy of the predictions with that key.
+Runs alternate; minima are printed with the ratio. avdet's evaluator (in this process) must agree with the
+reference and with eval_expected_numpy123.json to 1e-8; the whole command's `--json`, which rounds to 6 decimals,
+to half of its last digit. The reference reads "scores", so it gets a copy of the predictions with that key.
 """
 
 from __future__ import annotations
@@ -169,15 +170,19 @@ def compare_processes(args: argparse.Namespace) -> None:
         if work:
             theirs.append(timed_process(ref_cmd, cwd=work))
     mine = json.loads((out / "avdet.json").read_text())
+    ann = load_annotations(args.annotations)
+    exact = evaluate(ann, load_predictions(args.predictions, ann), split=args.split)
+    rounding = float(np.abs(np.asarray(mine["mAP"]) - exact.mAP).max())
     print(f"avdet eval (whole process)        {min(ours):7.3f} s   Avg. mAP {100 * mine['average_mAP']:.6f} %")
+    print(f"  its --json (6 decimals) vs the evaluator: {rounding:.1e}", "ok" if rounding <= 5e-7 else "DIFFERENT")
     expected_path = args.predictions.parent / "eval_expected_numpy123.json"
     if args.predictions.name == "eval_predictions.json" and expected_path.is_file():
         expected = json.loads(expected_path.read_text())
-        gap = float(np.abs(np.asarray(mine["mAP"]) - expected["mAP"]).max())
+        gap = float(np.abs(exact.mAP - np.asarray(expected["mAP"])).max())
         print(f"avdet vs eval_expected_numpy123.json: max |difference| {gap:.1e}", "ok" if gap <= 1e-8 else "DIFFERENT")
     if work:
         ref = json.loads((out / "ref.json").read_text())
-        gap = float(np.abs(np.asarray(mine["mAP"]) - ref["mAP"]).max())
+        gap = float(np.abs(exact.mAP - np.asarray(ref["mAP"])).max())
         print(
             f"reference evaluator (numpy {ref['numpy']})  {min(theirs):7.3f} s",
             f"  Avg. mAP {100 * ref['average_mAP']:.6f} %",

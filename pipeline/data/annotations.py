@@ -56,8 +56,9 @@ def _check_segment(seg: Any, where: str) -> tuple[float, float]:
     return start, end
 
 
-def validate_annotations(data: Any, source: str = "annotations") -> dict:
-    """Check the UnAV-100 layout `{"database": {vid: {duration, subset, annotations: [...]}}}`; returns `data`."""
+def validate_annotations(data: Any, source: str = "annotations", split: str | None = None) -> dict:
+    """Check the UnAV-100 layout `{"database": {vid: {duration, subset, annotations: [...]}}}`; returns `data`.
+    With `split`, the events of the other subsets are not read (scoring one split needs its own only)."""
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise DataError(f'{source}: expected a JSON object with a "database" mapping of video ids')
     for vid, video in data["database"].items():
@@ -66,6 +67,8 @@ def validate_annotations(data: Any, source: str = "annotations") -> dict:
             raise DataError(f"{where}: expected an object")
         if not isinstance(video.get("subset"), str):
             raise DataError(f'{where}: missing "subset" (train, validation or test)')
+        if split is not None and video["subset"] != split:
+            continue
         if "duration" in video and (not _finite(video["duration"]) or video["duration"] < 0):
             raise DataError(f"{where}: duration must be a non-negative number, not {video['duration']!r}")
         events = video.get("annotations", [])
@@ -82,9 +85,10 @@ def validate_annotations(data: Any, source: str = "annotations") -> dict:
     return data
 
 
-def load_annotations(path: str | Path) -> dict:
-    """The whole UnAV-100 annotation JSON (validated), with its "database" key."""
-    return validate_annotations(_read_json(path, "annotations"), str(path))
+def load_annotations(path: str | Path, split: str | None = None) -> dict:
+    """The whole UnAV-100 annotation JSON (validated; with `split`, that subset's events only), with its "database"
+    key."""
+    return validate_annotations(_read_json(path, "annotations"), str(path), split)
 
 
 def num_classes_of(annotations: dict) -> int:
