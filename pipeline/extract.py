@@ -205,6 +205,10 @@ def extract_one(
     start = time.perf_counter()
     video_key = f"path:{os.path.abspath(path)}"  # not resolve(): a looping symlink must fail below, not here
     problems: list[str] = []
+
+    def record(**fields: object) -> None:  # this video's row in the index, under its key as known by then
+        store.record(video_key=video_key, extractor=key, video_id=vid, path=path, **fields)
+
     try:
         media.check_media_file(path)  # before anything opens it (a named pipe would block)
         video_key = fingerprint(path)
@@ -223,32 +227,14 @@ def extract_one(
             log.info("%s: %s", path, warning)  # the result carries it; the CLI shows it
         wall = time.perf_counter() - start
         rows = len(stored.visual)
-        store.record(
-            video_key=video_key,
-            extractor=key,
-            video_id=vid,
-            path=path,
-            status="done",
-            reason=warning,
-            rows=rows,
-            media_seconds=stored.duration,
-            wall_seconds=wall,
-        )
+        record(status="done", reason=warning, rows=rows, media_seconds=stored.duration, wall_seconds=wall)
         kept = stored if keep_features else None
         return ExtractResult(str(path), vid, status, warning, rows, stored.duration, wall, kept)
     except AvdetError as err:
         reason = err.reason if isinstance(err, DecodeError) else str(err)
         wall = time.perf_counter() - start
         try:
-            store.record(
-                video_key=video_key,
-                extractor=key,
-                video_id=vid,
-                path=path,
-                status="failed",
-                reason=reason,
-                wall_seconds=wall,
-            )
+            record(status="failed", reason=reason, wall_seconds=wall)
         except Exception as db_err:  # the store itself failing must not hide the video's own error
             log.error("could not record failure of %s: %s", path, db_err)
         return ExtractResult(str(path), vid, "failed", reason, wall_seconds=wall)

@@ -168,3 +168,11 @@ def video_nms(segments, scores, labels, cfg=None, **options):
     options = nms_options(cfg) if cfg is not None else {"method": "soft", **options}
     (out,) = batched_nms(segments, scores, labels, torch.zeros(len(scores), dtype=torch.long), 1, **options)
     return out
+
+
+def seeded_model(model_cls: type, config_cls: type, base: dict, **changes: object):
+    """A model built right after `torch.manual_seed(0)` from the config fields `base` with `changes`."""
+    import torch
+
+    torch.manual_seed(0)
+    return model_cls(config_cls(**{**base, **changes}))

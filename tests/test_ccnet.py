@@ -14,6 +14,7 @@ from avdet.models.keymaps import convert_state_dict
 from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import build_model_config, load_config
+from conftest import seeded_model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,8 +41,7 @@ TINY = dict(
 
 
 def tiny(**changes) -> CCNet:
-    torch.manual_seed(0)
-    return CCNet(CCNetConfig(**{**TINY, **changes}))
+    return seeded_model(CCNet, CCNetConfig, TINY, **changes)
 
 
 def batch(valid: list[int], length: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,6 +12,7 @@ from avdet.errors import ConfigError
 from avdet.models.loco import LoCo, LoCoConfig
 from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
+from conftest import seeded_model
 
 TINY = dict(
     visual_dim=12,
@@ -29,8 +30,7 @@ TINY = dict(
 
 
 def tiny(**changes) -> LoCo:
-    torch.manual_seed(0)
-    return LoCo(LoCoConfig(**{**TINY, **changes}))
+    return seeded_model(LoCo, LoCoConfig, TINY, **changes)
 
 
 def batch(length: int, valid: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

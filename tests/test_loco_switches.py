@@ -8,30 +8,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_loco import TINY as LOCO_TINY
 
 from avdet.models.lac import CrossModalAttention, WindowAdaptation
 from avdet.models.lcf import gaussian_targets, lcf_targets, valid_segments
 from avdet.models.loco import LoCo, LoCoConfig
 from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
+from conftest import seeded_model
 
-TINY = dict(
-    visual_dim=12,
-    audio_dim=6,
-    num_classes=3,
-    max_seq_len=32,
-    embed_dim=16,
-    num_heads=2,
-    lac_heads=2,
-    num_levels=3,
-    window_size=4,
-    head_dim=16,
-    drop_path=0.0,
-)
+TINY = {**LOCO_TINY, "num_classes": 3, "max_seq_len": 32}  # test_loco's tiny LoCo, shorter
 
 
 def build(**changes) -> LoCo:
-    torch.manual_seed(0)
-    return LoCo(LoCoConfig(**{**TINY, **changes}))
+    return seeded_model(LoCo, LoCoConfig, TINY, **changes)
 
 
 def inputs(length: int = 32, valid: tuple[int, ...] = (32, 20)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,9 +20,10 @@ Metric (REFERENCE.md, "Segment-level AVEL"): segment accuracy over all test segm
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -253,8 +254,8 @@ def _h5py():
     return h5py
 
 
-def read_h5_array(path: str | Path, key: str = H5_KEY) -> np.ndarray:
-    """The whole dataset `key` of an HDF5 file as an array; a missing file or key is a one-line `DataError`."""
+def _h5_dataset(path: str | Path, key: str, take: Callable[[Any], Any]) -> Any:
+    """`take(dataset)` of dataset `key` of an HDF5 file; a missing file or key is a one-line `DataError`."""
     h5py = _h5py()
     path = Path(path)
     if not path.is_file():
@@ -263,9 +264,14 @@ def read_h5_array(path: str | Path, key: str = H5_KEY) -> np.ndarray:
         with h5py.File(path, "r") as f:
             if key not in f:
                 raise DataError(f"{path}: no dataset {key!r} (found {', '.join(f.keys()) or 'none'})")
-            return f[key][()]
+            return take(f[key])
     except OSError as err:
         raise DataError(f"{path}: not a readable HDF5 file ({err})") from None
+
+
+def read_h5_array(path: str | Path, key: str = H5_KEY) -> np.ndarray:
+    """The whole dataset `key` of an HDF5 file as an array."""
+    return _h5_dataset(path, key, lambda d: d[()])
 
 
 def write_h5_array(path: str | Path, array: np.ndarray, key: str = H5_KEY) -> Path:
@@ -278,16 +284,7 @@ def write_h5_array(path: str | Path, array: np.ndarray, key: str = H5_KEY) -> Pa
 
 
 def _h5_shape(path: Path, key: str) -> tuple[int, ...]:
-    h5py = _h5py()
-    if not path.is_file():
-        raise DataError(f"{path}: AVE feature file not found")
-    try:
-        with h5py.File(path, "r") as f:
-            if key not in f:
-                raise DataError(f"{path}: no dataset {key!r} (found {', '.join(f.keys()) or 'none'})")
-            return tuple(f[key].shape)
-    except OSError as err:
-        raise DataError(f"{path}: not a readable HDF5 file ({err})") from None
+    return _h5_dataset(path, key, lambda d: tuple(d.shape))
 
 
 def video_level(labels: np.ndarray) -> np.ndarray:
