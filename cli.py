@@ -755,14 +755,17 @@ def _eval_cml(result, split: str, json_out: Path | None) -> None:
 def calibrate(
     checkpoint: Annotated[Path, typer.Argument(help="A dense-task avdet checkpoint (rewritten in place).")],
     split: Annotated[str, typer.Option(help="Split whose events choose the thresholds.")] = "validation",
-    annotations: Annotated[Path, typer.Option(help="Ground truth [default: the checkpoint's].")] = None,
-    cache: Annotated[Path, typer.Option(help="Feature store folder [default: the checkpoint's].")] = None,
-    released_root: Annotated[Path, typer.Option(help="Released feature folder [default: the checkpoint's].")] = None,
+    annotations: Annotated[Path, typer.Option(help="Ground truth.", show_default="the checkpoint's")] = None,
+    cache: Annotated[Path, typer.Option(help="Feature store folder.", show_default="the checkpoint's")] = None,
+    released_root: Annotated[
+        Path, typer.Option(help="Released feature folder.", show_default="the checkpoint's")
+    ] = None,
     min_events: Annotated[
         int, typer.Option(min=1, help="Classes with fewer true events in the split get the pooled threshold.")
     ] = 5,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
+    threads: Annotated[int, _threads_option()] = None,
 ) -> None:
     """Choose the per-class score thresholds `detect` applies by default: on a split (validation), those of the
     best event-level F1 at tIoU 0.5 (mAP's matching rule), and the same-class overlap suppression; stored in the
@@ -770,9 +773,10 @@ def calibrate(
     from avdet.pipeline.calibrate import calibrate_checkpoint
 
     data = {"annotations": annotations, "cache": cache, "released_root": released_root}
+    _apply_threads(threads)
     try:
         point, classes = calibrate_checkpoint(
-            checkpoint, split, device=device, batch_size=batch_size, data=data, min_events=min_events
+            checkpoint, split, device=_resolve_device(device), batch_size=batch_size, data=data, min_events=min_events
         )
     except AvdetError as err:
         raise fail(str(err)) from None

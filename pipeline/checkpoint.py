@@ -77,7 +77,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 # What an exported (shared) checkpoint keeps besides the weights: no training state, no local data paths.
-EXPORTED_KEYS = ("task", "model", "classes", "extractor", "postprocess", "epoch", "metrics", "avdet_version")
+EXPORTED_KEYS = (
+    "task",
+    "model",
+    "classes",
+    "extractor",
+    "postprocess",
+    "operating_point",
+    "epoch",
+    "metrics",
+    "avdet_version",
+)
 SAFETENSORS_META_KEY = "avdet"
 
 

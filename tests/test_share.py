@@ -67,4 +67,4 @@ def test_detect_runs_an_exported_model_and_logs_with_v_after_the_command(
     assert res.exit_code == 0, res.output
     assert (tmp_path / "events.json").is_file()
     # -v after the subcommand opens detect's INFO log (without it the root logger stays at WARNING)
-    assert "events before the output threshold" in caplog.text
+    assert "candidate events at the operating point" in caplog.text
