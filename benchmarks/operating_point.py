@@ -76,11 +76,11 @@ def main() -> None:
         if not (args.annotations and args.classes and args.cache):
             parser.error("without --checkpoint, give --annotations, --classes and --cache to train configs/tiny")
         checkpoint = train_tiny(args.annotations, args.classes, args.cache, args.run_dir)
-    from avdet.pipeline.checkpoint import read_checkpoint
+    from avdet.pipeline.checkpoint import load_checkpoint
 
-    recorded = read_checkpoint(checkpoint).get("data", {})
-    ann_path = args.annotations or Path(recorded["annotations"])
-    cache = args.cache or (Path(recorded["cache"]) if recorded.get("cache") else None)
+    recorded = load_checkpoint(checkpoint).data  # the data paths as recorded, resolved against the run folder
+    ann_path = args.annotations or Path(recorded.annotations)
+    cache = args.cache or (Path(recorded.cache) if recorded.cache else None)
     annotations = load_annotations(ann_path)
     video_dir = args.videos or ann_path.parent / "videos"
     ids = split_ids(annotations, args.split)
