@@ -698,7 +698,7 @@ def eval_(
                 _eval_cml(evaluate_cml_checkpoint(ckpt, split=split, device=device), split, json_out)
                 return
             report = evaluate_checkpoint(ckpt, split=split, device=device, batch_size=batch_size)
-            _save_eval_outputs(report, checkpoint, split, save_predictions, confusion)
+            _save_eval_outputs(report, checkpoint, save_predictions, confusion)
         _print_report(report, to_stdout=json_out != STDOUT)
         _write_json(json_out, report.as_dict())
     except AvdetError as err:
@@ -735,7 +735,7 @@ def _print_report(report, to_stdout: bool = True) -> None:
     (out if to_stdout else console).print(table)
 
 
-def _save_eval_outputs(report, checkpoint: Path, split: str, predictions: Path | None, confusion: Path | None) -> None:
+def _save_eval_outputs(report, checkpoint: Path, predictions: Path | None, confusion: Path | None) -> None:
     for path in report.save_outputs(checkpoint, predictions=predictions, confusion=confusion):
         console.print(f"wrote {escape(str(path))}", highlight=False)
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import statistics
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -76,17 +77,24 @@ def cross_similarity_std(a: Tensor, v: Tensor) -> float:
     return float(csm.std())
 
 
+def encoded(model: nn.Module, dataset, max_len: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Per video, its first `max_len` rows through LoCo's unimodal encoders: audio (T, D), visual (T, D)."""
+    for i in range(len(dataset)):
+        item = dataset[i]
+        n = min(item["visual"].shape[0], max_len)
+        mask = torch.ones(1, n, dtype=torch.bool)
+        yield (
+            model.audio_encoder(item["audio"][None, :n], mask)[0],
+            model.visual_encoder(item["visual"][None, :n], mask)[0],
+        )
+
+
 @torch.no_grad()
 def mean_of_std(model: nn.Module, dataset, max_len: int) -> float:
     """The paper's diagnostic over the dataset's videos, on the unimodal encoder outputs."""
     model.eval()
     stds = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        n = min(item["visual"].shape[0], max_len)
-        mask = torch.ones(1, n, dtype=torch.bool)
-        a = model.audio_encoder(item["audio"][None, :n], mask)[0]
-        v = model.visual_encoder(item["visual"][None, :n], mask)[0]
+    for a, v in encoded(model, dataset, max_len):
         stds.append(cross_similarity_std(a, v))
     model.train()
     return statistics.fmean(stds)
@@ -99,12 +107,7 @@ def position_probe(model: nn.Module, dataset, max_len: int) -> dict[str, float]:
     same step i, and of different videos at random steps. Same-step-other-video close to same-video = position."""
     model.eval()
     embs = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        n = min(item["visual"].shape[0], max_len)
-        mask = torch.ones(1, n, dtype=torch.bool)
-        a = model.audio_encoder(item["audio"][None, :n], mask)[0]
-        v = model.visual_encoder(item["visual"][None, :n], mask)[0]
+    for a, v in encoded(model, dataset, max_len):
         if getattr(model, "lcf", None) is not None:
             a, v = model.lcf.proj_audio(a), model.lcf.proj_visual(v)
         embs.append((F.normalize(a, dim=-1), F.normalize(v, dim=-1)))

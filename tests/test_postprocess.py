@@ -77,18 +77,7 @@ def test_soft_nms_matches_transcribed_reference(quantise):
         n = int(rng.integers(1, 120))
         segs, scores, labels = _random_case(rng, n, int(rng.integers(1, 6)), quantise)
         sigma, min_score, max_num = [0.4, 0.9, 0.1][trial % 3], [0.001, 0.05, 0.3][trial % 3], [100, 7, 3][trial % 3]
-        want_idx, want_scores = reference_batched(segs, scores, labels, sigma, min_score, max_num)
-        got_segs, got_scores, got_labels = video_nms(
-            torch.from_numpy(segs),
-            torch.from_numpy(scores),
-            torch.from_numpy(labels),
-            sigma=sigma,
-            min_score=min_score,
-            max_seg_num=max_num,
-        )
-        assert got_labels.tolist() == labels[want_idx].tolist()
-        np.testing.assert_array_equal(got_segs.numpy(), segs[want_idx].reshape(-1, 2))
-        np.testing.assert_allclose(got_scores.numpy(), want_scores, rtol=1e-6, atol=0)
+        _check_against_transcription(segs, scores, labels, sigma, min_score, max_num)
 
 
 def reference_hard_nms(segs, scores, labels, iou_threshold, min_score, max_seg_num):

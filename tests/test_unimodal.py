@@ -59,14 +59,21 @@ def test_unimodal_models_read_only_their_stream(modality: str) -> None:
         assert out.cls_logits[0].shape == (2, 32, 3) and len(out.cls_logits) == 3
 
 
-def test_audio_visual_models_are_unchanged_by_the_modality_field() -> None:
+def test_audio_visual_models_read_both_streams() -> None:
+    """The default modality keeps every cross-modal part, and each stream changes the output."""
     audio, visual, mask = _inputs()
     torch.manual_seed(0)
-    a = UnAV(UnAVConfig(**TINY, self_attn_layers=1)).eval()
+    unav = UnAV(UnAVConfig(**TINY, self_attn_layers=1)).eval()
     torch.manual_seed(0)
-    b = UnAV(UnAVConfig(**TINY, self_attn_layers=1, modality="audio_visual")).eval()
-    assert list(a.state_dict()) == list(b.state_dict())
-    assert torch.equal(a(audio, visual, mask).cls_logits[1], b(audio, visual, mask).cls_logits[1])
+    loco = LoCo(LoCoConfig(**TINY, window_size=4, lac_heads=2, encoder_layers=1)).eval()
+    assert {"visual_embed", "audio_embed", "visual_cross", "audio_cross"} <= {
+        n.split(".")[0] for n, _ in unav.named_parameters()
+    }
+    assert loco.lcf is not None and type(loco.pyramid).__name__ == "LACPyramid"
+    for model in (unav, loco):
+        out = model(audio, visual, mask).cls_logits[0]
+        assert not torch.equal(out, model(audio * 2, visual, mask).cls_logits[0])
+        assert not torch.equal(out, model(audio, visual * 2, mask).cls_logits[0])
 
 
 def test_cross_modal_parts_are_refused_for_one_stream() -> None:
