@@ -295,6 +295,15 @@ def make_sample(
     busy_background: Annotated[
         bool, typer.Option(help="Colourful high-contrast backgrounds instead of grey textured ones.")
     ] = False,
+    mismatched: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Chance per clip of a mismatched pair: one class's object seen while another class is heard "
+            "(not an event).",
+        ),
+    ] = 0.0,
     ave: Annotated[
         bool, typer.Option(help="Write an AVE-style set instead (10 s clips, Annotations.txt and split files).")
     ] = False,
@@ -335,6 +344,7 @@ def make_sample(
             max_duration=max_duration,
             object_scale=object_scale,
             busy_background=busy_background,
+            mismatched=mismatched,
         )
         run = partial(make_dense, cfg=cfg)
     with Progress(

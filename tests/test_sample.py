@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -87,6 +88,7 @@ def test_class_names_are_readable_and_distinct() -> None:
         {"max_overlap": 1},
         {"num_videos": 0},
         {"object_scale": 0.0},
+        {"mismatched": 1.5},
     ],
 )
 def test_bad_configs_are_config_errors(change: dict) -> None:
@@ -494,3 +496,16 @@ def test_small_objects_and_busy_backgrounds() -> None:
     assert sample.clip_fingerprint(plan, small) != sample.clip_fingerprint(
         plan, dataclasses.replace(small, busy_background=False)
     )
+
+
+def test_mismatched_pairs_show_one_class_and_play_another_over_one_span() -> None:
+    cfg = SampleConfig(num_videos=12, seed=3)
+    with_pair = 0
+    for plan in plan_dataset(dataclasses.replace(cfg, mismatched=1.0)):
+        seen = [o for o in plan.occurrences if o.kind == "visual_only"]
+        heard = [o for o in plan.occurrences if o.kind == "audio_only"]
+        with_pair += any((v.start, v.end) == (a.start, a.end) and v.label_id != a.label_id for v in seen for a in heard)
+    assert with_pair >= 10  # a crowded clip may go without
+    # off by default, and then the plans are exactly the ones drawn before the option existed
+    plans = json.dumps([dataclasses.asdict(p) for p in plan_dataset(cfg)])
+    assert hashlib.sha256(plans.encode()).hexdigest()[:16] == "adb34b51fe57cc89"

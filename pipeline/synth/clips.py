@@ -100,6 +100,9 @@ class SampleConfig:
     # a busy background (saturated colour texture at full contrast), so whole-frame statistics barely see them.
     object_scale: float = 1.0
     busy_background: bool = False
+    # Chance that a clip gets a mismatched pair: one class's object on screen while another class is heard, over
+    # the same span. Neither is an audio-visual event; only a model that checks the streams agree rejects it.
+    mismatched: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ def validate(cfg: SampleConfig) -> None:
         (cfg.max_overlap >= 2, f"max_overlap must be at least 2 so that events can overlap, got {cfg.max_overlap}"),
         (cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}"),
         (0.1 <= cfg.object_scale <= 2.0, f"object_scale must lie in [0.1, 2], got {cfg.object_scale}"),
+        (0.0 <= cfg.mismatched <= 1.0, f"mismatched must be a probability in [0, 1], got {cfg.mismatched}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -246,6 +250,23 @@ def _occurrence(
     )
 
 
+def _place_mismatched_pair(
+    rng: np.random.Generator,
+    placed: list[Occurrence],
+    draw_span: Callable[[], tuple[float, float]],
+    cfg: SampleConfig,
+) -> None:
+    """Add a visual-only object of one class and an audio-only sound of another over one span, where both fit
+    (rejection sampling; a crowded clip simply goes without)."""
+    for _attempt in range(40):
+        start, end = draw_span()
+        seen, heard = (int(x) for x in rng.choice(cfg.num_classes, size=2, replace=False))
+        visual = _occurrence(rng, seen, "visual_only", start, end, cfg)
+        if _fits(placed, seen, start, end, cfg) and _fits([*placed, visual], heard, start, end, cfg):
+            placed += [visual, _occurrence(rng, heard, "audio_only", start, end, cfg)]
+            return
+
+
 def plan_video(ss: np.random.SeedSequence, index: int, subset: str, cfg: SampleConfig) -> VideoPlan:
     """Draw one clip: its id, duration, events (with one overlapping pair) and distractors."""
     plan_ss, render_ss = ss.spawn(2)
@@ -276,7 +297,11 @@ def plan_video(ss: np.random.SeedSequence, index: int, subset: str, cfg: SampleC
     for label, start, length in ((labels[0], start_a, len_a), (labels[1], start_b, len_b)):
         placed.append(_occurrence(rng, int(label), "event", *span(start, length), cfg))
 
-    # Distractors before the extra events, so that even a short, crowded clip gets them.
+    # Distractors before the extra events, so that even a short, crowded clip gets them. A mismatched pair is
+    # drawn only when asked for, so that clips planned without the option keep their plans.
+    distractor_max = min(cfg.max_event / 2, 0.3 * duration)
+    if cfg.mismatched > 0 and rng.random() < cfg.mismatched:
+        _place_mismatched_pair(rng, placed, lambda: draw_span(distractor_max), cfg)
     kinds: list[Kind] = []
     if cfg.distractors:
         kinds += ["audio_only", "visual_only"] if rng.random() < 0.5 else ["visual_only", "audio_only"]
@@ -286,7 +311,7 @@ def plan_video(ss: np.random.SeedSequence, index: int, subset: str, cfg: SampleC
     for kind in kinds:
         for _attempt in range(40):  # rejection sampling; a crowded clip simply gets fewer occurrences
             label = int(rng.integers(cfg.num_classes))
-            start, end = draw_span(cfg.max_event if kind == "event" else min(cfg.max_event / 2, 0.3 * duration))
+            start, end = draw_span(cfg.max_event if kind == "event" else distractor_max)
             if _fits(placed, label, start, end, cfg):
                 placed.append(_occurrence(rng, label, kind, start, end, cfg))
                 break
