@@ -1,7 +1,11 @@
 """LoCo vs. UnAV vs. CCNet (and LoCo's ablations) on generated data, under one training budget, against a per-row floor.
 
     .venv/bin/python benchmarks/compare.py --out runs/compare
-    .venv/bin/python benchmarks/compare.py --out runs/compare --videos 80 --classes 8 --ablations --seeds 3
+    .venv/bin/python benchmarks/compare.py --out runs/compare --ablations --seeds 3
+    .venv/bin/python benchmarks/compare.py --out runs/compare --seed 1235 --seeds 1 --only CCNet  # one run of a row
+
+Defaults: 140 clips of 8 classes (49 train / 21 validation / 70 test), audio-only and visual-only distractors and
+mismatched pairs (one class seen while another is heard) in half of the clips.
 
 Steps: make (or reuse) a `make-sample` set in OUT/data, extract (or reuse) its `lite` features in OUT/cache, train
 every model with the tiny configs (configs/tiny.yaml, tiny_unav.yaml, tiny_ccnet.yaml: same data, epochs, batch,
