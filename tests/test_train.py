@@ -121,3 +121,17 @@ def test_resume_after_kill_equals_uninterrupted_run(sample_set: SampleSet, tmp_p
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("config", ["tiny", "tiny_unav"])
+def test_selection_metric_is_what_eval_reports(config: str, sample_set: SampleSet, tmp_path: Path) -> None:
+    """The validation mAP that picks best.ckpt is the one `avdet eval` gives for it, also when validation videos
+    are longer than max_seq_len (windowed, per-video inference in both; batch 4 in training, 16 in eval)."""
+    from avdet.pipeline.evaluate import evaluate_checkpoint
+    from avdet.pipeline.train import train
+
+    overrides = dict(train__epochs=1, train__warmup_epochs=1, train__eval_start=1, model__max_seq_len=16)
+    result = train(load_config(config, sample_set.overrides(**overrides)), tmp_path / "run")
+    report = evaluate_checkpoint(tmp_path / "run" / "best.ckpt", split="validation", device="cpu")
+    assert report.result.average_mAP == pytest.approx(result.best_metric, abs=1e-12)
+    assert result.best_metric > 0.01  # a model that finds something, so the equality is not 0 == 0
