@@ -8,7 +8,8 @@ runs each part in its own process under `/usr/bin/time` (peak resident memory):
 
     audio, whole track:  media.load_audio + one extractor call (what extraction did before streaming)
     audio, streamed:     media.stream_audio + extract.streamed_audio_features (what `compute_features` does now)
-    visual:              the lite visual extractor over media.read_frames (streamed frames; lite's own state grows)
+    visual:              the lite visual extractor over media.read_frames (streamed frames and state)
+    both:                extract.compute_features, what `avdet extract` runs on a video (visual, then audio)
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ PARTS = {
         "f = streamed_audio_features(media.stream_audio(p, r.sample_rate, info=i), x.audio, r.sample_rate, i.duration)"
     ),
     "visual": "f = x.visual(VisualInput(media.read_frames(p, r.fps, r.size, resize=r.resize), r.fps, i.duration))",
+    "both": "f = compute_features(p, x)",
 }
 SETUP = (
     "import sys, torch; torch.set_num_threads(1)\n"
     "from avdet.extractors.base import AudioInput, VisualInput\n"
-    "from avdet.pipeline.extract import ExtractOptions, streamed_audio_features\n"
+    "from avdet.pipeline.extract import ExtractOptions, compute_features, streamed_audio_features\n"
     "from avdet.pipeline.io import media\n"
     "x = ExtractOptions().build(); r = x.media; p = sys.argv[1]; i = media.probe(p)\n"
 )
