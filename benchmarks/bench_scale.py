@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import socket
 import tempfile
 import time
@@ -39,12 +38,10 @@ def extraction(videos: list[Path], work: Path, workers: tuple[int, ...] = (1, 2)
     rows: dict[str, float] = {}
     for n in workers:
         threads = decide_threads(n)  # what extract_videos decides just below (the load may move in between)
-        start, cpu = time.perf_counter(), _cpu_seconds()
+        start = time.perf_counter()
         res = extract_videos(videos, work / f"cache_w{n}", ExtractOptions(), workers=n)
         name = f"extract, {n} local worker{'s' * (n > 1)} x {threads} thread{'s' * (threads > 1)}"
         rows[name] = _media_rate(res, time.perf_counter() - start)
-        # CPU spent, workers' start-up and ffmpeg included: on a shared machine the rate is what the others leave.
-        rows[f"{name} (CPU s per media s)"] = (_cpu_seconds() - cpu) / sum(r.media_seconds for r in res)
     if not ray:
         return rows
     try:
@@ -60,12 +57,6 @@ def extraction(videos: list[Path], work: Path, workers: tuple[int, ...] = (1, 2)
     finally:
         ray.shutdown()
     return rows
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished children (worker processes, ffmpeg)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _media_rate(results: list, wall: float) -> float:

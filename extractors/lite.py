@@ -205,7 +205,7 @@ class LiteVisual:
 
     def __call__(self, decoded: VisualInput) -> Features:
         """Streams: memory holds a decoder chunk, one background block and the frames of the rows in flight,
-        whatever the video's length (3 hours: 1.6 GB before)."""
+        whatever the video's length (3 hours of frames: 343 MB peak for the process, 2.2 GB before)."""
         rows = num_grid_rows(decoded.duration, self.window_s, self.step_s)
         idx = window_indices(rows, self.step_s, self.window_s, decoded.fps, available=np.iinfo(np.int64).max)
         values = windowed_rows(block_descriptors(frame_stats(decoded.chunks)), idx)
