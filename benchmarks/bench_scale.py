@@ -1,6 +1,6 @@
 """Scale-out throughput on this machine: extraction (local workers, Ray), DDP training, batched detection.
 
-    .venv/bin/python benchmarks/bench_scale.py [--videos 16] [--epochs 3] [--work DIR]
+    .venv/bin/python benchmarks/bench_scale.py [--videos 16] [--epochs 3] [--work DIR] [--parts extract ray ...]
 
 Generates a sample dataset (make-sample, 6-10 s clips) and prints a Markdown table:
 - extraction of the `lite` recipe in media seconds per wall second: 1 and 2 local worker processes, and Ray tasks on
@@ -9,8 +9,8 @@ Generates a sample dataset (make-sample, 6-10 s clips) and prints a Markdown tab
   timed on rank 0 from the end of the first step to the last (no validation);
 - detection throughput (videos/s, features cached) one video per forward pass vs batches of 8.
 
-Every process uses one torch thread (`--threads`), so the rows compare processes, not thread pools fighting over
-a shared machine.
+Training and detection processes use one torch thread (`--threads`), so the rows compare processes, not thread
+pools fighting over a shared machine; extraction workers take the default thread policy of `avdet extract`.
 """
 
 from __future__ import annotations
@@ -26,16 +26,24 @@ from pathlib import Path
 
 import torch
 
+PARTS = ("extract", "ray", "train", "detect")
 
-def extraction(videos: list[Path], work: Path) -> dict[str, float]:
-    """Media seconds per wall second for 1 and 2 local workers and for Ray (fresh cache each)."""
+
+def extraction(videos: list[Path], work: Path, workers: tuple[int, ...] = (1, 2), ray: bool = True) -> dict[str, float]:
+    """Media seconds per wall second for 1 and 2 local workers and for Ray (fresh cache each). Local workers take
+    the threads `avdet extract --workers N` gives them by default (`pipeline.threads`, named in the row)."""
     from avdet.pipeline.extract import ExtractOptions, extract_videos, extract_videos_ray
+    from avdet.pipeline.threads import decide_threads
 
     rows: dict[str, float] = {}
-    for workers in (1, 2):
+    for n in workers:
+        threads = decide_threads(n)  # what extract_videos decides just below (the load may move in between)
         start = time.perf_counter()
-        res = extract_videos(videos, work / f"cache_w{workers}", ExtractOptions(), workers=workers)
-        rows[f"extract, {workers} local worker{'s' * (workers > 1)}"] = _media_rate(res, time.perf_counter() - start)
+        res = extract_videos(videos, work / f"cache_w{n}", ExtractOptions(), workers=n)
+        name = f"extract, {n} local worker{'s' * (n > 1)} x {threads} thread{'s' * (threads > 1)}"
+        rows[name] = _media_rate(res, time.perf_counter() - start)
+    if not ray:
+        return rows
     try:
         import ray
     except ImportError:
@@ -147,6 +155,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from avdet.pipeline.synth.clips import SampleConfig, make_sample
@@ -156,17 +165,24 @@ def main() -> None:
         sample = work / "sample"
         make_sample(sample, SampleConfig(num_videos=args.videos, seed=11, min_duration=6.0, max_duration=10.0))
         videos = sorted((sample / "videos").glob("*.mp4"))
-        rows = extraction(videos, work)
+        rows: dict[str, float] = {}
+        if {"extract", "ray"} & set(args.parts):
+            local = (1, 2) if "extract" in args.parts else ()
+            rows |= extraction(videos, work, workers=local, ray="ray" in args.parts)
         cache = work / "cache_w1"
-        rows |= training(sample, cache, args.epochs, work, args.threads)
-        rows |= detection(videos, work / "run_1" / "last.ckpt", cache)
+        if {"train", "detect"} & set(args.parts):  # both read the 1-worker cache; detection reads train's checkpoint
+            if "extract" not in args.parts:
+                extraction(videos, work, workers=(1,), ray=False)
+            rows |= training(sample, cache, args.epochs, work, args.threads)
+        if "detect" in args.parts:
+            rows |= detection(videos, work / "run_1" / "last.ckpt", cache)
         load = os.getloadavg()
         print(f"\nmachine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s) per process")
         print(f"load average at the end: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min)")
         print(f"data: {len(videos)} generated clips of 6-10 s\n")
         print("| measurement | value |\n|---|---|")
         for name, value in rows.items():
-            unit = "" if "/s)" in name else " media-s/s"
+            unit = "" if name.endswith(")") else " media-s/s"
             print(f"| {name} | {value:.2f}{unit} |")
 
 

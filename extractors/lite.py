@@ -9,6 +9,7 @@ Both modalities share the UnAV-100 I3D-VGGish grid by default: 0.96 s windows ev
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,73 @@ def change_descriptors(fine: np.ndarray) -> np.ndarray:
     return np.concatenate([grid_max, grid_mean, share[:, None], fg_colour, hues], axis=1).astype(np.float32)
 
 
+def frame_stats(chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`frame_descriptors` of every decoded chunk, each with its fine maps as stored for the background model
+    (float16: what the features have always been computed from)."""
+    previous = None
+    for chunk in chunks:
+        frames = np.ascontiguousarray(chunk)
+        desc, fine = frame_descriptors(frames, previous)
+        yield desc, fine.astype(np.float16)
+        previous = frames[-1].astype(np.float32).mean(axis=2) * (1.0 / 255.0)
+
+
+def block_descriptors(stats: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+    """Per-frame descriptors (n, VISUAL_FRAME_DIM), one background block (BACKGROUND_BLOCK frames, the last one
+    shorter) at a time: the change against the background needs only its own block, so memory holds one block,
+    not the video."""
+    descs: list[np.ndarray] = []
+    fines: list[np.ndarray] = []
+    pending = 0
+    for desc, fine in stats:
+        descs.append(desc)
+        fines.append(fine)
+        pending += len(desc)
+        while pending >= BACKGROUND_BLOCK:
+            desc_all, fine_all = np.concatenate(descs), np.concatenate(fines)
+            yield _with_change(desc_all[:BACKGROUND_BLOCK], fine_all[:BACKGROUND_BLOCK])
+            descs, fines = [desc_all[BACKGROUND_BLOCK:]], [fine_all[BACKGROUND_BLOCK:]]
+            pending -= BACKGROUND_BLOCK
+    if pending:
+        yield _with_change(np.concatenate(descs), np.concatenate(fines))
+
+
+def _with_change(desc: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """(n, FRAME_DIM) descriptors and (n, FINE, FINE, 3) float16 maps of one whole background block ->
+    (n, VISUAL_FRAME_DIM)."""
+    return np.concatenate([desc, change_descriptors(fine.astype(np.float32))], axis=1)
+
+
+def window_statistics(win: np.ndarray) -> np.ndarray:
+    """(T, W, D) frames behind each row -> (T, 2D): their mean and standard deviation."""
+    return np.concatenate([win.mean(axis=1), win.std(axis=1)], axis=1)
+
+
+def windowed_rows(blocks: Iterable[np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """(T, 2D) row statistics over per-frame descriptor blocks, `idx` (T, W) the unclipped frames behind each row
+    (`window_indices`). A row is computed as soon as its last frame has arrived, so only the frames from the first
+    pending row's window on are held; the rows left at the end read the last frame for frames past it (the clip of
+    `window_indices`), a video without frames reads a zero frame."""
+    out = np.empty((len(idx), 2 * VISUAL_FRAME_DIM), np.float32)  # filled in order: no list of pieces to join
+    held = np.zeros((0, VISUAL_FRAME_DIM), np.float32)  # frames offset, offset + 1, ...
+    offset = done = 0
+    for block in blocks:
+        held = np.concatenate([held, block])
+        have = offset + len(held)
+        ready = int(np.searchsorted(idx[:, -1], have))  # rows whose last frame is < have (idx is sorted)
+        if ready > done:
+            out[done:ready] = window_statistics(held[idx[done:ready] - offset])  # (ready - done, W, D) gathered
+            done = ready
+        keep = min(int(idx[done, 0]) if done < len(idx) else have, have - 1)  # the next row's first frame
+        held, offset = held[keep - offset :], keep
+    if done < len(idx):
+        if offset + len(held) == 0:
+            held = np.zeros((1, VISUAL_FRAME_DIM), np.float32)
+        last = offset + len(held) - 1
+        out[done:] = window_statistics(held[np.minimum(idx[done:], last) - offset])
+    return out
+
+
 @dataclass
 class LiteVisual:
     window_s: float = 0.96
@@ -136,23 +204,12 @@ class LiteVisual:
     dim: int = 2 * VISUAL_FRAME_DIM
 
     def __call__(self, decoded: VisualInput) -> Features:
-        per_frame, fine_maps, previous = [], [], None
-        for chunk in decoded.chunks:
-            frames = np.ascontiguousarray(chunk)
-            desc, fine = frame_descriptors(frames, previous)
-            per_frame.append(desc)
-            fine_maps.append(fine.astype(np.float16))  # 1.5 KB a frame: the background needs the whole video
-            previous = frames[-1].astype(np.float32).mean(axis=2) * (1.0 / 255.0)
-        if per_frame:
-            fine = np.concatenate(fine_maps).astype(np.float32)
-            desc = np.concatenate([np.concatenate(per_frame), change_descriptors(fine)], axis=1)  # (N, D)
-        else:
-            desc = np.zeros((1, VISUAL_FRAME_DIM), np.float32)
+        """Streams: memory holds a decoder chunk, one background block and the frames of the rows in flight,
+        whatever the video's length (3 hours of frames: 343 MB peak for the process, 2.2 GB before)."""
         rows = num_grid_rows(decoded.duration, self.window_s, self.step_s)
-        idx = window_indices(rows, self.step_s, self.window_s, decoded.fps, len(desc))
-        win = desc[idx]  # (T, W, D)
-        values = np.concatenate([win.mean(axis=1), win.std(axis=1)], axis=1)  # (T, 2D)
-        return Features(values.astype(np.float32), grid_times(rows, self.window_s, self.step_s))
+        idx = window_indices(rows, self.step_s, self.window_s, decoded.fps, available=np.iinfo(np.int64).max)
+        values = windowed_rows(block_descriptors(frame_stats(decoded.chunks)), idx)
+        return Features(values, grid_times(rows, self.window_s, self.step_s))
 
 
 @dataclass

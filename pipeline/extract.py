@@ -61,9 +61,11 @@ class ExtractResult:
     features: StoredFeatures | None = field(default=None, repr=False, compare=False)  # with `keep_features`
 
 
-# Audio features of a long video are computed AUDIO_CALL_ROWS grid rows at a time (about 5.5 minutes at 0.32 s), so
-# memory holds one call's waveform and spectrogram instead of the whole track's (14 GB for 3 hours of lite audio).
-AUDIO_CALL_ROWS = 1024
+# Audio features of a long video are computed AUDIO_CALL_ROWS grid rows at a time (about 82 s at 0.32 s), so memory
+# holds one call's waveform and spectrogram instead of the whole track's (14 GB for 3 hours of lite audio). lite's
+# float64 spectrogram of a call is the peak of a whole extraction: 1,024 rows (5.5 min) peaked at 0.8-0.97 GB, 256
+# at 0.48-0.55 GB, no slower.
+AUDIO_CALL_ROWS = 256
 AUDIO_MARGIN_S = 2.0  # samples past a call's last row window (spectrogram frames reach a little beyond it)
 
 
@@ -263,14 +265,37 @@ _worker: dict = {}
 
 def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
     """Workers die with the process that started them: a SIGKILLed `extract` gives them no chance to stop them, and
-    an orphan would go on extracting and then idle forever. An orphan is re-parented, so its parent pid changes."""
+    an orphan would go on extracting and then idle forever. An orphan is re-parented, so its parent pid changes.
+    A worker forked by the forkserver is the server's child (the server exits with `extract`): it watches that."""
+    started_by = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == started_by and _alive(parent):
             time.sleep(every_s)
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` is still ours to serve (signal 0 only asks; another owner means the pid was reused)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start: forked from a server that imported this module (and torch) once, so a worker
+    starts in milliseconds and shares those pages instead of importing torch again (2-3 s of CPU each, a large part
+    of a short batch's work). The server never runs torch, so forking it is safe (fork after torch has started
+    threads can deadlock). spawn where there is no forkserver (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def _init_worker(cache: str, options: ExtractOptions, threads: int, parent: int) -> None:
@@ -313,9 +338,11 @@ def extract_videos(
             done(extract_one(p, store, extractors, options))
         return results
     threads = decide_threads(workers, threads)
-    ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(cache), options, threads, os.getpid())
+        workers,
+        mp_context=worker_context(),
+        initializer=_init_worker,
+        initargs=(str(cache), options, threads, os.getpid()),
     ) as pool:
         futures = {pool.submit(_run_in_worker, p): p for p in paths}
         for fut in as_completed(futures):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -110,6 +111,18 @@ def test_workers_match_a_single_process(batch: Path, tmp_path: Path) -> None:
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver (Windows)")
+def test_workers_fork_from_a_server_that_imported_torch_once() -> None:
+    """Workers are forked by a server that preloaded the extraction module (torch included), not fresh interpreters
+    each importing torch (2-3 s of CPU per worker)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from avdet.pipeline.extract import worker_context
+
+    with ProcessPoolExecutor(1, mp_context=worker_context()) as pool:
+        assert pool.submit(os.getppid).result() != os.getpid()  # the server's child
 
 
 def test_changed_extractor_config_never_reuses_features(batch: Path, tmp_path: Path) -> None:

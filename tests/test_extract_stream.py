@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from avdet.extractors.base import AudioInput
+from avdet.extractors.base import AudioInput, Features, grid_times, num_grid_rows
 from avdet.pipeline.extract import ExtractOptions, streamed_audio_features
 from avdet.pipeline.io import media
 
@@ -57,3 +57,19 @@ def test_rows_in_calls_equal_one_call(tone_clip: Path, extractor: str) -> None:
     assert len(calls) == -(-len(whole.values) // 17) and max(calls) < 9 * 16000  # bounded calls
     np.testing.assert_array_equal(streamed.values, whole.values)
     np.testing.assert_allclose(streamed.times, whole.times, rtol=0, atol=1e-9)
+
+
+def test_default_calls_hold_about_a_minute_and_a_half_of_audio() -> None:
+    """The default call size bounds the waveform (and spectrogram) one extractor call holds: 256 rows, 82 s
+    (1,024 rows held 330 s, the whole extraction's peak memory)."""
+    calls: list[int] = []
+
+    def counted(decoded: AudioInput) -> Features:
+        calls.append(len(decoded.samples))
+        rows = num_grid_rows(decoded.duration, 0.96, 0.32)
+        return Features(np.zeros((rows, 1), np.float32), grid_times(rows, 0.96, 0.32))
+
+    counted.window_s, counted.step_s, counted.name = 0.96, 0.32, "counted"
+    chunks = (np.zeros(16000 * 10, np.float32) for _ in range(60))  # 10 minutes
+    feats = streamed_audio_features(chunks, counted, 16000, 600.0)
+    assert len(feats) == num_grid_rows(600.0, 0.96, 0.32) and max(calls) < 90 * 16000

@@ -338,6 +338,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _descendants(pid: int) -> list[int]:
+    """Children, their children, ...: workers forked by the forkserver are the server's children."""
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -358,7 +368,7 @@ def test_workers_die_with_a_killed_extract(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while not list(cache.glob("*/??/*.npz")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    workers = [c for c in _children(proc.pid) if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()]
+    workers = [c for c in _descendants(proc.pid) if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()]
     assert proc.poll() is None and workers, "extract finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -1,6 +1,10 @@
-"""`lite` visual features: layout, versioning, chunking invariance, and that a small object registers."""
+"""`lite` visual features: layout, versioning, chunking invariance, streaming in bounded memory, and that a small
+object registers."""
 
 from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -74,3 +78,63 @@ def test_a_small_object_registers() -> None:
 @pytest.mark.parametrize("frames", [1, 3])
 def test_very_short_clips(frames: int) -> None:
     assert np.isfinite(features(textured_clip(frames))).all()
+
+
+def one_shot(clip: np.ndarray, chunk: int, rows: int | None = None) -> np.ndarray:
+    """The visual rows computed over the whole video at once (what `LiteVisual` did before streaming): every
+    frame's statistics, one background pass over all blocks, then every row's window."""
+    stats = list(lite.frame_stats(clip[i : i + chunk] for i in range(0, len(clip), chunk)))
+    fine = np.concatenate([f for _, f in stats]).astype(np.float32)  # (N, FINE, FINE, 3)
+    desc = np.concatenate([np.concatenate([d for d, _ in stats]), lite.change_descriptors(fine)], axis=1)
+    rows = num_rows(len(clip)) if rows is None else rows
+    win = desc[lite.window_indices(rows, 0.32, 0.96, 12.5, len(desc))]  # (T, W, D)
+    return np.concatenate([win.mean(axis=1), win.std(axis=1)], axis=1)
+
+
+@pytest.mark.parametrize(
+    ("frames", "chunk", "block"), [(97, 7, 9), (61, 64, 20), (50, 3, 1), (1, 1, 9), (1700, 64, 750)]
+)
+def test_streamed_rows_equal_the_one_shot_computation(
+    frames: int, chunk: int, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bit-identical, with background blocks forced small (several blocks, a 1-frame last block) and at the real
+    size (2 blocks of 750 and a partial one)."""
+    monkeypatch.setattr(lite, "BACKGROUND_BLOCK", block)
+    monkeypatch.setattr(lite, "BACKGROUND_SAMPLES", min(block, lite.BACKGROUND_SAMPLES))
+    clip = with_object(textured_clip(frames, seed=frames), frames // 4, frames // 2, (230, 40, 40))
+    np.testing.assert_array_equal(features(clip, chunk), one_shot(clip, chunk))
+
+
+def test_rows_past_the_decoded_frames() -> None:
+    """A duration longer than the frames decoded (a short decode): the last rows read the last frame, as one shot
+    over the video does; no frames at all read a zero frame."""
+    clip = textured_clip(30)
+    stream = lite.LiteVisual()(VisualInput([clip[:16], clip[16:]], fps=12.5, duration=45 / 12.5)).values
+    np.testing.assert_array_equal(stream, one_shot(clip, 16, rows=num_rows(45)))
+    empty = lite.LiteVisual()(VisualInput([], fps=12.5, duration=2.0)).values
+    np.testing.assert_array_equal(empty, np.zeros((num_rows(25), 304), np.float32))
+
+
+def peak_bytes(frames: int, chunk: int = 64) -> int:
+    """Peak traced allocation of the visual extractor over `frames` generated 32x32 frames, made chunk by chunk
+    (so the input never exists whole), less the rows it returns (those grow with the video by design)."""
+
+    def chunks() -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(0)
+        for start in range(0, frames, chunk):
+            yield rng.integers(0, 256, size=(min(chunk, frames - start), 32, 32, 3), dtype=np.uint8)
+
+    tracemalloc.start()
+    try:
+        values = lite.LiteVisual()(VisualInput(chunks(), fps=12.5, duration=frames / 12.5)).values
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - values.nbytes
+
+
+def test_memory_is_bounded_by_a_block_not_the_video() -> None:
+    """4x the video, the same working memory: before streaming every frame's statistics and fine map were held
+    (about 10 KB a frame at their peak, +45 MB here)."""
+    short, long = peak_bytes(1500), peak_bytes(6000)
+    assert long - short < 2_000_000, (short, long)

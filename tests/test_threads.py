@@ -51,3 +51,54 @@ def test_every_compute_command_takes_threads(command: str) -> None:
 
     res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "--threads" in res.output
+
+
+class RecordingPool:
+    """Stands in for the extraction's process pool: records what each worker would be started with."""
+
+    started: list[tuple] = []
+
+    def __init__(self, workers: int, *, mp_context: object, initializer: object, initargs: tuple) -> None:
+        RecordingPool.started.append((workers, initargs))
+
+    def __enter__(self) -> RecordingPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: object, path: str) -> object:
+        from concurrent.futures import Future
+
+        from avdet.pipeline.extract import ExtractResult
+
+        done: Future = Future()
+        done.set_result(ExtractResult(path, "v", "done"))
+        return done
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "requested", "expected"),
+    [
+        (2, 2, None, 1),  # workers fill the cores: one thread each
+        (16, 16, None, 1),
+        (4, 16, None, 4),  # an idle 16-core machine, 4 workers: 4 each
+        (2, 2, 3, 3),  # --threads wins
+    ],
+)
+def test_extraction_workers_get_their_share(
+    workers: int, cores: int, requested: int | None, expected: int, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avdet.pipeline import extract, threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(extract, "ProcessPoolExecutor", RecordingPool)
+    RecordingPool.started.clear()
+    paths = [str(tmp_path / f"{i}.mp4") for i in range(3)]
+    results = extract.extract_videos(
+        paths, tmp_path / "cache", extract.ExtractOptions(), workers=workers, threads=requested
+    )
+    assert len(results) == 3
+    (started,) = RecordingPool.started
+    assert started[0] == workers and started[1][2] == expected  # initargs: cache, options, threads, parent
