@@ -147,27 +147,28 @@ _POLY = (
     float.fromhex("0x1.ebfce50fac4f3p-3") / 32**2,
     float.fromhex("0x1.62e42ff0c52d6p-1") / 32,
 )
+_POLY_LINEAR = np.array([[_POLY[0]], [_POLY[2]]])  # c0 r and c2 r in one call
+_POLY_CONSTANT = np.array([[_POLY[1]], [1.0]])  # then + c1 and + 1
 
 
 def _expf_neg(q: np.ndarray, clamp: bool = True) -> np.ndarray:
     """exp(-q) of a float32 array q >= 0 with the float32 result of glibc's `expf` (std::exp(float) in the
     reference). q is clamped to 110, where the float32 result is 0 as glibc's (which flushes beyond 103.97); the
-    caller may skip that when q stays below 103. In-place steps: at a few hundred elements the number of numpy
-    calls, not their size, sets the cost."""
-    z = np.multiply(np.minimum(q, _F32(110)) if clamp else q, _NEG_INV_LN2_32)  # in float64; -q is exact
+    caller may skip that when q stays below 103. At a few hundred elements the number of numpy calls, not their
+    size, sets the cost: steps run in place, and the cubic's two linear terms in one call."""
+    flat = q.reshape(-1)
+    z = np.multiply(np.minimum(flat, _F32(110)) if clamp else flat, _NEG_INV_LN2_32)  # in float64; -q is exact
     kd = z + _SHIFT
     s = _exp2_scales()[np.subtract(_SHIFT_BITS, kd.view(np.int64))]
     kd -= _SHIFT
     r = np.subtract(z, kd, out=z)
-    c0, c1, c2 = _POLY
-    y = c0 * r  # glibc's order: (c0 r + c1) r^2 + (c2 r + 1), times the scale
-    y += c1
-    y *= r * r
-    lin = c2 * r
-    lin += 1.0
-    y += lin
+    lin = _POLY_LINEAR * r  # glibc's order: (c0 r + c1) r^2 + (c2 r + 1), times the scale
+    lin += _POLY_CONSTANT
+    y = lin[0]
+    y *= np.multiply(r, r, out=r)
+    y += lin[1]
     y *= s
-    return y.astype(_F32)
+    return y.astype(_F32).reshape(q.shape)
 
 
 def _expf(x: np.ndarray) -> np.ndarray:
@@ -370,30 +371,33 @@ def _soft_picks(
     group whose best is below min_score is done, and the best of a live group is never a dropped candidate.
     """
     width = score.shape[1]
+    geo = np.stack((geo[1], np.negative(geo[0]), geo[2]))  # x2, -x1, area: one minimum gives both overlap ends
     f_sigma, f_min = _F32(sigma), _F32(min_score)
     live = np.nextafter(f_min, _F32(-np.inf))  # best > live: best >= min_score
     row = np.arange(len(score))
-    rows = row
+    start = row * width  # flat index of each row's first place: one flat index per pick serves three lookups
     top = _TopK(int(video[-1]) + 1, max_keep)
     picks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per step: rows, columns, scores
     for i in range(min(width, max_keep)):
         j = score.argmax(axis=1)
-        best = score[rows, j]
+        flat = start + j
+        best = score.reshape(-1)[flat]
         go = top.go(best, row, video, live if i else -np.inf)
         n_go = np.count_nonzero(go)
-        if n_go < len(rows):
+        if n_go < len(row):
             if n_go == 0:
                 break
             keep = np.flatnonzero(go)
             score, geo, row, video, j, best = score[keep], geo[:, keep], row[keep], video[keep], j[keep], best[keep]
-            rows = np.arange(n_go)
+            start = start[:n_go]
+            flat = start + j
         if np.count_nonzero(score == best[:, None]) > n_go:
             return None
         picks.append((row, j, best))
-        score[rows, j] = -np.inf
-        ix1, ix2, iarea = geo[:, rows, j][:, :, None]  # overlap in the reference's float32 operation order
-        inter = np.minimum(geo[1], ix2)
-        inter -= np.maximum(geo[0], ix1)
+        score.reshape(-1)[flat] = -np.inf
+        picked = geo.reshape(3, -1).take(flat, axis=1)[:, :, None]  # the reference's float32 operations below
+        ends = np.minimum(geo[:2], picked[:2])  # min(x2, ix2) and -max(x1, ix1): exact negations
+        inter, iarea = ends[0] + ends[1], picked[2]
         if score.size <= _DENSE_SIZE:  # every candidate: fewer, larger calls
             np.maximum(inter, _F32(0), out=inter)
             union = iarea + geo[2]
