@@ -552,8 +552,8 @@ def _batched_nms(
     if method == "none":
         return [(segments[video == v], scores[video == v], labels[video == v]) for v in range(n_videos)]
     device = segments.device
-    segs_np, scores_np = segments.detach().cpu().numpy(), scores.detach().cpu().numpy()
-    labels_np, video_np = labels.detach().cpu().numpy(), video.detach().cpu().numpy().astype(np.int64)
+    segs_np, scores_np = segments.numpy(force=True), scores.numpy(force=True)  # force: detached, on the CPU
+    labels_np, video_np = labels.numpy(force=True), video.numpy(force=True).astype(np.int64)
     group = labels_np.astype(np.int64) if multiclass else np.zeros_like(video_np)
     n_groups = int(group.max()) + 1 if len(group) else 1
     key = video_np * n_groups + group  # one NMS group per (video, class)
