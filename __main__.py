@@ -1,3 +1,3 @@
-from avdet.cli import main
+from avdet.entry import main
 
 main()

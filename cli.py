@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -24,10 +22,12 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from avdet import __version__
+from avdet.entry import configure_output, console, json_argv, out, print_error
+from avdet.entry import eval_predictions as _eval_predictions
+from avdet.entry import json_text as _json_text
+from avdet.entry import print_report as _print_report
+from avdet.entry import write_json as _write_json
 from avdet.errors import AvdetError, ConfigError
-
-console = Console(stderr=True)
-out = Console()
 
 # Fixed choices, listed in --help and checked by the parser. `onepeace` is not among the extractors: avdet reads
 # the released ONE-PEACE features but cannot compute them (see extractors/onepeace.py).
@@ -119,11 +119,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 STDOUT = Path("-")  # `--json -`: to stdout
-PIPE_WIDTH = 100_000  # columns of a console that is not a terminal: long rows stay whole
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -141,29 +140,7 @@ def _root(
         bool, typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
-    logging.getLogger().setLevel(level)
-    for stream in (console, out):  # piped or redirected: never cut tables (URLs, paths) at 80 columns
-        if not stream.is_terminal:
-            stream.width = PIPE_WIDTH
-
-
-def _json_value(value: Any, digits: int = 6) -> Any:
-    """Floats rounded for JSON output (no `0.30000000000000004`); NaN becomes null."""
-    if isinstance(value, float):
-        return None if value != value else round(value, digits)
-    if isinstance(value, dict):
-        return {k: _json_value(v, digits) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(v, digits) for v in value]
-    return value
-
-
-def _json_text(value: Any) -> str:
-    import json
-
-    return json.dumps(_json_value(value), indent=2)
+    configure_output(verbose, quiet)
 
 
 CACHE_DEFAULT = "$AVDET_CACHE or ~/.cache/avdet/features"
@@ -715,36 +692,6 @@ def eval_(
         raise fail(str(err)) from None
 
 
-def _eval_predictions(predictions: Path, annotations: Path, split: str):
-    """A predictions file scored against annotations (no model, no torch import)."""
-    from avdet.pipeline.data.annotations import load_annotations
-    from avdet.pipeline.metrics.mean_ap import MapScores, evaluate, load_predictions
-
-    ann = load_annotations(annotations, split)  # only what is scored is validated: a cheap start
-    return MapScores(split, evaluate(ann, load_predictions(predictions, ann), split=split))
-
-
-def _write_json(target: Path | None, value: Any) -> None:
-    """`--json`: nothing (None), stdout (`-`) or a file written atomically; floats rounded."""
-    from avdet.pipeline.io.atomic import write_text_atomic
-
-    if target == STDOUT:
-        out.print_json(_json_text(value))
-    elif target is not None:
-        write_text_atomic(target, _json_text(value) + "\n")
-
-
-def _print_report(report, to_stdout: bool = True) -> None:
-    """Any task's report (`tasks.Report`) as a table (on stderr when stdout carries JSON)."""
-    title, columns, rows = report.table()
-    table = Table(title=escape(title), show_edge=False)
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 and col == "class" else "right")
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
-    (out if to_stdout else console).print(table)
-
-
 def _save_eval_outputs(report, checkpoint: Path, predictions: Path | None, confusion: Path | None) -> None:
     for path in report.save_outputs(checkpoint, predictions=predictions, confusion=confusion):
         console.print(f"wrote {escape(str(path))}", highlight=False)
@@ -1102,22 +1049,9 @@ def _ray_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def _json_argv(argv: list[str]) -> list[str]:
-    """`avdet eval ... --json` with no file means stdout: give the option its `-` (Typer has no optional values)."""
-    out = list(argv)
-    if "eval" not in out:
-        return out
-    for i in range(out.index("eval") + 1, len(out)):
-        nxt = out[i + 1] if i + 1 < len(out) else None
-        if out[i] == "--json" and (nxt is None or nxt.startswith("-")):
-            out.insert(i + 1, str(STDOUT))
-            break
-    return out
-
-
 def main() -> None:
     try:
-        app(args=_json_argv(_ray_argv(sys.argv[1:])), prog_name="avdet")
+        app(args=json_argv(_ray_argv(sys.argv[1:])), prog_name="avdet")
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)

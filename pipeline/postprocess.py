@@ -123,41 +123,52 @@ def _padded(values: np.ndarray, row: np.ndarray, col: np.ndarray, shape: tuple[i
 
 
 @cache
-def _exp2_table() -> np.ndarray:
-    """2^(i/32), i = 0..31, correctly rounded to float64, as bits less i << 47 (adding k << 47 scales by 2^(k/32))."""
+def _exp2_scales() -> np.ndarray:
+    """2^(k/32) for k = 0, -1, ..., -_MAX_K (index -k), as glibc builds it: T[k mod 32] (2^(i/32) correctly rounded
+    to float64, bits less i << 47) plus k << 47 in its bits. One lookup by -k replaces that per element."""
     with localcontext() as ctx:
         ctx.prec = 40
         powers = np.array([float(Decimal(2) ** (Decimal(i) / 32)) for i in range(32)])
-    return powers.view(np.uint64) - (np.arange(32, dtype=np.uint64) << np.uint64(47))
+    table = powers.view(np.uint64) - (np.arange(32, dtype=np.uint64) << np.uint64(47))
+    k = (-np.arange(_MAX_K + 1, dtype=np.int64)).view(np.uint64)  # two's complement, as glibc's uint64 arithmetic
+    return (table[k & np.uint64(31)] + (k << np.uint64(47))).view(np.float64)
 
 
 # glibc's expf (>= 2.28): x / ln2 = k / 32 + r / 32, exp(x) = 2^(k/32) * 2^(r/32) with a cubic for 2^(r/32), in
 # float64, rounded to float32 once. Its constants below; the float64 exp rounded to float32 differs from it in about
 # 1 case in 1,000 (by one unit in the last place), enough to change the last bit of some decayed scores.
 _INV_LN2_32 = float.fromhex("0x1.71547652b82fep+0") * 32
-_SHIFT = float.fromhex("0x1.8p+52")  # adding it rounds to an integer, found in the low bits
+_NEG_INV_LN2_32 = np.float64(-_INV_LN2_32)  # a numpy float64: float32 x float64 scalar runs in float64
+_SHIFT = float.fromhex("0x1.8p+52")  # adding it rounds to an integer k, found in the low bits: bits = _SHIFT's + k
+_SHIFT_BITS = int(np.array(_SHIFT).view(np.int64))
+_MAX_K = int(110 * _INV_LN2_32) + 1  # -k for the largest (clamped) argument, 110
 _POLY = (
     float.fromhex("0x1.c6af84b912394p-5") / 32**3,
     float.fromhex("0x1.ebfce50fac4f3p-3") / 32**2,
     float.fromhex("0x1.62e42ff0c52d6p-1") / 32,
 )
-
-
-_LOW5, _TO_EXPONENT = np.uint64(31), np.uint64(47)
+_POLY_LINEAR = np.array([[_POLY[0]], [_POLY[2]]])  # c0 r and c2 r in one call
+_POLY_CONSTANT = np.array([[_POLY[1]], [1.0]])  # then + c1 and + 1
 
 
 def _expf_neg(q: np.ndarray, clamp: bool = True) -> np.ndarray:
     """exp(-q) of a float32 array q >= 0 with the float32 result of glibc's `expf` (std::exp(float) in the
     reference). q is clamped to 110, where the float32 result is 0 as glibc's (which flushes beyond 103.97); the
-    caller may skip that when q stays below 103."""
-    z = np.multiply(np.minimum(q, _F32(110)) if clamp else q, -_INV_LN2_32, dtype=np.float64)  # -q is exact
+    caller may skip that when q stays below 103. At a few hundred elements the number of numpy calls, not their
+    size, sets the cost: steps run in place, and the cubic's two linear terms in one call."""
+    flat = q.reshape(-1)
+    z = np.multiply(np.minimum(flat, _F32(110)) if clamp else flat, _NEG_INV_LN2_32)  # in float64; -q is exact
     kd = z + _SHIFT
-    ki = kd.view(np.uint64)
-    r = z - (kd - _SHIFT)
-    s = (_exp2_table()[ki & _LOW5] + (ki << _TO_EXPONENT)).view(np.float64)
-    c0, c1, c2 = _POLY
-    y = (c0 * r + c1) * (r * r) + (c2 * r + 1.0)
-    return (y * s).astype(_F32)
+    s = _exp2_scales()[np.subtract(_SHIFT_BITS, kd.view(np.int64))]
+    kd -= _SHIFT
+    r = np.subtract(z, kd, out=z)
+    lin = _POLY_LINEAR * r  # glibc's order: (c0 r + c1) r^2 + (c2 r + 1), times the scale
+    lin += _POLY_CONSTANT
+    y = lin[0]
+    y *= np.multiply(r, r, out=r)
+    y += lin[1]
+    y *= s
+    return y.astype(_F32).reshape(q.shape)
 
 
 def _expf(x: np.ndarray) -> np.ndarray:
@@ -229,6 +240,39 @@ def _kth_best(
     last = rank == k - 1
     kth_score[video[last]], kth_row[video[last]] = score[last], row[last]
     return (score[keep], row[keep], video[keep]), kth_score, kth_row
+
+
+class _TopK:
+    """The early stop's state: each video's best k picks so far and the k-th best's score and row."""
+
+    def __init__(self, n_videos: int, k: int) -> None:
+        self.n_videos, self.k = n_videos, k
+        self.pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # picks since the last k-th best, its top k
+        self.pooled = 0
+        self.kth_score, self.kth_row = np.full(n_videos, -np.inf, dtype=_F32), np.full(n_videos, -1)
+
+    def go(self, best: np.ndarray, row: np.ndarray, video: np.ndarray, floor: float) -> np.ndarray:
+        """Which groups' next picks (`best`) can still make their video's top k and are above `floor`: beating the
+        k-th best, or equal to it from an earlier class (ties go by class, then pick order)."""
+        if self.n_videos == 1:  # scalars: fewer operations
+            ks, kr = self.kth_score[0], self.kth_row[0]
+            if ks <= floor:
+                return best > floor
+            go = best > ks
+            return go | ((best == ks) & (kr > row)) if self.pooled >= self.k else go
+        ks, kr = self.kth_score[video], self.kth_row[video]
+        go = best > np.maximum(ks, floor)
+        if self.pooled >= self.k:
+            go |= (best == ks) & (ks > floor) & (kr > row)
+        return go
+
+    def add(self, best: np.ndarray, row: np.ndarray, video: np.ndarray) -> None:
+        self.pool.append((best, row, video))
+        self.pooled += len(best)
+        if self.pooled >= self.k:  # some video may have k picks
+            merged = tuple(np.concatenate(part) for part in zip(*self.pool, strict=True))
+            kept, self.kth_score, self.kth_row = _kth_best(merged, self.n_videos, self.k)
+            self.pool, self.pooled = [kept], len(kept[0])
 
 
 def _grouped_nms(
@@ -304,60 +348,114 @@ def _grouped_picks(
     geo[:2, row, col] = segs.T
     np.add(geo[1] - geo[0], _F32(1e-6), out=geo[2])
     options = {"sigma": sigma, "iou_threshold": iou_threshold, "min_score": min_score, "max_keep": max_keep}
-    for track in (False, True) if soft else (False,):
-        slot = np.tile(np.arange(width), (n_rows, 1)) if track else np.zeros((n_rows, 0), dtype=np.int64)
+    if soft:
         score = _padded(scores, row, col, (n_rows, width), -np.inf)
-        g = _Groups(geo, score, score > -np.inf, slot, np.arange(n_rows), row_video)
-        picks = _pick_loop(g, soft=soft, track=track, **options)
+        picks = _soft_picks(geo, score, row_video, sigma=sigma, min_score=min_score, max_keep=max_keep)
         if picks is not None:
             return picks
-    raise AssertionError("unreachable: the order-tracking loop always finishes")
+    score = _padded(scores, row, col, (n_rows, width), -np.inf)
+    slot = np.tile(np.arange(width), (n_rows, 1)) if soft else np.zeros((n_rows, 0), dtype=np.int64)
+    g = _Groups(geo, score, score > -np.inf, slot, np.arange(n_rows), row_video)
+    return _pick_loop(g, soft=soft, **options)
+
+
+def _soft_picks(
+    geo: np.ndarray, score: np.ndarray, video: np.ndarray, *, sigma: float, min_score: float, max_keep: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Soft-NMS without the reference's array order (`score` changed in place): the picks as `_grouped_picks`
+    returns them, or None at the first tied maximum (which that order decides).
+
+    Lean, as each step costs a few dozen numpy calls: dropped candidates are not removed. The reference picks at
+    step 0 whatever the score and drops every other candidate below min_score then, and later each one decayed
+    below it; scores only fall, so after step 0 every live score is >= min_score and every dropped one below: a
+    group whose best is below min_score is done, and the best of a live group is never a dropped candidate.
+    """
+    width = score.shape[1]
+    geo = np.stack((geo[1], np.negative(geo[0]), geo[2]))  # x2, -x1, area: one minimum gives both overlap ends
+    f_sigma, f_min = _F32(sigma), _F32(min_score)
+    live = np.nextafter(f_min, _F32(-np.inf))  # best > live: best >= min_score
+    row = np.arange(len(score))
+    start = row * width  # flat index of each row's first place: one flat index per pick serves three lookups
+    top = _TopK(int(video[-1]) + 1, max_keep)
+    picks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per step: rows, columns, scores
+    for i in range(min(width, max_keep)):
+        j = score.argmax(axis=1)
+        flat = start + j
+        best = score.reshape(-1)[flat]
+        go = top.go(best, row, video, live if i else -np.inf)
+        n_go = np.count_nonzero(go)
+        if n_go < len(row):
+            if n_go == 0:
+                break
+            keep = np.flatnonzero(go)
+            score, geo, row, video, j, best = score[keep], geo[:, keep], row[keep], video[keep], j[keep], best[keep]
+            start = start[:n_go]
+            flat = start + j
+        if np.count_nonzero(score == best[:, None]) > n_go:
+            return None
+        picks.append((row, j, best))
+        score.reshape(-1)[flat] = -np.inf
+        picked = geo.reshape(3, -1).take(flat, axis=1)[:, :, None]  # the reference's float32 operations below
+        ends = np.minimum(geo[:2], picked[:2])  # min(x2, ix2) and -max(x1, ix1): exact negations
+        inter, iarea = ends[0] + ends[1], picked[2]
+        if score.size <= _DENSE_SIZE:  # every candidate: fewer, larger calls
+            np.maximum(inter, _F32(0), out=inter)
+            union = iarea + geo[2]
+            union -= inter
+            weight = _gaussian_weight(np.divide(inter, union, out=inter), f_sigma)
+            if f_sigma < 0.01:  # the weight may be 0: keep the dead at -inf (-inf * 0 is nan)
+                np.multiply(score, weight, out=score, where=score > -np.inf)
+            else:
+                score *= weight
+        else:  # only the live overlapping ones (exp(-0) = 1)
+            rr, cc = np.nonzero((inter > 0) & (score >= f_min))
+            hit = inter[rr, cc]
+            ovr = hit / ((iarea[rr, 0] + geo[2, rr, cc]) - hit)
+            score[rr, cc] *= _gaussian_weight(ovr, f_sigma)
+        top.add(best, row, video)
+    return _picks_arrays(picks)
+
+
+def _picks_arrays(
+    picks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per step (rows, columns, scores) -> all picks' rows, columns, scores and steps."""
+    if not picks:  # no finite score at all
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=_F32), np.zeros(0)
+    rows, cols, scores = (np.concatenate(part) for part in zip(*picks, strict=True))
+    return rows, cols, scores, np.repeat(np.arange(len(picks)), [len(p[0]) for p in picks])
 
 
 def _pick_loop(
     g: _Groups,
     *,
     soft: bool,
-    track: bool,
     sigma: float,
     iou_threshold: float,
     min_score: float,
     max_keep: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """`_grouped_picks`' loop on `g` (changed in place); None if soft-NMS without `track` meets a tied maximum."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`_grouped_picks`' loop on `g` (changed in place) for hard NMS, and for soft-NMS tracking the reference's
+    array order (`g.slot`), which decides between tied maxima."""
     n_rows, width = g.score.shape
-    steps = min(width, max_keep)
     picks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per step: rows, columns, scores
     f_sigma, f_min, f_iou = _F32(sigma), _F32(min_score), _F32(iou_threshold)
-    n_videos = int(g.video[-1]) + 1
-    pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # picks since the last k-th best, and its top k
-    pooled = 0
-    kth_score, kth_row = np.full(n_videos, -np.inf, dtype=_F32), np.full(n_videos, -1)
-    for i in range(steps):
+    top = _TopK(int(g.video[-1]) + 1, max_keep)
+    for i in range(min(width, max_keep)):
         best = g.score.max(axis=1)
-        if n_videos == 1:  # scalars: fewer operations
-            ks, kr = kth_score[0], kth_row[0]
-        else:
-            ks, kr = kth_score[g.video], kth_row[g.video]
-        go = best > ks  # also drops exhausted groups (-inf)
-        if pooled >= max_keep:  # an equal score loses to the k-th best from an earlier or the same class
-            tied = best == ks
-            if tied.any():
-                go |= tied & (kr > g.row)
+        go = top.go(best, g.row, g.video, -np.inf)  # also drops exhausted groups (-inf)
         if not go.all():
             if not go.any():
                 break
             g = g.take(np.flatnonzero(go))
             best = best[go]
         rows = np.arange(len(best))
-        if track:  # the first maximum in the reference's array order
+        if soft:  # the first maximum in the reference's array order
             j = np.where(g.score == best[:, None], g.slot, width).argmin(axis=1)
             at_i = g.alive & (g.slot == i)  # the candidate in place i swaps places with the pick
             g.slot = np.where(at_i, g.slot[rows, j][:, None], g.slot)
-        else:  # hard NMS: the first maximum in input order; soft: the maximum if it is not tied
+        else:  # hard NMS: the first maximum in input order
             j = g.score.argmax(axis=1)
-            if soft and np.count_nonzero(g.score == best[:, None]) > len(rows):
-                return None
         picks.append((g.row, j, best))
         g.alive[rows, j] = False
         g.score[rows, j] = -np.inf
@@ -371,21 +469,13 @@ def _pick_loop(
             np.maximum(inter, _F32(0), out=inter)
             drop = g.alive & (inter / ((iarea + area) - inter) >= f_iou)
         if drop.any():
-            if track:
+            if soft:
                 _refill(g, drop)
             else:
                 g.alive ^= drop  # drop is within alive
                 np.copyto(g.score, -np.inf, where=drop)
-        pool.append((best, g.row, g.video))
-        pooled += len(best)
-        if pooled >= max_keep:  # some video may have k picks
-            merged = (np.concatenate(part) for part in zip(*pool, strict=True))
-            kept, kth_score, kth_row = _kth_best(tuple(merged), n_videos, max_keep)
-            pool, pooled = [kept], len(kept[0])
-    if not picks:  # no finite score at all
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=_F32), np.zeros(0)
-    rows, cols, scores = (np.concatenate(part) for part in zip(*picks, strict=True))
-    return rows, cols, scores, np.repeat(np.arange(len(picks)), [len(p[0]) for p in picks])
+        top.add(best, g.row, g.video)
+    return _picks_arrays(picks)
 
 
 def segment_voting(
@@ -462,8 +552,8 @@ def _batched_nms(
     if method == "none":
         return [(segments[video == v], scores[video == v], labels[video == v]) for v in range(n_videos)]
     device = segments.device
-    segs_np, scores_np = segments.detach().cpu().numpy(), scores.detach().cpu().numpy()
-    labels_np, video_np = labels.detach().cpu().numpy(), video.detach().cpu().numpy().astype(np.int64)
+    segs_np, scores_np = segments.numpy(force=True), scores.numpy(force=True)  # force: detached, on the CPU
+    labels_np, video_np = labels.numpy(force=True), video.numpy(force=True).astype(np.int64)
     group = labels_np.astype(np.int64) if multiclass else np.zeros_like(video_np)
     n_groups = int(group.max()) + 1 if len(group) else 1
     key = video_np * n_groups + group  # one NMS group per (video, class)

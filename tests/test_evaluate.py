@@ -347,3 +347,48 @@ def test_numpy123_order_also_ranks_equal_tious():
     np.testing.assert_allclose(stable.ap[1:, 0], 1 / 36)
     with pytest.raises(ValueError, match="tie_order"):
         evaluate(ann, preds, tie_order="numpy2")
+
+
+def test_annotation_check_at_once_agrees_with_the_walk():
+    """The numpy check of a split's events (`_all_valid`) passes exactly what the one-by-one walk passes: each bad
+    case is left to the walk, which names it; first problems come in file order."""
+    from avdet.pipeline.data.annotations import _all_valid, validate_annotations
+
+    def db(*events, duration=10.0):
+        train = {"subset": "train", "annotations": [{"segment": [5, 1], "label_id": 0}]}
+        return {"database": {"a": train, "v": {"subset": "test", "duration": duration, "annotations": list(events)}}}
+
+    good = [
+        {"segment": [0, 1.5], "label_id": 3},
+        {"segment": (2, 2), "label_id": 4.0},
+        {"segment": [0, 1], "label_id": 0},
+    ]
+    assert _all_valid(db(*good)["database"], "test")
+    assert validate_annotations(db(*good), split="test")  # the bad train event is not read for the test split
+    assert not _all_valid(db(*good)["database"], None)
+    bad = [
+        ({"segment": [0, 1], "label_id": math.inf}, "label_id"),
+        ({"segment": [0, 1], "label_id": 1.5}, "label_id"),
+        ({"segment": [0, 1], "label_id": True}, "label_id"),
+        ({"segment": [0, 1], "label_id": -1}, "label_id"),
+        ({"segment": [0, 1], "label_id": 10**400}, None),  # beyond float range, yet a valid integer id
+        ({"segment": [0, 1, 2], "label_id": 0}, "segment must be"),
+        ({"segment": [0, math.nan], "label_id": 0}, "segment must be"),
+        ({"segment": [False, 1], "label_id": 0}, "segment must be"),
+        ({"segment": [-0.5, 1], "label_id": 0}, "negative segment start"),
+        ({"label_id": 0}, "segment must be"),
+        ("event", "expected an object"),
+    ]
+    for event, message in bad:
+        assert not _all_valid(db(*good, event)["database"], "test"), event
+        if message is None:
+            assert validate_annotations(db(*good, event), split="test")
+        else:
+            with pytest.raises(DataError, match=message):
+                validate_annotations(db(*good, event), split="test")
+    for duration in (-1.0, math.inf, "10", None):
+        assert not _all_valid(db(*good, duration=duration)["database"], "test")
+    two = {"u": {"subset": "test", "annotations": [{"segment": [2, 1], "label_id": 0}]}, "v": {"subset": "test"}}
+    two["v"]["duration"] = -1.0
+    with pytest.raises(DataError, match="video 'u' event 0: reversed"):  # the first problem in file order
+        validate_annotations({"database": two}, split="test")

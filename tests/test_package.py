@@ -40,6 +40,8 @@ def test_wheel_installs_everything_under_avdet_only(tmp_path: Path) -> None:
     assert not missing, f"tracked modules missing from the wheel: {missing}"
     assert not any(n.startswith("avdet/tests/") for n in names)
     assert "avdet/py.typed" in names  # type checkers use the package's hints (PEP 561)
+    entry_points = zipfile.ZipFile(wheel).read(wheel.name.split("-py")[0] + ".dist-info/entry_points.txt").decode()
+    assert "avdet = avdet.entry:main" in entry_points  # the command skips Typer where it can (avdet/entry.py)
 
 
 def test_torchvision_and_timm_import_through_compat() -> None:

@@ -391,3 +391,61 @@ def test_tiny_sigma_decays_to_zero_as_the_reference():
     for _ in range(4):
         segs, scores, labels = _random_case(rng, int(rng.integers(20, 80)), 2, False)
         _check_against_transcription(segs, scores, labels, 0.005, 0.0, 30)
+
+
+def test_expf_is_glibc_expf_over_the_whole_range():
+    """Arguments down to -110 (tiny sigma), where the scale table runs to its far end and glibc flushes to 0."""
+    import ctypes
+    import ctypes.util
+
+    from avdet.pipeline.postprocess import _expf
+
+    libm = ctypes.util.find_library("m")
+    if libm is None or "libm.so.6" not in libm:
+        pytest.skip("not glibc: no expf to compare with")
+    expf = ctypes.CDLL(libm).expf
+    expf.restype, expf.argtypes = ctypes.c_float, [ctypes.c_float]
+    edges = [-110.0, -109.99, -104.0, -103.97, -103.9, -87.3, -0.5, -1e-30]
+    arg = np.concatenate([np.random.default_rng(1).uniform(-110, 0, 20000), edges]).astype(np.float32)
+    want = np.array([expf(float(a)) for a in arg], dtype=np.float32)
+    np.testing.assert_array_equal(_expf(arg).view(np.uint32), want.view(np.uint32))
+
+
+def _tie_free_picks(segs, scores, labels, video, sigma, min_score, max_keep):
+    """`_soft_picks` (None at a tied maximum) and the order-tracking `_pick_loop` on the same groups."""
+    import avdet.pipeline.postprocess as pp
+
+    n_cls = int(labels.max()) + 1
+    order, row, col, row_key = pp._layout(video * n_cls + labels)
+    row_video, shape = row_key // n_cls, (len(row_key), int(col.max()) + 1)
+    geo = np.zeros((3, *shape), dtype=np.float32)
+    geo[:2, row, col] = segs[order].T
+    np.add(geo[1] - geo[0], np.float32(1e-6), out=geo[2])
+    options = {"sigma": sigma, "min_score": min_score, "max_keep": max_keep}
+    fast = pp._soft_picks(geo.copy(), pp._padded(scores[order], row, col, shape, -np.inf), row_video, **options)
+    score = pp._padded(scores[order], row, col, shape, -np.inf)
+    slot = np.tile(np.arange(shape[1]), (shape[0], 1))
+    groups = pp._Groups(geo, score, score > -np.inf, slot, np.arange(shape[0]), row_video)
+    return fast, pp._pick_loop(groups, soft=True, iou_threshold=0.7, **options)
+
+
+@pytest.mark.parametrize("min_score", [0.0, 0.001, 0.3])
+def test_untracked_soft_loop_matches_the_order_tracking_one(min_score):
+    """The fast soft-NMS loop leaves dropped candidates in place: without tied maxima it makes the same picks as the
+    loop that tracks the reference's array order, also for classes whose every score is below min_score (picked
+    once, at step 0), with tiny sigma and with several videos."""
+    rng = np.random.default_rng(61)
+    compared = 0
+    for trial in range(8):
+        n, n_cls = int(rng.integers(30, 300)), int(rng.integers(2, 12))
+        segs, scores, labels = _random_case(rng, n, n_cls, False)
+        below = (labels == 0) & (min_score > 0)
+        scores[below] = (min_score * rng.uniform(0.2, 0.9, below.sum())).astype(np.float32)  # class 0: all below
+        video = np.sort(rng.integers(0, 2, n))
+        fast, tracked = _tie_free_picks(segs, scores, labels, video, [0.4, 0.005][trial % 2], min_score, 20)
+        if fast is None:  # a tied maximum (with min_score 0, scores of 0 at class 0 or after a tiny sigma's decay)
+            continue
+        compared += 1
+        for got, want in zip(fast, tracked, strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert compared >= 3

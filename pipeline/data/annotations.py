@@ -61,7 +61,9 @@ def validate_annotations(data: Any, source: str = "annotations", split: str | No
     With `split`, the events of the other subsets are not read (scoring one split needs its own only)."""
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise DataError(f'{source}: expected a JSON object with a "database" mapping of video ids')
-    for vid, video in data["database"].items():
+    if _all_valid(data["database"], split):
+        return data
+    for vid, video in data["database"].items():  # names the first problem
         where = f"{source}: video {vid!r}"
         if not isinstance(video, dict):
             raise DataError(f"{where}: expected an object")
@@ -83,6 +85,47 @@ def validate_annotations(data: Any, source: str = "annotations", split: str | No
             if lid is None or lid < 0:
                 raise DataError(f"{here}: label_id must be a non-negative integer, not {event.get('label_id')!r}")
     return data
+
+
+_NUMBER = {int, float}
+
+
+def _all_valid(db: dict, split: str | None) -> bool:
+    """True if `validate_annotations` finds nothing wrong, checked at once (numpy) for the events; False when in
+    doubt (a type other than JSON's, say), for the one-by-one walk to decide and name the first problem."""
+    videos = list(db.values())
+    if any(type(v) is not dict or type(v.get("subset")) is not str for v in videos):
+        return False
+    chosen = [v for v in videos if split is None or v["subset"] == split]
+    durations = [v["duration"] for v in chosen if "duration" in v]
+    events_lists = [v.get("annotations", []) for v in chosen]
+    if {type(d) for d in durations} - _NUMBER or {type(e) for e in events_lists} - {list}:
+        return False
+    events = [e for es in events_lists for e in es]
+    if {type(e) for e in events} - {dict}:
+        return False
+    segs = [e.get("segment") for e in events]
+    labels = [e.get("label_id") for e in events]
+    if {type(x) for x in segs} - {list, tuple} or {len(x) for x in segs} - {2}:
+        return False
+    if {type(v) for x in segs for v in x} - _NUMBER or {type(v) for v in labels} - _NUMBER:
+        return False  # also bools and None
+    try:
+        dur = np.asarray(durations, dtype=np.float64)
+        seg = np.asarray(segs, dtype=np.float64).reshape(-1, 2)
+        lab = np.asarray(labels, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range
+        return False
+    return bool(
+        np.isfinite(dur).all()
+        and (dur >= 0).all()
+        and np.isfinite(seg).all()
+        and (seg[:, 0] >= 0).all()
+        and (seg[:, 1] >= seg[:, 0]).all()
+        and np.isfinite(lab).all()
+        and (lab == np.floor(lab)).all()
+        and (lab >= 0).all()
+    )
 
 
 def load_annotations(path: str | Path, split: str | None = None) -> dict:
