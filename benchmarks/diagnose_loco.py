@@ -2,6 +2,7 @@
 LAC's window offsets and scales, and the paper's cross-similarity "mean of std", in a small loop of its own.
 
     PYTHONPATH=... python benchmarks/diagnose_loco.py --data runs/cmp8 --set model.lcf=none --steps 300
+    python benchmarks/diagnose_loco.py --data runs/cmp8 --runs runs/cmp8/runs/{loco,loco_no_lcf}/seed*
 
 DATA holds a compare.py set (DATA/data/annotations.json, classes.tsv, DATA/cache with lite features). The loop is
 the trainer's (AdamW, warm-up + cosine, gradient clipping) without EMA or checkpoints; every `--every` steps it prints
@@ -30,6 +31,7 @@ from avdet.models import lac
 from avdet.models.lac import WindowAdaptation
 from avdet.models.losses import detection_loss
 from avdet.models.registry import model_entry
+from avdet.pipeline.checkpoint import load_checkpoint
 from avdet.pipeline.config import load_config
 from avdet.pipeline.data.dense import collate
 from avdet.pipeline.distributed import DistributedContext
@@ -125,6 +127,24 @@ def position_probe(model: nn.Module, dataset, max_len: int) -> dict[str, float]:
     }
 
 
+def trained_runs(run_dirs: list[Path], split: str) -> None:
+    """The end-of-training diagnostics of finished runs (compare.py's run folders: config.yaml + best.ckpt) on one
+    split: one JSON line per run, then the mean per model (the run folder's parent)."""
+    rows: dict[str, list[dict[str, float]]] = {}
+    for run_dir in run_dirs:
+        cfg = load_config(run_dir / "config.yaml", [f"data.val_split={split}"])
+        task = DenseTask(cfg, cfg.model_config(), DistributedContext())
+        model = load_checkpoint(run_dir / "best.ckpt").model
+        max_len = cfg.model_config().max_seq_len
+        rec = {"mean_of_std": round(mean_of_std(model, task.val_set, max_len), 4)}
+        rec |= position_probe(model, task.val_set, max_len)
+        rows.setdefault(run_dir.parent.name, []).append(rec)
+        print(json.dumps({"run": str(run_dir), **rec}), flush=True)
+    for name, recs in rows.items():
+        means = {k: round(statistics.fmean(r[k] for r in recs), 4) for k in recs[0]}
+        print(json.dumps({"model": name, "runs": len(recs), **means}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a compare.py output folder")
@@ -133,8 +153,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        help="no training: diagnose finished runs (config.yaml, best.ckpt)",
+    )
+    parser.add_argument("--split", default="test", help="the split --runs are diagnosed on")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.runs:
+        trained_runs(args.runs, args.split)
+        return
     overrides = [
         f"data.annotations={args.data / 'data' / 'annotations.json'}",
         f"data.classes={args.data / 'data' / 'classes.tsv'}",
