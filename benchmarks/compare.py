@@ -66,6 +66,8 @@ ABLATIONS = (
     Variant("LoCo, diagonal LCF", "tiny", ("model.lcf=diagonal",)),
     Variant("LoCo, fixed-Gaussian LCF", "tiny", ("model.lcf=fixed_gaussian",)),
     Variant("LoCo, softened LCF", "tiny", ("model.lcf=softened",)),
+    # not an ablation: the regression loss the LoCo paper names (GIoU) instead of UnAV's DIoU that LoCo builds on
+    Variant("LoCo, GIoU regression", "tiny", ("loss.reg_loss=giou",)),
 )
 
 
