@@ -8,8 +8,9 @@ object and mismatched pair (one class seen while another is heard) of the test s
 best.ckpt, every candidate on the test split is scored; a true event's score is the best score of a candidate of its
 class with tIoU >= 0.5 against it, and a distractor's score likewise for its class (0 when no candidate overlaps it
 that well). Per distractor kind the probe prints the AUC "a true event outscores a distractor of this kind" (1 = the
-model never ranks the distractor above an event, 0.5 = it cannot tell them apart) and the mean scores; then the mean
-over each model's runs.
+model never ranks the distractor above an event, 0.5 = it cannot tell them apart) and the mean scores, and the share
+of true events that some candidate of their class fits with tIoU >= 0.7, 0.8, 0.9 whatever its score ("reach":
+can the boundaries be right at all?); then the mean over each model's runs.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def best_score(events: list[Event], label_id: int, span: tuple[float, float]) ->
     )
 
 
+def best_tiou(events: list[Event], label_id: int, span: tuple[float, float]) -> float:
+    """How well the best-placed candidate of `label_id` fits `span`, whatever its score."""
+    return max((tiou((e.start, e.end), span) for e in events if e.label_id == label_id), default=0.0)
+
+
 def kind_of(occ: Occurrence, plan: VideoPlan) -> str:
     """event, audio_only, visual_only, or mismatched (a visual-only and an audio-only occurrence of two classes
     over the same span)."""
@@ -63,11 +69,16 @@ def auc(positives: list[float], negatives: list[float]) -> float:
 def probe_run(run_dir: Path, plans: list[VideoPlan]) -> dict[str, float]:
     events = evaluate_checkpoint(run_dir / "best.ckpt", split="test").events
     scores: dict[str, list[float]] = {}
+    fits = []  # per true event, the tIoU of its best-placed candidate: can the ranked list reach high tIoU at all?
     for plan in plans:
         found = events.get(plan.video_id, [])
         for occ in plan.occurrences:
-            scores.setdefault(kind_of(occ, plan), []).append(best_score(found, occ.label_id, (occ.start, occ.end)))
+            span = (occ.start, occ.end)
+            scores.setdefault(kind_of(occ, plan), []).append(best_score(found, occ.label_id, span))
+            if occ.kind == "event":
+                fits.append(best_tiou(found, occ.label_id, span))
     rec = {"event_score": statistics.fmean(scores["event"])}
+    rec |= {f"reach@{t:g}": float(np.mean(np.asarray(fits) >= t)) for t in (0.7, 0.8, 0.9)}
     for kind in ("audio_only", "visual_only", "mismatched"):
         if scores.get(kind):
             rec[f"auc_{kind}"] = auc(scores["event"], scores[kind])
