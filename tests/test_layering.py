@@ -66,20 +66,3 @@ def test_writers_and_evaluator_start_without_torch() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.stdout
-
-
-def test_eval_of_a_predictions_file_runs_without_torch(golden_dir: Path, shared_data_dir: Path) -> None:
-    """`avdet eval --predictions` as a whole command: option parsing (`--device auto` included) and scoring."""
-    argv = [
-        "avdet", "eval", "--predictions", str(golden_dir / "eval_predictions.json"),
-        "--annotations", str(shared_data_dir / "unav100_annotations.json"), "--split", "test",
-    ]  # fmt: skip
-    code = (
-        f"import runpy, sys; sys.argv = {argv!r}\n"
-        "try:\n    runpy.run_module('avdet', run_name='__main__')\nexcept SystemExit as stop:\n"
-        "    assert not stop.code, stop.code\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.stdout
-    assert "Avg." in res.stdout
