@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avdet.pipeline.calibrate import span_tiou
 from avdet.pipeline.evaluate import evaluate_checkpoint
 from avdet.pipeline.synth.clips import Occurrence, SampleConfig, VideoPlan, plan_dataset
 from avdet.pipeline.types import Event
@@ -29,22 +30,16 @@ from avdet.pipeline.types import Event
 TIOU = 0.5
 
 
-def tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
-
-
 def best_score(events: list[Event], label_id: int, span: tuple[float, float]) -> float:
     """The best score of a candidate of `label_id` that overlaps `span` with tIoU >= TIOU (0 if none)."""
     return max(
-        (e.score for e in events if e.label_id == label_id and tiou((e.start, e.end), span) >= TIOU), default=0.0
+        (e.score for e in events if e.label_id == label_id and span_tiou((e.start, e.end), span) >= TIOU), default=0.0
     )
 
 
 def best_tiou(events: list[Event], label_id: int, span: tuple[float, float]) -> float:
     """How well the best-placed candidate of `label_id` fits `span`, whatever its score."""
-    return max((tiou((e.start, e.end), span) for e in events if e.label_id == label_id), default=0.0)
+    return max((span_tiou((e.start, e.end), span) for e in events if e.label_id == label_id), default=0.0)
 
 
 def kind_of(occ: Occurrence, plan: VideoPlan) -> str:

@@ -41,11 +41,12 @@ DEFAULT_OVERLAP_IOU = 0.0  # uncalibrated checkpoints and --threshold on them
 
 
 # -- applying an operating point -----------------------------------------------------------------------------------
-def _tiou(a: Event, b: Event) -> float:
-    inter = min(a.end, b.end) - max(a.start, b.start)
+def span_tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """tIoU of two (start, end) intervals; 0 when they do not overlap."""
+    inter = min(a[1], b[1]) - max(a[0], b[0])
     if inter <= 0:
         return 0.0
-    return inter / ((a.end - a.start) + (b.end - b.start) - inter)
+    return inter / ((a[1] - a[0]) + (b[1] - b[0]) - inter)
 
 
 def suppress_overlaps(events: list[Event], overlap_iou: float | None) -> list[Event]:
@@ -58,7 +59,7 @@ def suppress_overlaps(events: list[Event], overlap_iou: float | None) -> list[Ev
     out = []
     for e in ranked:
         same = kept.setdefault(e.label_id, [])
-        if all(_tiou(e, k) <= overlap_iou for k in same):
+        if all(span_tiou((e.start, e.end), (k.start, k.end)) <= overlap_iou for k in same):
             same.append(e)
             out.append(e)
     return out
