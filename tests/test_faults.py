@@ -348,6 +348,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    """A process's command line, or "" when it exited between listing and reading (a short-lived ffmpeg child)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -368,7 +376,7 @@ def test_workers_die_with_a_killed_extract(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while not list(cache.glob("*/??/*.npz")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    workers = [c for c in _descendants(proc.pid) if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()]
+    workers = [c for c in _descendants(proc.pid) if "multiprocessing" in _cmdline(c)]
     assert proc.poll() is None and workers, "extract finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
