@@ -1,0 +1,115 @@
+"""`avdet detect` on a fixed checkpoint gives byte-identical JSON across refactors: the checkpoint is a seeded,
+perturbed tiny LoCo with a calibrated operating point (per-class thresholds and overlap suppression), the clip is
+lossless (raw video, PCM audio) so decoding cannot differ, and the expected file is tests/golden_outputs/
+detect_fixed.json. After an intended change of detect's output, regenerate it with
+`AVDET_REGEN_GOLDEN=1 pytest tests/test_detect_fixed.py` and read the diff before committing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden_outputs" / "detect_fixed.json"
+CLASSES = ["dog", "guitar", "speech", "engine", "bell"]
+
+
+def _lossless_clip(path: Path) -> Path:
+    """8 s of moving test pattern with a tone that changes pitch: raw video + PCM, identical on every decode."""
+    args = ["ffmpeg", "-y", "-nostdin", "-loglevel", "error"]
+    args += ["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10:duration=8"]
+    args += ["-f", "lavfi", "-i", "aevalsrc=0.5*sin(2*PI*(300+200*floor(t/2))*t):s=16000:d=8"]
+    args += ["-c:v", "rawvideo", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", "-ac", "1", str(path)]
+    subprocess.run(args, check=True)
+    return path
+
+
+def _fixed_checkpoint(path: Path) -> Path:
+    """A tiny LoCo built after `torch.manual_seed(0)`, its weights perturbed so no score sits at the prior, with a
+    calibrated operating point whose thresholds and overlap level make suppression matter."""
+    import torch
+
+    from avdet.extractors.registry import EXTRACTORS  # noqa: F401  (the lite spec below comes from its options)
+    from avdet.pipeline.checkpoint import save_checkpoint
+    from avdet.pipeline.config import load_config, to_dict
+    from avdet.pipeline.extract import ExtractOptions
+    from avdet.pipeline.types import OperatingPoint
+
+    cfg = load_config("tiny", ["model.num_classes=5"])
+    model_cfg = cfg.model_config()
+    from avdet.models.registry import model_entry
+
+    entry = model_entry(cfg.model["name"])
+    torch.manual_seed(0)
+    model = entry.model_cls(model_cfg)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    point = OperatingPoint("calibrated", (0.012, 0.01, 0.01, 0.015, 0.024), 0.25, "validation", 0.5, (4,), {"f1": 0.5})
+    spec = ExtractOptions().build().spec
+    save_checkpoint(
+        path,
+        {
+            "task": "dense",
+            "model": {"name": entry.name, "config": to_dict(model_cfg)},
+            "classes": CLASSES,
+            "extractor": dict(spec),
+            "postprocess": to_dict(cfg.postprocess),
+            "data": {},
+            "epoch": 0,
+            "metrics": {},
+            "state_dict": model.state_dict(),
+            "operating_point": point.to_payload(),
+        },
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def fixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("fixed")
+    return _fixed_checkpoint(root / "fixed.ckpt"), _lossless_clip(root / "clip.mkv"), root / "cache"
+
+
+def _normalised(doc: dict, clip: Path, ckpt: Path) -> dict:
+    """The JSON without the machine-specific paths (the clip's and the checkpoint's folders)."""
+    text = json.dumps(doc, sort_keys=True).replace(str(clip.parent), "<tmp>").replace(str(ckpt.parent), "<tmp>")
+    return json.loads(text)
+
+
+def test_detect_json_on_a_fixed_checkpoint_is_unchanged(fixed: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from avdet.cli import app
+
+    ckpt, clip, cache = fixed
+    out = tmp_path / "events.json"
+    res = CliRunner().invoke(
+        app,
+        ["detect", str(clip), "--checkpoint", str(ckpt), "--cache", str(cache), "--device", "cpu", "--out", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    got = _normalised(json.loads(out.read_text()), clip, ckpt)
+    assert got["events"], "detect wrote no events: the fixed checkpoint's thresholds no longer fit its scores"
+    if os.environ.get("AVDET_REGEN_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert got == json.loads(GOLDEN.read_text())
+
+
+def test_python_api_on_a_fixed_checkpoint_gives_the_cli_events(fixed: tuple[Path, Path, Path]) -> None:
+    import avdet
+
+    ckpt, clip, cache = fixed
+    events = avdet.load(ckpt, cache=cache).detect(clip)
+    want = json.loads(GOLDEN.read_text())["events"]
+    got = sorted(events, key=lambda e: (e.label, e.start))
+    want = sorted(want, key=lambda e: (e["label"], e["start"]))
+    assert [e.label for e in got] == [e["label"] for e in want]
+    for e, w in zip(got, want, strict=True):  # the file rounds times to ms and scores to 1e-10
+        assert abs(e.start - w["start"]) <= 5e-4 and abs(e.end - w["end"]) <= 5e-4, (e, w)
+        assert abs(e.score - w["score"]) <= 1e-9, (e, w)
+    assert len({e.label for e in events}) >= 2, "the fixed checkpoint should show several classes"
