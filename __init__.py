@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from avdet.version import __version__
+
+__all__ = ["__version__", "load"]
 
 if TYPE_CHECKING:
     from pathlib import Path

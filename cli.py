@@ -21,13 +21,19 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from avdet import __version__
-from avdet.entry import configure_output, console, json_argv, out, print_error
-from avdet.entry import eval_predictions as _eval_predictions
-from avdet.entry import json_text as _json_text
-from avdet.entry import print_report as _print_report
-from avdet.entry import write_json as _write_json
-from avdet.errors import AvdetError, ConfigError
+from avdet.console import (
+    STDOUT,
+    configure_output,
+    console,
+    json_argv,
+    json_text,
+    out,
+    print_error,
+    print_report,
+    write_json,
+)
+from avdet.errors import AvdetError
+from avdet.version import __version__
 
 # Fixed choices, listed in --help and checked by the parser. `onepeace` is not among the extractors: avdet reads
 # the released ONE-PEACE features but cannot compute them (see extractors/onepeace.py).
@@ -118,7 +124,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-STDOUT = Path("-")  # `--json -`: to stdout
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -227,7 +232,7 @@ def extract(
             raise fail(str(err)) from None
     _extract_summary(results, progress.get_time() - clock, cache)
     if as_json:
-        out.print_json(_json_text(_extract_json(results, cache)))
+        out.print_json(json_text(_extract_json(results, cache)))
     if failed:
         raise typer.Exit(1)
 
@@ -413,7 +418,6 @@ def _apply_threads(threads: int | None, workers: int = 1) -> None:
 
 
 # -- detect ------------------------------------------------------------------------------------------------------
-STDOUT = Path("-")  # --out - : the chosen format on standard output
 
 
 @app.command()
@@ -476,9 +480,7 @@ def detect(
     records the thresholds it applied."""
     from avdet.pipeline.detect import CombinedDetector, Detector
     from avdet.pipeline.io import media
-    from avdet.pipeline.io.atomic import is_special
-    from avdet.pipeline.io.plots import plot_timeline
-    from avdet.pipeline.io.writers import write_events, write_events_file
+    from avdet.pipeline.outputs import plan_outputs, write_detection
 
     if all_events and threshold is not None:
         raise fail("give --threshold or --all, not both")
@@ -487,7 +489,7 @@ def detect(
         raise fail("no video files found in " + ", ".join(map(str, videos)))
     _apply_threads(threads)
     try:
-        targets = _detect_targets(paths, out_path, fmt, plot)
+        targets = plan_outputs(paths, out_path, fmt, plot)
         detectors = [
             Detector(
                 ckpt,
@@ -505,11 +507,7 @@ def detect(
     except AvdetError as err:
         raise fail(str(err)) from None
     combined = CombinedDetector(detectors)
-    record = {
-        f"{d.checkpoint.name} ({d.checkpoint.modality})": d.operating_point.record(d.checkpoint.classes)
-        for d in detectors
-    }
-    record = next(iter(record.values())) if len(detectors) == 1 else record
+    record = combined.operating_point_record()
     failures = 0
     with console.status("detecting..."):
         for det in combined.run(paths, batch_size):
@@ -523,98 +521,32 @@ def detect(
             try:
                 if target is None:
                     _print_events(det.video_id, det.duration, det.events)
-                elif target == STDOUT:
-                    write_events(
-                        sys.stdout,
-                        fmt or "json",
-                        video=det.video_id,
-                        duration=det.duration,
-                        model=combined.name,
-                        events=det.events,
-                        operating_point=record,
-                        indent=2 if len(paths) == 1 else None,  # several videos: JSON Lines
-                    )
-                    sys.stdout.flush()
                 else:
-                    write_events_file(
+                    write_detection(
                         target,
                         det.events,
                         video=det.video_id,
                         duration=det.duration,
                         model=combined.name,
-                        fmt=fmt or ("json" if is_special(target) else None),  # /dev/stdout has no suffix
+                        fmt=fmt,
                         operating_point=record,
+                        several=len(paths) > 1,
                     )
-                    console.print(
-                        f"{escape(det.path)}: {len(det.events)} events -> {escape(str(target))}",
-                        highlight=False,
-                        soft_wrap=True,
-                    )
+                    if target != STDOUT:
+                        console.print(
+                            f"{escape(det.path)}: {len(det.events)} events -> {escape(str(target))}",
+                            highlight=False,
+                            soft_wrap=True,
+                        )
                 if plot is not None:
+                    from avdet.pipeline.io.plots import plot_timeline  # matplotlib only when asked
+
                     plot_timeline(det.events, det.duration, plot, classes=combined.classes, title=det.video_id)
             except (AvdetError, OSError) as err:
                 failures += 1
                 console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
-
-
-def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
-    """Where each video's events go: one file, files in a folder, standard output (`--out -`, or `--format`
-    without `--out`), or nowhere (terminal table)."""
-    from avdet.errors import DataError
-    from avdet.pipeline.io.atomic import is_special
-    from avdet.pipeline.io.writers import output_format
-
-    if plot is not None and len(paths) > 1:
-        raise DataError("--plot draws one video's timeline; give one video")
-    if out_path is None and fmt is None:
-        return {}
-    if out_path is None or out_path == STDOUT:
-        if len(paths) > 1 and fmt in ("srt", "vtt"):
-            raise DataError(f"{fmt} on standard output holds one video; give --out FOLDER for several")
-        return {str(p): STDOUT for p in paths}
-    if len(paths) == 1 and is_special(out_path):  # /dev/stdout, a fifo: written in place
-        return {str(paths[0]): out_path}
-    if len(paths) == 1 and (out_path.suffix or not out_path.is_dir()):
-        if fmt is None:
-            output_format(out_path)  # unknown suffix: fail before any work
-        _check_writable(out_path.parent)
-        return {str(paths[0]): out_path}
-    targets = {str(p): out_path / f"{media_id(p)}.{fmt or 'json'}" for p in paths}
-    _refuse_shared_targets(targets)
-    out_path.mkdir(parents=True, exist_ok=True)
-    _check_writable(out_path)
-    return targets
-
-
-def _refuse_shared_targets(targets: dict[str, Path]) -> None:
-    """Two videos of the same name (in different folders) would write the same output file: one would be lost."""
-    from avdet.errors import DataError
-
-    seen: dict[Path, str] = {}
-    for video, target in targets.items():
-        if target in seen:
-            raise DataError(
-                f"{seen[target]} and {video} would both write {target}: rename one, or run detect on each folder "
-                "with its own --out"
-            )
-        seen[target] = video
-
-
-def media_id(path: Path) -> str:
-    from avdet.pipeline.io.media import video_id
-
-    return video_id(path)
-
-
-def _check_writable(folder: Path) -> None:
-    from avdet.errors import DataError
-
-    if not folder.is_dir():
-        raise DataError(f"{folder}: output folder does not exist")
-    if not os.access(folder, os.W_OK):
-        raise DataError(f"{folder}: output folder is not writable")
 
 
 def _print_events(video: str, duration: float, events: list) -> None:
@@ -672,7 +604,9 @@ def eval_(
         if predictions is not None:
             if annotations is None:
                 raise fail("--predictions needs --annotations")
-            report = _eval_predictions(predictions, annotations, split)
+            from avdet.pipeline.metrics.mean_ap import evaluate_files
+
+            report = evaluate_files(predictions, annotations, split)
         else:
             from avdet.pipeline.checkpoint import load_checkpoint
             from avdet.pipeline.evaluate import evaluate_checkpoint, evaluate_cml_checkpoint
@@ -686,8 +620,8 @@ def eval_(
                 return
             report = evaluate_checkpoint(ckpt, split=split, device=device, batch_size=batch_size)
             _save_eval_outputs(report, checkpoint, save_predictions, confusion)
-        _print_report(report, to_stdout=json_out != STDOUT)
-        _write_json(json_out, report.as_dict())
+        print_report(report, to_stdout=json_out != STDOUT)
+        write_json(json_out, report.as_dict())
     except AvdetError as err:
         raise fail(str(err)) from None
 
@@ -704,7 +638,7 @@ def _eval_cml(result, split: str, json_out: Path | None) -> None:
         table.add_column(col, justify="right")
     table.add_row(f"{result.a2v:.2f}", f"{result.v2a:.2f}", f"{result.chance:.2f}")
     (out if json_out != STDOUT else console).print(table)
-    _write_json(json_out, {"split": split, **result.__dict__})
+    write_json(json_out, {"split": split, **result.__dict__})
 
 
 # -- calibrate ---------------------------------------------------------------------------------------------------
@@ -772,7 +706,12 @@ def plot(
     from avdet.pipeline.io.plots import plot_events_file
 
     try:
-        plot_events_file(events_json, out_png, annotations=annotations)
+        database = None
+        if annotations is not None:
+            from avdet.pipeline.data.annotations import load_annotations
+
+            database = load_annotations(annotations)["database"]
+        plot_events_file(events_json, out_png, database, annotations or "annotations")
     except AvdetError as err:
         raise fail(str(err)) from None
     out.print(f"timeline written to {escape(str(out_png))}")
@@ -799,7 +738,7 @@ def weights(
     except AvdetError as err:
         raise fail(str(err)) from None
     if as_json:
-        out.print_json(_json_text(rows))
+        out.print_json(json_text(rows))
     table = Table(
         title=f"pretrained weights in {escape(str(Path(rows[0]['file']).parent if rows else weights_dir))}",
         show_edge=False,
@@ -840,28 +779,10 @@ def convert(
     ] = None,
 ) -> None:
     """Turn an officially released UnAV / CCNet checkpoint into an avdet checkpoint (documented key mapping)."""
-    import yaml
-
-    from avdet.pipeline.convert import convert_checkpoint
-    from avdet.pipeline.data.annotations import read_classes
+    from avdet.pipeline.convert import convert_release
 
     try:
-        if classes is None:
-            raise ConfigError("--classes is required: the reference checkpoints do not store class names")
-        names = read_classes({"database": {}}, classes)
-        model_config = None
-        if config is not None:
-            try:
-                tree = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-            except UnicodeDecodeError:
-                raise ConfigError(f"{config}: not a text file (cannot decode it as UTF-8)") from None
-            except (OSError, yaml.YAMLError) as err:
-                raise ConfigError(f"{config}: cannot read the reference config ({err})") from None
-            if not isinstance(tree, dict):
-                raise ConfigError(f"{config}: the reference config must be a YAML mapping")
-            model_config = tree.get("model")
-        released = {"name": extractor, "released": True}
-        convert_checkpoint(src, dst, model, names, released, model_config=model_config)
+        convert_release(src, dst, model, classes, extractor, config)
     except AvdetError as err:
         raise fail(str(err)) from None
     out.print(f"wrote {escape(str(dst))}")

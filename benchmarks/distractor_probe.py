@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avdet.pipeline.calibrate import span_tiou
 from avdet.pipeline.evaluate import evaluate_checkpoint
+from avdet.pipeline.operating_point import span_tiou
 from avdet.pipeline.synth.clips import Occurrence, SampleConfig, VideoPlan, plan_dataset
 from avdet.pipeline.types import Event
 

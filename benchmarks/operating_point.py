@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 import avdet
-from avdet.pipeline.calibrate import Counts, event_counts
 from avdet.pipeline.data.annotations import load_annotations, split_ids
+from avdet.pipeline.operating_point import Counts, event_counts
 from avdet.pipeline.types import Event
 
 OLD_THRESHOLD = 0.1  # the default before calibration: postprocess.output_threshold, every class, no suppression

@@ -29,18 +29,19 @@ from torch import Tensor
 from avdet.errors import DataError
 from avdet.extractors import i3d, raft, vggish
 from avdet.extractors.base import ExtractorSet, Features, MediaRequest, VisualInput, grid_times, rechunk
+from avdet.extractors.recipes import I3D_VGGISH
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-FPS = 25.0
-STACK = 24  # frames per I3D window
-STEP = 8  # frames between windows
+FPS = I3D_VGGISH.fps  # 25
+STACK = I3D_VGGISH.stack  # frames per I3D window: 24
+STEP = I3D_VGGISH.step  # frames between windows: 8
 SHORT_SIDE = 256
 CROP = 224
 FLOW_CLAMP = 20.0
-WINDOW_S = STACK / FPS  # 0.96
-STEP_S = STEP / FPS  # 0.32
+WINDOW_S = I3D_VGGISH.window_s  # 0.96
+STEP_S = I3D_VGGISH.step_s  # 0.32
 
 FlowFn = Callable[[Tensor, Tensor], Tensor]  # (N, 3, H, W) x2 in 0..255 (H, W multiples of 8) -> (N, 2, H, W)
 ClipNet = Callable[[Tensor], Tensor]  # (B, C, STACK, 224, 224) -> (B, 1024)

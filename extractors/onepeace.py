@@ -11,14 +11,8 @@ from __future__ import annotations
 from avdet.errors import WeightsError
 from avdet.extractors.base import ExtractorSet
 
-DIM = 1536  # both modalities
-FPS = 16.0
-STACK = 16  # frames per visual window
-STEP = 4
-WINDOW_S = STACK / FPS  # 1.0 s (audio windows are 1 s too)
-STEP_S = STEP / FPS  # 0.25 s; row i is centred at 0.5 + 0.25 i
-VISUAL_SUFFIX = "_one_peace_video_finetune.npy"
-AUDIO_SUFFIX = "_one_peace_audio.npy"
+# The layout's numbers (16 fps, 16-frame windows every 4 frames: 1.0 s windows every 0.25 s, row i centred at
+# 0.5 + 0.25 i; 1536-d rows) are in `avdet.extractors.recipes`, where the released-feature reader finds them.
 
 REQUIREMENTS = (
     "the onepeace extractor needs the ONE-PEACE model (https://github.com/OFA-Sys/ONE-PEACE: its "

@@ -1,4 +1,4 @@
-"""What every detector returns, and the registry that maps a config name to a model class."""
+"""What every detector returns, and what the registry (`models.registry`) gives for a model name."""
 
 from __future__ import annotations
 
@@ -34,16 +34,3 @@ class ModelEntry:
     config_cls: type
     model_cls: Callable[..., nn.Module]
     tasks: tuple[str, ...]  # "dense" and/or "segment"
-
-
-MODELS: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, config_cls: type, tasks: tuple[str, ...] = ("dense",)) -> Callable:
-    """Class decorator: `@register_model("loco", LoCoConfig, ("dense", "segment"))`."""
-
-    def wrap(cls: type) -> type:
-        MODELS[name] = ModelEntry(name, config_cls, cls, tasks)
-        return cls
-
-    return wrap

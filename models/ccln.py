@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from avdet.models.base import DetectorOutput, register_model
+from avdet.models.base import DetectorOutput
 from avdet.models.spatial import AudioGuidedVisualAttention, reduce_visual, visual_map
 
 BRANCHES = ("visual", "audio")
@@ -187,7 +187,6 @@ class Integration(nn.Module):
         return self.ff(self.sa(x, mask), mask)
 
 
-@register_model("ccln", CCLNConfig, ("segment",))
 class CCLN(nn.Module):
     def __init__(self, cfg: CCLNConfig) -> None:
         super().__init__()

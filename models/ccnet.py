@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avdet.errors import AvdetError
-from avdet.models.base import DetectorOutput, register_model
+from avdet.models.base import DetectorOutput
 from avdet.models.blocks import (
     ConvStack,
     LayerNorm,
@@ -297,7 +297,6 @@ class MTGCBlock(nn.Module):
 
 
 # -- the detector --------------------------------------------------------------------------------------------------
-@register_model("ccnet", CCNetConfig, ("dense",))
 class CCNet(PyramidDetector):
     """The CCNet detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
 

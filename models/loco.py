@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avdet.models.base import DetectorOutput, register_model
+from avdet.models.base import DetectorOutput
 from avdet.models.blocks import LayerNorm, MaskedConv1d, SelfAttentionPyramid, TransformerBlock, sinusoid_encoding
 from avdet.models.heads import detection_heads
 from avdet.models.lac import ATTENTION_TYPES, LACPyramid
@@ -165,7 +165,6 @@ class FusionDecoder(nn.Module):
         return out
 
 
-@register_model("loco", LoCoConfig, ("dense", "segment"))
 class LoCo(PyramidDetector):
     """The LoCo detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
 

@@ -9,7 +9,6 @@ of the positive-point count (UnAV reference). A model that puts `aux["lcf"]` in 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -17,33 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avdet.models.base import DetectorOutput
+from avdet.models.loss_config import LossConfig
 from avdet.models.targets import assign_batch, default_regression_ranges, make_points
-
-
-@dataclass
-class LossConfig:
-    reg_loss: Literal["diou", "giou"] = "diou"
-    reg_weight: float = 1.0  # UnAV's loss_weight
-    lcf_weight: float = 0.1  # lambda of LoCo's total loss (ignored for models without an LCF term)
-    focal_alpha: float = 0.25  # < 0 disables the alpha balance
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.0  # on the classification targets, as the reference's train_label_smoothing
-    # Per-level (low, high) in grid units of the larger boundary distance; null = the UnAV ranges.
-    regression_ranges: tuple[tuple[float, float], ...] | None = None
-    norm_init: float = 250.0  # initial value of the positive-count EMA (the reference's init_loss_norm)
-    norm_momentum: float = 0.9
-
-    def __post_init__(self) -> None:
-        if self.reg_weight < 0 or self.lcf_weight < 0:
-            raise ValueError("reg_weight and lcf_weight must be >= 0")
-        if self.focal_alpha > 1 or self.focal_gamma < 0:
-            raise ValueError("focal_alpha must be <= 1 and focal_gamma >= 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1), not {self.label_smoothing}")
-        if self.regression_ranges is not None:
-            for low, high in self.regression_ranges:
-                if not 0 <= low < high:
-                    raise ValueError(f"regression range ({low}, {high}) must satisfy 0 <= low < high")
 
 
 class PositiveNormaliser:

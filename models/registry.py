@@ -1,24 +1,35 @@
-"""Model registry: config name -> (config class, model class, tasks). Model modules import lazily."""
+"""The model registry: each model name is written once, here, with where its classes live and the tasks it
+supports. Model modules are imported on first use, so naming a model never loads the others."""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from avdet.errors import ConfigError
-from avdet.models.base import MODELS, ModelEntry
+from avdet.models.base import ModelEntry
 
-MODEL_MODULES: dict[str, str] = {
-    "loco": "avdet.models.loco",
-    "unav": "avdet.models.unav",
-    "ccnet": "avdet.models.ccnet",
-    "ccln": "avdet.models.ccln",
+
+@dataclass(frozen=True)
+class _Where:
+    module: str
+    model_cls: str
+    config_cls: str
+    tasks: tuple[str, ...]  # "dense" and/or "segment"
+
+
+MODELS: dict[str, _Where] = {
+    "loco": _Where("avdet.models.loco", "LoCo", "LoCoConfig", ("dense", "segment")),
+    "unav": _Where("avdet.models.unav", "UnAV", "UnAVConfig", ("dense",)),
+    "ccnet": _Where("avdet.models.ccnet", "CCNet", "CCNetConfig", ("dense",)),
+    "ccln": _Where("avdet.models.ccln", "CCLN", "CCLNConfig", ("segment",)),
 }
 
 
 def model_entry(name: str | None) -> ModelEntry:
-    """The registered entry for `name`; an unknown name is a one-line `ConfigError`."""
-    if name not in MODEL_MODULES:
-        raise ConfigError(f"model.name {name!r} is not one of: {', '.join(sorted(MODEL_MODULES))}")
+    """The entry (config class, model class, tasks) of `name`; an unknown name is a one-line `ConfigError`."""
     if name not in MODELS:
-        importlib.import_module(MODEL_MODULES[name])
-    return MODELS[name]
+        raise ConfigError(f"model.name {name!r} is not one of: {', '.join(sorted(MODELS))}")
+    where = MODELS[name]
+    module = importlib.import_module(where.module)
+    return ModelEntry(name, getattr(module, where.config_cls), getattr(module, where.model_cls), where.tasks)

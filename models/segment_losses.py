@@ -18,39 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from avdet.models.base import DetectorOutput
+from avdet.models.loss_config import SegmentLossConfig
 from avdet.models.losses import lcf_loss, sigmoid_focal_loss
-
-Setting = Literal["full", "weak"]
-
-
-@dataclass
-class SegmentLossConfig:
-    """Loss weights of the segment task; the defaults are CCLN's (paper, fully supervised setting)."""
-
-    setting: Setting = "full"
-    focal_alpha: float = 0.25  # "default parameters" of the focal loss (RetinaNet's alpha, gamma)
-    focal_gamma: float = 2.0
-    fee_weight: float = 150.0  # lambda of CCLN's total loss (paper: 150, full setting)
-    wccl_weight: float = 25.0  # eta of CCLN's total loss (paper: 25, full setting)
-    wccl_temperature: float = 0.1  # delta of Eq. (27); not given in the paper (SupCon's range)
-    lcf_weight: float = 0.1  # LoCo's LCF term when the output carries one
-
-    def __post_init__(self) -> None:
-        if self.setting not in ("full", "weak"):
-            raise ValueError(f"setting must be 'full' or 'weak', not {self.setting!r}")
-        if min(self.fee_weight, self.wccl_weight, self.lcf_weight) < 0:
-            raise ValueError("fee_weight, wccl_weight and lcf_weight must be >= 0")
-        if self.wccl_temperature <= 0:
-            raise ValueError(f"wccl_temperature must be > 0, not {self.wccl_temperature}")
-        if self.focal_alpha > 1 or self.focal_gamma < 0:
-            raise ValueError("focal_alpha must be <= 1 and focal_gamma >= 0")
 
 
 @dataclass
@@ -68,23 +43,6 @@ class SegmentTargets:
     @property
     def num_labels(self) -> int:
         return int(self.video.shape[-1])
-
-
-def video_labels_from_segments(segment: Tensor, num_labels: int) -> Tensor:
-    """(B, T) segment labels (-1 = padding) -> (B, C + 1) multi-hot of the event classes present.
-
-    A video whose valid segments are all background gets the background label; otherwise background is left out
-    (the AVE weak-setting `mil_labels` convention: one event class per clean video).
-    """
-    background = num_labels - 1
-    out = torch.zeros(segment.shape[0], num_labels, device=segment.device)
-    valid = segment >= 0
-    onehot = F.one_hot(segment.clamp(min=0), num_labels).float() * valid[..., None]  # (B, T, K)
-    present = onehot.amax(dim=1)  # (B, K)
-    has_event = present[:, :background].sum(dim=1) > 0
-    out[:, :background] = present[:, :background]
-    out[:, background] = (~has_event).float()
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- predictions

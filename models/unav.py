@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avdet.models.base import DetectorOutput, register_model
+from avdet.models.base import DetectorOutput
 from avdet.models.blocks import ConvStack, MaskedConv1d, TransformerBlock, downsample_mask, sinusoid_encoding
 from avdet.models.heads import detection_heads
 from avdet.models.pyramid import PyramidConfig, PyramidDetector, streams
@@ -104,7 +104,6 @@ class DependencyBlock(nn.Module):
         return self.squeeze((temporal + cooccur).flatten(2), mask)  # (B, T, K*H) -> (B, T, 2D)
 
 
-@register_model("unav", UnAVConfig, ("dense",))
 class UnAV(PyramidDetector):
     """The UnAV detector: tensors in, `DetectorOutput` out (no losses, no NMS, no seconds)."""
 

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from avdet import __version__
 from avdet.errors import AvdetError, CheckpointError
 from avdet.models.pyramid import streams
 from avdet.models.registry import model_entry
@@ -25,6 +24,7 @@ from avdet.pipeline.config import DataConfig, from_dict
 from avdet.pipeline.io.atomic import atomic_path
 from avdet.pipeline.postprocess import PostprocessConfig
 from avdet.pipeline.types import OperatingPoint
+from avdet.version import __version__
 
 FORMAT = "avdet-checkpoint"
 VERSION = 1

@@ -20,8 +20,7 @@ import yaml
 
 from avdet.errors import ConfigError
 from avdet.models import registry as model_registry
-from avdet.models.losses import LossConfig
-from avdet.models.segment_losses import SegmentLossConfig
+from avdet.models.loss_config import LossConfig, SegmentLossConfig
 from avdet.pipeline.postprocess import PostprocessConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -75,6 +74,9 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     segment_loss: SegmentLossConfig = field(default_factory=SegmentLossConfig)  # task: segment
+
+    def __post_init__(self) -> None:
+        check_task(self)  # built from YAML, `--set` or by hand: validated once, here
 
     def model_config(self) -> Any:
         """The model section as its model's typed config."""
@@ -219,9 +221,7 @@ def _read_tree(cfg_path: Path) -> dict:
 
 
 def _validated(tree: dict) -> ExperimentConfig:
-    cfg = from_dict(ExperimentConfig, tree)
-    check_task(cfg)
-    return cfg
+    return from_dict(ExperimentConfig, tree)  # ExperimentConfig checks itself (`check_task`)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from avdet.errors import CheckpointError
+from avdet.errors import CheckpointError, ConfigError
 from avdet.models.keymaps import convert_state_dict, reference_config
 
 
@@ -96,3 +96,33 @@ def _infer_dims(model_name: str, state: Mapping[str, Tensor], config: dict[str, 
     if "use_dependency" not in out:
         out["use_dependency"] = any(k.startswith("dependency.") for k in state)
     return out
+
+
+def read_reference_config(path: Path) -> dict[str, Any] | None:
+    """The model section of a reference training YAML (the constructor arguments its checkpoint was made with)."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (cannot decode it as UTF-8)") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the reference config ({err})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the reference config must be a YAML mapping")
+    return tree.get("model")
+
+
+def convert_release(
+    src: Path, dst: Path, model_name: str, classes_tsv: Path | None, features: str, config_yaml: Path | None = None
+) -> dict[str, Any]:
+    """`avdet convert`: a released checkpoint, its class list (TSV) and optionally its reference YAML -> an avdet
+    checkpoint trained on the released feature set `features` (i3d_vggish or onepeace)."""
+    from avdet.pipeline.data.annotations import read_classes
+
+    if classes_tsv is None:
+        raise ConfigError("--classes is required: the reference checkpoints do not store class names")
+    names = read_classes({"database": {}}, classes_tsv)
+    model_config = read_reference_config(config_yaml) if config_yaml is not None else None
+    released = {"name": features, "released": True}
+    return convert_checkpoint(src, dst, model_name, names, released, model_config=model_config)

@@ -14,13 +14,13 @@ import torch
 from avdet.errors import AvdetError, CheckpointError, DataError
 from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS
-from avdet.pipeline.calibrate import apply_operating_point, operating_point_for
 from avdet.pipeline.checkpoint import Checkpoint, load_checkpoint
 from avdet.pipeline.data.sources import VideoFeatures, to_video_features
 from avdet.pipeline.extract import ExtractOptions, extract_one
+from avdet.pipeline.inference import video_candidates
 from avdet.pipeline.io import media
 from avdet.pipeline.io.store import FeatureStore, default_cache_dir
-from avdet.pipeline.tasks import task_class
+from avdet.pipeline.operating_point import apply_operating_point, operating_point_for
 from avdet.pipeline.types import Event, OperatingPoint
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,17 @@ def extractor_for(ckpt: Checkpoint, options: ExtractOptions) -> ExtractorSet:
             f"{ckpt.path}: trained on {name} features with spec {trained}, but this avdet computes {extractors.spec}"
         )
     return extractors
+
+
+def candidate_events(ckpt: Checkpoint, feats: list[VideoFeatures], device: torch.device) -> dict[str, list[Event]]:
+    """Every candidate event of each video, keyed by video id: a dense model's ranked candidates, or a segment
+    model's runs of one label (its task turns segment labels into events; imported only for such a model, so the
+    dense detection path never loads the training layer)."""
+    if ckpt.task == "dense":
+        return video_candidates(ckpt.model, feats, ckpt.postprocess, ckpt.classes, device)
+    from avdet.pipeline.tasks import task_class
+
+    return task_class(ckpt.task).events(ckpt, feats, device)
 
 
 class Detector:
@@ -76,7 +87,6 @@ class Detector:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.checkpoint = load_checkpoint(checkpoint, self.device, postprocess=postprocess)
-        self.task = task_class(self.checkpoint.task)
         self.operating_point: OperatingPoint = operating_point_for(
             self.checkpoint.operating_point,
             len(self.checkpoint.classes),
@@ -130,7 +140,7 @@ class Detector:
         pending: list[tuple[Path, VideoFeatures]] = []
 
         def flush() -> Iterator[Detection]:
-            events = self.task.events(self.checkpoint, [f for _, f in pending], self.device)
+            events = candidate_events(self.checkpoint, [f for _, f in pending], self.device)
             if self.checkpoint.modality != "audio_visual":  # a unimodal model's events say what it heard / saw
                 events = {
                     vid: [replace(e, modality=self.checkpoint.modality) for e in evs] for vid, evs in events.items()
@@ -166,6 +176,14 @@ class CombinedDetector:
         self.detectors = detectors
         self.name = "+".join(d.checkpoint.name for d in detectors)
         self.classes = list(dict.fromkeys(c for d in detectors for c in d.checkpoint.classes))
+
+    def operating_point_record(self) -> dict:
+        """What detect's files record of the thresholds applied: the one model's record, or one per model."""
+        records = {
+            f"{d.checkpoint.name} ({d.checkpoint.modality})": d.operating_point.record(d.checkpoint.classes)
+            for d in self.detectors
+        }
+        return next(iter(records.values())) if len(self.detectors) == 1 else records
 
     def run(self, paths: list[Path], batch_size: int | None = None) -> Iterator[Detection]:
         """Like `Detector.run`: one merged Detection per video, in input order."""

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from avdet.models.base import DetectorOutput
 from avdet.models.pyramid import PyramidDetector
-from avdet.pipeline.data.dense import Batch
+from avdet.pipeline.data.dense import Batch, collate, unlabelled_item
 from avdet.pipeline.postprocess import PostprocessConfig, candidates_to_events, decode_video
 from avdet.pipeline.threads import torch_threads
 from avdet.pipeline.types import Event
+
+if TYPE_CHECKING:
+    from avdet.pipeline.data.sources import VideoFeatures
 
 WINDOW_OVERLAP = 0.5  # share of max_seq_len two consecutive windows of a long video have in common
 
@@ -111,6 +115,18 @@ def chunks(items: list[Window], size: int) -> Iterator[list[Window]]:
 
 
 @torch.no_grad()
+def video_candidates(
+    model: nn.Module,
+    feats: list[VideoFeatures],
+    cfg: PostprocessConfig,
+    classes: list[str],
+    device: torch.device | str = "cpu",
+) -> dict[str, list[Event]]:
+    """Every candidate event of each video (no ground truth), by descending score, keyed by video id: what
+    `detect` ranks for a dense model."""
+    return predict(model, [collate([unlabelled_item(f) for f in feats])], cfg, classes, device)
+
+
 def predict(
     model: nn.Module,
     batches: Iterable[Batch],

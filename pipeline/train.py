@@ -26,9 +26,8 @@ from torch import nn
 
 from avdet.errors import AvdetError, ConfigError, DataError
 from avdet.models.registry import model_entry
-from avdet.pipeline.calibrate import calibrate_checkpoint
 from avdet.pipeline.checkpoint import DATA_PATH_KEYS, read_checkpoint, save_checkpoint
-from avdet.pipeline.config import ExperimentConfig, build_model_config, check_task, save_config, to_dict
+from avdet.pipeline.config import ExperimentConfig, build_model_config, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
 from avdet.pipeline.tasks import task_class
 
@@ -225,7 +224,6 @@ def train(
     """
     reporter = reporter or Reporter()
     tc = cfg.train
-    check_task(cfg)
     check_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
     dist, device = init_distributed(tc.device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -327,9 +325,12 @@ def train(
                 writer.add_scalar(task.metric_tag, metrics[task.metric], step)
                 if metrics[task.metric] > best_metric:
                     best_metric, best_epoch = metrics[task.metric], epoch
-                    save_checkpoint(
-                        best_path, {**meta, "epoch": epoch, "metrics": metrics, "state_dict": ema.module.state_dict()}
-                    )
+                    best = {**meta, "epoch": epoch, "metrics": metrics, "state_dict": ema.module.state_dict()}
+                    point = task.calibration()  # detect's default thresholds, from this very validation pass
+                    if point is not None:
+                        best["operating_point"] = point.to_payload()
+                        log.info("calibrated best.ckpt: validation F1 %.3f", (point.validation or {}).get("f1", 0.0))
+                    save_checkpoint(best_path, best)
             if dist.world > 1:  # every rank returns the same history and best metric
                 metrics, best_metric, best_epoch = dist.broadcast((metrics, best_metric, best_epoch))
             history.append(metrics)
@@ -360,7 +361,4 @@ def train(
     finally:
         if writer is not None:
             writer.close()
-    if dist.main and cfg.task == "dense" and best_path.is_file():  # detect's default thresholds, from validation
-        point, _ = calibrate_checkpoint(best_path, cfg.data.val_split, device=str(device), batch_size=tc.batch_size)
-        log.info("calibrated %s: validation F1 %.3f", best_path, (point.validation or {}).get("f1", 0.0))
     return TrainResult(run_dir, best_metric, best_epoch, history, task.metric)

@@ -125,7 +125,7 @@ def test_report_and_confusion_png(tmp_path: Path) -> None:
     report = segment_report(pred, target, ["a", "b", "Background"])
     assert report.accuracy == pytest.approx(75.0)
     assert report.table() == [("a", 2, 50.0), ("b", 2, 100.0), ("Background", 4, 75.0)]
-    png = save_confusion_png(report, tmp_path / "confusion.png")
+    png = save_confusion_png(report.confusion, report.class_names, report.accuracy, tmp_path / "confusion.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert background_only_accuracy(target, 2) == pytest.approx(50.0)
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from avdet.errors import DataError
-from avdet.pipeline.calibrate import (
+from avdet.pipeline.io.atomic import atomic_path, is_special, write_text_atomic
+from avdet.pipeline.metrics.mean_ap import _interpolated_ap, evaluate, events_to_predictions, ranked_hits
+from avdet.pipeline.operating_point import (
     apply_operating_point,
     choose_thresholds,
     event_counts,
     operating_point_for,
     suppress_overlaps,
 )
-from avdet.pipeline.io.atomic import atomic_path, is_special, write_text_atomic
-from avdet.pipeline.metrics.mean_ap import _interpolated_ap, evaluate, events_to_predictions, ranked_hits
 from avdet.pipeline.types import Event, OperatingPoint
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avdet.models.base import MODELS
 from avdet.models.ccln import CCLN, CCLNConfig, gate_rows, masked_topk_mean
-from avdet.models.segment_losses import SegmentLossConfig, SegmentTargets, segment_loss, video_labels_from_segments
+from avdet.models.loss_config import SegmentLossConfig
+from avdet.models.registry import model_entry
+from avdet.models.segment_losses import SegmentTargets, segment_loss
+from avdet.pipeline.data.ave import video_labels_from_segments
 
 SMALL = dict(num_classes=5, audio_dim=16, visual_dim=24, d_model=32, agva_hidden=32, agva_att=8, ffn_dim=48)
 
@@ -21,7 +23,7 @@ def _inputs(b: int = 3, t: int = 10, hw: int = 3, cfg: CCLNConfig | None = None,
 
 
 def test_registered_for_the_segment_task() -> None:
-    entry = MODELS["ccln"]
+    entry = model_entry("ccln")
     assert entry.tasks == ("segment",) and entry.config_cls is CCLNConfig and entry.model_cls is CCLN
 
 

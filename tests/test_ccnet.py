@@ -11,7 +11,8 @@ import torch
 from avdet.errors import AvdetError, CheckpointError, ConfigError
 from avdet.models.ccnet import CCNet, CCNetConfig, SequenceTooLongError
 from avdet.models.keymaps import convert_state_dict
-from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
+from avdet.models.loss_config import LossConfig
+from avdet.models.losses import PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
 from avdet.pipeline.config import build_model_config, load_config
 from conftest import seeded_model

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from avdet.errors import ConfigError
 from avdet.models.loco import LoCo, LoCoConfig
-from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
+from avdet.models.loss_config import LossConfig
+from avdet.models.losses import PositiveNormaliser, detection_loss
 from avdet.models.registry import model_entry
 from conftest import seeded_model
 

@@ -13,7 +13,8 @@ from test_loco import TINY as LOCO_TINY
 from avdet.models.lac import CrossModalAttention, WindowAdaptation
 from avdet.models.lcf import gaussian_targets, lcf_targets, valid_segments
 from avdet.models.loco import LoCo, LoCoConfig
-from avdet.models.losses import LossConfig, PositiveNormaliser, detection_loss
+from avdet.models.loss_config import LossConfig
+from avdet.models.losses import PositiveNormaliser, detection_loss
 from conftest import seeded_model
 
 TINY = {**LOCO_TINY, "num_classes": 3, "max_seq_len": 32}  # test_loco's tiny LoCo, shorter

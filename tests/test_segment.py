@@ -18,9 +18,9 @@ from avdet.models.segment_losses import (
     segment_loss,
     segment_predictions,
     video_class,
-    video_labels_from_segments,
     wccl_loss,
 )
+from avdet.pipeline.data.ave import video_labels_from_segments
 from avdet.pipeline.data.segments import collate_segments
 from avdet.pipeline.metrics.accuracy import confusion_matrix, per_class_accuracy, segment_accuracy
 from avdet.pipeline.tasks.segment import batch_targets

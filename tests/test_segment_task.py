@@ -159,7 +159,8 @@ def test_loco_avel_shapes_masks_gradients(spatial: str) -> None:
     assert torch.allclose(ref[mask[:, :10]], moved[mask[:, :10]], atol=1e-5)
     # every parameter gets a gradient from the segment loss (+ LCF) in training
     model.train()
-    from avdet.models.segment_losses import SegmentLossConfig, SegmentTargets, segment_loss
+    from avdet.models.loss_config import SegmentLossConfig
+    from avdet.models.segment_losses import SegmentTargets, segment_loss
 
     labels = torch.randint(0, 4, (2, 10)).masked_fill(~mask[:, :10], -1)
     video = torch.nn.functional.one_hot(labels.clamp(min=0), 4).float().amax(dim=1)

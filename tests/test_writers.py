@@ -224,13 +224,11 @@ def test_plot_events_file_with_annotations(tmp_path):
     }
     ann_path = tmp_path / "ann.json"
     ann_path.write_text(json.dumps(ann))
-    plot_events_file(events_json, tmp_path / "t.png", annotations=ann_path)
+    plot_events_file(events_json, tmp_path / "t.png", ann["database"], ann_path)
     plot_events_file(events_json, tmp_path / "u.png")
     assert _png(tmp_path / "t.png").shape[0] > _png(tmp_path / "u.png").shape[0]  # a ground-truth row per lane
-    ann["database"] = {"other": ann["database"]["vid1"]}
-    ann_path.write_text(json.dumps(ann))
-    with pytest.raises(DataError, match="video 'vid1' is not in the annotations"):
-        plot_events_file(events_json, tmp_path / "v.png", annotations=ann_path)
+    with pytest.raises(DataError, match=r"ann\.json: video 'vid1' is not in the annotations"):
+        plot_events_file(events_json, tmp_path / "v.png", {"other": ann["database"]["vid1"]}, ann_path)
 
 
 def test_overlapping_events_of_a_class_get_sub_rows() -> None:

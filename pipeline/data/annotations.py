@@ -16,7 +16,7 @@ import numpy as np
 from avdet.errors import DataError
 
 
-def _read_json(path: str | Path, what: str) -> Any:
+def read_json(path: str | Path, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -32,11 +32,11 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _finite(x: Any) -> bool:
+def is_finite_number(x: Any) -> bool:
     return _is_number(x) and math.isfinite(x)
 
 
-def _label_id(x: Any) -> int | None:
+def as_label_id(x: Any) -> int | None:
     """An integer label id (integral floats accepted), else None."""
     if isinstance(x, bool) or not _is_number(x):
         return None
@@ -45,8 +45,8 @@ def _label_id(x: Any) -> int | None:
     return int(x)
 
 
-def _check_segment(seg: Any, where: str) -> tuple[float, float]:
-    if not isinstance(seg, list | tuple) or len(seg) != 2 or not all(_finite(v) for v in seg):
+def check_segment(seg: Any, where: str) -> tuple[float, float]:
+    if not isinstance(seg, list | tuple) or len(seg) != 2 or not all(is_finite_number(v) for v in seg):
         raise DataError(f"{where}: segment must be [start, end] finite numbers, not {seg!r}")
     start, end = float(seg[0]), float(seg[1])
     if start < 0:
@@ -71,7 +71,7 @@ def validate_annotations(data: Any, source: str = "annotations", split: str | No
             raise DataError(f'{where}: missing "subset" (train, validation or test)')
         if split is not None and video["subset"] != split:
             continue
-        if "duration" in video and (not _finite(video["duration"]) or video["duration"] < 0):
+        if "duration" in video and (not is_finite_number(video["duration"]) or video["duration"] < 0):
             raise DataError(f"{where}: duration must be a non-negative number, not {video['duration']!r}")
         events = video.get("annotations", [])
         if not isinstance(events, list):
@@ -80,8 +80,8 @@ def validate_annotations(data: Any, source: str = "annotations", split: str | No
             here = f"{where} event {i}"
             if not isinstance(event, dict):
                 raise DataError(f"{here}: expected an object")
-            _check_segment(event.get("segment"), here)
-            lid = _label_id(event.get("label_id"))
+            check_segment(event.get("segment"), here)
+            lid = as_label_id(event.get("label_id"))
             if lid is None or lid < 0:
                 raise DataError(f"{here}: label_id must be a non-negative integer, not {event.get('label_id')!r}")
     return data
@@ -131,12 +131,12 @@ def _all_valid(db: dict, split: str | None) -> bool:
 def load_annotations(path: str | Path, split: str | None = None) -> dict:
     """The whole UnAV-100 annotation JSON (validated; with `split`, that subset's events only), with its "database"
     key."""
-    return validate_annotations(_read_json(path, "annotations"), str(path), split)
+    return validate_annotations(read_json(path, "annotations"), str(path), split)
 
 
 def num_classes_of(annotations: dict) -> int:
     """Classes in an annotation set: one more than the largest label id (100 for UnAV-100)."""
-    ids = [int(e["label_id"]) for v in _database(annotations).values() for e in v.get("annotations", [])]
+    ids = [int(e["label_id"]) for v in database_of(annotations).values() for e in v.get("annotations", [])]
     return max(ids) + 1 if ids else 0
 
 
@@ -202,5 +202,5 @@ def split_ids(annotations: dict, split: str) -> list[str]:
     return ids
 
 
-def _database(annotations: Mapping) -> Mapping:
+def database_of(annotations: Mapping) -> Mapping:
     return annotations["database"] if isinstance(annotations.get("database"), Mapping) else annotations

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from avdet.errors import DataError
-from avdet.models.segment_losses import video_labels_from_segments
 from avdet.pipeline.io.atomic import atomic_path
 from avdet.pipeline.types import Event
 
@@ -79,6 +80,23 @@ VISUAL_FILE, AUDIO_FILE, LABELS_FILE = "visual_feature.h5", "audio_feature.h5", 
 MIL_LABELS_FILE = "mil_labels.h5"
 NOISY_VISUAL_FILES = ("visual_feature_noisy.h5", "video_feature_noisy.h5")
 NOISY_AUDIO_FILE, NOISY_LABELS_FILE = "audio_feature_noisy.h5", "labels_noisy.h5"
+
+
+def video_labels_from_segments(segment: Tensor, num_labels: int) -> Tensor:
+    """(B, T) segment labels (-1 = padding) -> (B, C + 1) multi-hot of the event classes present.
+
+    A video whose valid segments are all background gets the background label; otherwise background is left out
+    (the AVE weak-setting `mil_labels` convention: one event class per clean video).
+    """
+    background = num_labels - 1
+    out = torch.zeros(segment.shape[0], num_labels, device=segment.device)
+    valid = segment >= 0
+    onehot = F.one_hot(segment.clamp(min=0), num_labels).float() * valid[..., None]  # (B, T, K)
+    present = onehot.amax(dim=1)  # (B, K)
+    has_event = present[:, :background].sum(dim=1) > 0
+    out[:, :background] = present[:, :background]
+    out[:, background] = (~has_event).float()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- text files

@@ -20,7 +20,7 @@ from avdet.pipeline.data.annotations import ground_truth
 from avdet.pipeline.types import TimeGrid
 
 if TYPE_CHECKING:
-    pass
+    from avdet.pipeline.data.sources import VideoFeatures
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +169,16 @@ def collate(items: list[dict], pad_to: int | None = None, multiple: int = 1) -> 
         [it["segments"] for it in items],
         [it["labels"] for it in items],
     )
+
+
+def unlabelled_item(f: VideoFeatures) -> dict:
+    """A video's features as a dataset item without ground truth (what `collate` takes)."""
+    return {
+        "video_id": f.video_id,
+        "duration": f.duration,
+        "grid": f.grid,
+        "audio": torch.from_numpy(f.audio),
+        "visual": torch.from_numpy(f.visual),
+        "segments": torch.zeros(0, 2),
+        "labels": torch.zeros(0, dtype=torch.long),
+    }

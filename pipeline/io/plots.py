@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from avdet.errors import DataError
 from avdet.pipeline.io.atomic import write_bytes_atomic
-from avdet.pipeline.io.writers import _one_line, read_events_file
-from avdet.pipeline.metrics.accuracy import SegmentReport
+from avdet.pipeline.io.writers import one_line, read_events_file
 from avdet.pipeline.types import Event
 
 LABEL_WIDTH = 26  # characters per line of a class name on the y axis (two lines at most)
@@ -45,7 +45,7 @@ def _class_label(name: str) -> str:
     """A class name on at most two lines of LABEL_WIDTH characters, shortened with an ellipsis."""
     import textwrap
 
-    lines = textwrap.wrap(_one_line(name), LABEL_WIDTH) or [""]
+    lines = textwrap.wrap(one_line(name), LABEL_WIDTH) or [""]
     if len(lines) > 2:
         lines = [lines[0], textwrap.shorten(" ".join(lines[1:]), LABEL_WIDTH, placeholder="...")]
     return "\n".join(lines)
@@ -144,7 +144,7 @@ def plot_timeline(
     if not lanes:
         ax.text(end / 2, 0, "no events", ha="center", va="center", color="0.5")
     if title:
-        ax.set_title(_one_line(title), loc="left", fontsize=11)
+        ax.set_title(one_line(title), loc="left", fontsize=11)
     handles = [Patch(facecolor=cmap(0.7), edgecolor="0.2", label=f"detection ({len(events)})")]
     if ground_truth:
         handles.append(
@@ -160,14 +160,18 @@ def plot_timeline(
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def plot_events_file(events_json_path: str | Path, out_png: str | Path, annotations: str | Path | None = None) -> None:
-    """`avdet plot`: draw an events JSON, with that video's ground truth from an annotation file if given."""
+def plot_events_file(
+    events_json_path: str | Path,
+    out_png: str | Path,
+    database: Mapping[str, Mapping] | None = None,
+    annotations: str | Path = "annotations",
+) -> None:
+    """`avdet plot`: draw an events JSON, with that video's ground truth from `database` (an annotation file's
+    loaded "database" mapping, read by the caller from the file named `annotations`) if given."""
     video, duration, events = read_events_file(events_json_path)
     truth = None
-    if annotations is not None:
-        from avdet.pipeline.data.annotations import load_annotations
-
-        db = load_annotations(annotations)["database"]
+    if database is not None:
+        db = database
         if video not in db:
             raise DataError(f"{annotations}: video {video!r} is not in the annotations")
         entry = db[video]
@@ -185,25 +189,28 @@ def plot_events_file(events_json_path: str | Path, out_png: str | Path, annotati
     plot_timeline(events, duration, out_png, ground_truth=truth, title=video)
 
 
-def save_confusion_png(report: SegmentReport, path: str | Path, normalise: bool = True) -> Path:
-    """The confusion matrix as a PNG (rows = truth, normalised per row by default)."""
+def save_confusion_png(
+    confusion: np.ndarray, class_names: list[str], accuracy: float, path: str | Path, normalise: bool = True
+) -> Path:
+    """A (K, K) confusion matrix (rows = truth) of K labels as a PNG, normalised per row by default; the title
+    gives the `accuracy` (percent)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matrix = report.confusion.astype(np.float64)
+    matrix = confusion.astype(np.float64)
     if normalise:
         matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
-    k = len(report.class_names)
+    k = len(class_names)
     size = max(4.0, 0.32 * k + 2.0)
     fig, ax = plt.subplots(figsize=(size, size))
     image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0 if normalise else None)
-    ax.set_xticks(range(k), report.class_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(k), report.class_names, fontsize=7)
+    ax.set_xticks(range(k), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), class_names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"segment accuracy {report.accuracy:.1f} %")
+    ax.set_title(f"segment accuracy {accuracy:.1f} %")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     path = Path(path)

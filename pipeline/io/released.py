@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 
 from avdet.errors import ConfigError, DataError
-from avdet.extractors import i3d_vggish, onepeace
 from avdet.extractors.base import Features, grid_times
+from avdet.extractors.recipes import I3D_VGGISH, ONEPEACE, ONEPEACE_AUDIO_SUFFIX, ONEPEACE_DIM, ONEPEACE_VISUAL_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,15 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {
     "i3d_vggish": Layout(
-        ("_rgb.npy", "_flow.npy"), (1024, 1024), "_vggish.npy", 128, i3d_vggish.WINDOW_S, i3d_vggish.STEP_S
+        ("_rgb.npy", "_flow.npy"), (1024, 1024), "_vggish.npy", 128, I3D_VGGISH.window_s, I3D_VGGISH.step_s
     ),
     "onepeace": Layout(
-        (onepeace.VISUAL_SUFFIX,),
-        (onepeace.DIM,),
-        onepeace.AUDIO_SUFFIX,
-        onepeace.DIM,
-        onepeace.WINDOW_S,
-        onepeace.STEP_S,
+        (ONEPEACE_VISUAL_SUFFIX,),
+        (ONEPEACE_DIM,),
+        ONEPEACE_AUDIO_SUFFIX,
+        ONEPEACE_DIM,
+        ONEPEACE.window_s,
+        ONEPEACE.step_s,
     ),
 }
 

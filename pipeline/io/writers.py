@@ -20,6 +20,7 @@ from avdet.pipeline.io.atomic import atomic_open
 from avdet.pipeline.types import MODALITY_TEXT, Event
 
 FORMATS = {".json": "json", ".srt": "srt", ".vtt": "vtt"}
+STDOUT = Path("-")  # `--out -`, `--json -`: standard output instead of a file
 
 
 def output_format(path: str | Path) -> str:
@@ -95,7 +96,7 @@ def _timestamp(seconds: float, sep: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """Cue text and notes must stay on one line: a blank line would end the cue."""
     return " ".join(text.split())
 
@@ -103,7 +104,7 @@ def _one_line(text: str) -> str:
 def _cue_text(e: Event) -> str:
     """`dog barking (0.87)`; with a modality `dog barking (audio only, 0.87)`."""
     tag = f"{MODALITY_TEXT.get(e.modality, e.modality)}, " if e.modality else ""
-    return f"{_one_line(e.label)} ({tag}{e.score:.2f})"
+    return f"{one_line(e.label)} ({tag}{e.score:.2f})"
 
 
 def _write_srt(stream: TextIO, video: str, duration: float, model: str, events: list[Event]) -> None:
@@ -118,7 +119,7 @@ def _vtt_escape(text: str) -> str:
 
 def _write_vtt(stream: TextIO, video: str, duration: float, model: str, events: list[Event]) -> None:
     stream.write("WEBVTT\n\n")
-    note = _one_line(f"avdet events of {video} ({duration:.3f} s), model {model}").replace("-->", "->")
+    note = one_line(f"avdet events of {video} ({duration:.3f} s), model {model}").replace("-->", "->")
     stream.write(f"NOTE {_vtt_escape(note)}\n\n")
     for i, e in enumerate(events, start=1):
         stream.write(f"{i}\n{_timestamp(e.start, '.')} --> {_timestamp(e.end, '.')}\n{_vtt_escape(_cue_text(e))}\n\n")

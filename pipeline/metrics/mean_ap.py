@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from avdet.errors import DataError
-from avdet.pipeline.data.annotations import _check_segment, _database, _finite, _label_id, _read_json, num_classes_of
+from avdet.pipeline.data.annotations import (
+    as_label_id,
+    check_segment,
+    database_of,
+    is_finite_number,
+    load_annotations,
+    num_classes_of,
+    read_json,
+)
 from avdet.pipeline.io.writers import events_from_document, is_events_document
 from avdet.pipeline.types import Event
 
@@ -129,11 +137,11 @@ def _checked_rows(preds: list, vid: str, n_cls: int, source: str) -> list[dict]:
         where = f"{source}: video {vid!r} prediction {i}"
         if not isinstance(p, dict):
             raise DataError(f"{where}: expected an object")
-        start, end = _check_segment(p.get("segment"), where)
+        start, end = check_segment(p.get("segment"), where)
         score = p.get("score", p.get("scores"))
-        if not _finite(score):
+        if not is_finite_number(score):
             raise DataError(f"{where}: score must be a finite number, not {score!r}")
-        lid = _label_id(p.get("label_id"))
+        lid = as_label_id(p.get("label_id"))
         if lid is None or not 0 <= lid < n_cls:
             raise DataError(f"{where}: label_id {p.get('label_id')!r} out of range 0..{n_cls - 1}")
         rows.append({"segment": [start, end], "label_id": lid, "score": float(score)})
@@ -151,7 +159,7 @@ def validate_predictions(
     db = _prediction_db(data)
     if db is data and ("database" in data or "results" in data):
         raise DataError(f'{source}: "database" must map video ids to lists of predictions')
-    known = _database(annotations)
+    known = database_of(annotations)
     n_cls = num_classes_of(annotations) if num_classes is None else num_classes
     for vid, preds in db.items():
         if vid not in known:
@@ -176,7 +184,7 @@ def read_predictions(path: str | Path) -> dict:
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     if path.is_dir() and not files:
         raise DataError(f"{path}: no .json files in the folder; expected {EXPECTED}")
-    docs = [(f, _read_json(f, "predictions")) for f in files]
+    docs = [(f, read_json(f, "predictions")) for f in files]
     if not path.is_dir() and not is_events_document(docs[0][1]):
         return docs[0][1]
     events: dict[str, list[Event]] = {}
@@ -394,7 +402,7 @@ def evaluate(
     thr = np.asarray(tiou_thresholds, dtype=np.float64)
     n_thr = len(thr)
     video_index: dict[str, int] = {}
-    g_vid, g_start, g_end, g_label = _ground_truth(_database(annotations), split, video_index)
+    g_vid, g_start, g_end, g_label = _ground_truth(database_of(annotations), split, video_index)
     p_vid, p_start, p_end, p_label, p_score = _flat_predictions(_prediction_db(predictions), video_index)
 
     if len(g_vid) and not np.isin(p_vid, g_vid).any():
@@ -439,7 +447,7 @@ def ranked_hits(
     Returns, in ranked order (class by class, descending score within a class): label ids (R,), scores (R,) and
     hits (R,) bool, plus the number of true events per label id. Ground truth is deduplicated as for mAP."""
     video_index: dict[str, int] = {}
-    g_vid, g_start, g_end, g_label = _ground_truth(_database(annotations), split, video_index)
+    g_vid, g_start, g_end, g_label = _ground_truth(database_of(annotations), split, video_index)
     p_vid, p_start, p_end, p_label, p_score = _flat_predictions(_prediction_db(predictions), video_index)
     parts = [np.flatnonzero(p_label == k) for k in np.unique(p_label)]
     ranked = np.concatenate([idx[_descending(p_score[idx], "stable")] for idx in parts] or [np.zeros(0, np.int64)])
@@ -527,3 +535,9 @@ def _match(
         locked[g[rr], tt, choice[rr, tt]] = True
         tp[:, has[rows]] = hit.T
     return tp
+
+
+def evaluate_files(predictions: Path, annotations: Path, split: str) -> MapScores:
+    """A predictions file scored against an annotations file on `split` (`avdet eval --predictions`; no torch)."""
+    ann = load_annotations(annotations, split)  # only what is scored is validated: a cheap start
+    return MapScores(split, evaluate(ann, load_predictions(predictions, ann), split=split))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from avdet.pipeline.config import ExperimentConfig
     from avdet.pipeline.data.sources import VideoFeatures
     from avdet.pipeline.distributed import DistributedContext
-    from avdet.pipeline.types import Event
+    from avdet.pipeline.types import Event, OperatingPoint
 
 
 class Report(Protocol):
@@ -83,6 +83,11 @@ class Task(ABC):
     @abstractmethod
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Validation metrics of the (EMA) model, `metric` among them."""
+
+    def calibration(self) -> OperatingPoint | None:
+        """The operating point `detect` should use, chosen on the candidates of the last `validate` pass (dense:
+        per-class thresholds and overlap suppression); None for a task without score thresholds."""
+        return None
 
     def state_dict(self) -> dict:
         """Task state to resume (e.g. the positive-count normaliser)."""

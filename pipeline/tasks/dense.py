@@ -20,11 +20,12 @@ from avdet.pipeline.data.annotations import load_annotations, read_classes, spli
 from avdet.pipeline.data.dense import DetectionDataset, collate
 from avdet.pipeline.data.sources import VideoFeatures, make_source
 from avdet.pipeline.distributed import DistributedContext, SyncedNormaliser, count_replicated_once, enable_lcf_gather
-from avdet.pipeline.inference import predict
+from avdet.pipeline.inference import predict, video_candidates
 from avdet.pipeline.io.atomic import write_text_atomic
 from avdet.pipeline.metrics.mean_ap import MapScores, evaluate, events_to_predictions
+from avdet.pipeline.operating_point import choose_thresholds
 from avdet.pipeline.tasks.base import Task
-from avdet.pipeline.types import Event
+from avdet.pipeline.types import Event, OperatingPoint
 
 if TYPE_CHECKING:
     from avdet.pipeline.checkpoint import Checkpoint
@@ -55,6 +56,7 @@ class DenseTask(Task):
             seed=cfg.train.seed,
         )
         self.val_set = DetectionDataset(source, self.annotations, split_ids(self.annotations, cfg.data.val_split))
+        self._candidates: dict[str, list[Event]] | None = None  # of the last validation pass
         self.normaliser = SyncedNormaliser(dist, cfg.loss.norm_init, cfg.loss.norm_momentum)
         if model_cfg.num_classes != len(self.classes):
             raise ConfigError(
@@ -123,11 +125,19 @@ class DenseTask(Task):
             collate_fn=collate,
         )
         events = predict(model, loader, self.cfg.postprocess, self.classes, device)
+        self._candidates = events  # what `calibration` chooses the operating point on
         result = evaluate(self.annotations, events_to_predictions(events), split=self.cfg.data.val_split)
         metrics = {self.metric: result.average_mAP}
         for tiou, ap in zip(result.tiou_thresholds, result.mAP, strict=True):
             metrics[f"val_mAP@{tiou:.1f}"] = float(ap)
         return metrics
+
+    def calibration(self) -> OperatingPoint | None:
+        """Per-class thresholds and overlap suppression chosen on the last validation pass's candidates: what
+        `avdet calibrate` would choose for the checkpoint of that pass on the validation split."""
+        if self._candidates is None:
+            return None
+        return choose_thresholds(self.annotations, self._candidates, len(self.classes), self.cfg.data.val_split)
 
     def state_dict(self) -> dict:
         return self.normaliser.state_dict()
@@ -138,8 +148,7 @@ class DenseTask(Task):
     # -- inference -------------------------------------------------------------------------------------------------
     @classmethod
     def events(cls, ckpt: Checkpoint, feats: list[VideoFeatures], device: torch.device) -> dict[str, list[Event]]:
-        items = [unlabelled_item(f) for f in feats]
-        return predict(ckpt.model, [collate(items)], ckpt.postprocess, ckpt.classes, device)
+        return video_candidates(ckpt.model, feats, ckpt.postprocess, ckpt.classes, device)
 
     @classmethod
     def evaluate(cls, ckpt: Checkpoint, split: str, *, device: str = "cpu", batch_size: int = 16) -> MapReport:
@@ -169,16 +178,3 @@ class MapReport(MapScores):
         path = predictions or checkpoint.with_name(f"predictions_{self.split}.json")
         write_text_atomic(path, json.dumps(events_to_predictions(self.events)))
         return [path]
-
-
-def unlabelled_item(f: VideoFeatures) -> dict:
-    """A video's features as a dataset item without ground truth (what `collate` takes)."""
-    return {
-        "video_id": f.video_id,
-        "duration": f.duration,
-        "grid": f.grid,
-        "audio": torch.from_numpy(f.audio),
-        "visual": torch.from_numpy(f.visual),
-        "segments": torch.zeros(0, 2),
-        "labels": torch.zeros(0, dtype=torch.long),
-    }

@@ -267,7 +267,7 @@ class SegmentEval:
     def save_outputs(self, checkpoint: Path, *, confusion: Path | None = None, **_: Path | None) -> list[Path]:
         """The confusion matrix PNG (default: beside the checkpoint)."""
         path = confusion or checkpoint.with_name(f"confusion_{self.split}.png")
-        return [save_confusion_png(self.report, path)]
+        return [save_confusion_png(self.report.confusion, self.report.class_names, self.report.accuracy, path)]
 
     def as_dict(self) -> dict:
         table = self.report.table()
