@@ -160,13 +160,13 @@ def reference_postprocess(test_cfg: dict):
 
 
 def video_nms(segments, scores, labels, cfg=None, **options):
-    """One video's candidates through `batched_nms` under a PostprocessConfig (`cfg`) or its keywords."""
+    """One video's candidates through `batched_nms` under a PostprocessConfig (`cfg`) or NMSSettings keywords."""
     import torch
 
-    from avdet.pipeline.postprocess import batched_nms, nms_options
+    from avdet.pipeline.nms import NMSSettings, batched_nms
 
-    options = nms_options(cfg) if cfg is not None else {"method": "soft", **options}
-    (out,) = batched_nms(segments, scores, labels, torch.zeros(len(scores), dtype=torch.long), 1, **options)
+    nms = cfg.nms if cfg is not None else NMSSettings(**options)
+    (out,) = batched_nms(segments, scores, labels, torch.zeros(len(scores), dtype=torch.long), 1, nms)
     return out
 
 
