@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from avdet.extractors import tv_compat
 from conftest import REPO
 
@@ -42,6 +44,31 @@ def test_wheel_installs_everything_under_avdet_only(tmp_path: Path) -> None:
     assert "avdet/py.typed" in names  # type checkers use the package's hints (PEP 561)
     entry_points = zipfile.ZipFile(wheel).read(wheel.name.split("-py")[0] + ".dist-info/entry_points.txt").decode()
     assert "avdet = avdet.entry:main" in entry_points  # the command skips Typer where it can (avdet/entry.py)
+
+
+def tracked_leftovers(repo: Path) -> list[str]:
+    """Merge and patch leftovers (`*.orig`, `*.rej`) that git tracks in `repo`."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    return [f for f in tracked.split("\0") if f.endswith((".orig", ".rej"))]
+
+
+def test_no_merge_leftovers_are_tracked() -> None:
+    """A `*.orig` / `*.rej` left by a merge would ship in the Docker image (COPY . .) and mislead readers."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: nothing is tracked")
+    leftovers = tracked_leftovers(REPO)
+    assert not leftovers, f"merge leftovers tracked by git (delete them): {leftovers}"
+
+
+def test_leftover_check_sees_a_tracked_orig_file(tmp_path: Path) -> None:
+    """The check above finds leftovers at any depth (a fresh repository with one `.orig` and one `.rej`)."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "pkg").mkdir()
+    for name in ("pkg/mod.py", "pkg/mod.py.orig", "notes.rej"):
+        (tmp_path / name).write_text("x\n")
+    subprocess.run([*git, "add", "-f", "."], cwd=tmp_path, check=True)
+    assert sorted(tracked_leftovers(tmp_path)) == ["notes.rej", "pkg/mod.py.orig"]
 
 
 def test_torchvision_and_timm_import_through_compat() -> None:
