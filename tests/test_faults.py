@@ -260,6 +260,7 @@ def test_awkward_file_names_reach_ffmpeg_as_files(tmp_path: Path, monkeypatch: p
     assert len(list((tmp_path / "cache").glob("*/??/*.npz"))) == 3
 
 
+@pytest.mark.slow  # extraction with worker processes
 @pytest.mark.parametrize("workers", [1, 2])
 def test_fifo_and_looping_symlink_fail_alone(clips: dict[str, Path], tmp_path: Path, workers: int) -> None:
     import os
@@ -363,6 +364,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # kills an extract process with workers
 def test_workers_die_with_a_killed_extract(tmp_path: Path) -> None:
     import signal
     import subprocess

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import zipfile
@@ -11,6 +12,7 @@ from avdet.extractors import tv_compat
 from conftest import REPO
 
 
+@pytest.mark.slow  # builds the wheel with pip
 def test_wheel_installs_everything_under_avdet_only(tmp_path: Path) -> None:
     subprocess.run(
         [
@@ -71,6 +73,33 @@ def test_leftover_check_sees_a_tracked_orig_file(tmp_path: Path) -> None:
     assert sorted(tracked_leftovers(tmp_path)) == ["notes.rej", "pkg/mod.py.orig"]
 
 
+def slow_marks(tests: Path) -> tuple[set[str], set[str]]:
+    """The test modules marked slow as a whole (`pytestmark`) and the tests marked slow one by one (module::name)."""
+    whole, single = set(), set()
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in node.targets):
+                if "pytest.mark.slow" in ast.unparse(node.value):
+                    whole.add(path.stem)
+            elif isinstance(node, ast.FunctionDef) and "pytest.mark.slow" in map(ast.unparse, node.decorator_list):
+                single.add(f"{path.stem}::{node.name}")
+    return whole, single
+
+
+def test_slow_marker_is_used() -> None:
+    """`pytest -m "not slow"` is the inner-loop subset: the `slow` marker is declared and marks the heavy tests
+    (DDP, Ray, trained-model fixtures through conftest's SLOW_FIXTURES, heavy goldens and end-to-end runs)."""
+    import conftest
+
+    assert '"slow:' in (REPO / "pyproject.toml").read_text()
+    whole, single = slow_marks(REPO / "tests")
+    assert {"test_ddp", "test_ray", "test_segment_task", "test_unimodal"} <= whole
+    assert "test_extract::test_sigkill_then_rerun_gives_identical_features" in single
+    assert {"sample_set", "trained_run"} <= set(conftest.SLOW_FIXTURES)
+    assert all(callable(getattr(conftest, name, None)) for name in conftest.SLOW_FIXTURES)
+
+
+@pytest.mark.slow  # a subprocess imports timm, torchvision and builds RAFT
 def test_torchvision_and_timm_import_through_compat() -> None:
     code = (
         "from avdet.extractors.tv_compat import import_torchvision; tv = import_torchvision();"

@@ -158,6 +158,7 @@ def test_mp4_decodes_to_the_planned_clip(made: Path) -> None:
         assert info.has_audio and (info.audio_rate, info.audio_channels) == (TINY.sample_rate, 2)
 
 
+@pytest.mark.slow  # renders the sample set twice more
 def test_same_seed_same_data_other_seed_other_data(made: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     make_sample(again, dataclasses.replace(TINY, workers=1))  # the worker count must not matter
