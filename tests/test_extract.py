@@ -129,6 +129,7 @@ def test_workers_fork_from_a_server_that_imported_torch_once() -> None:
         assert pool.submit(os.getppid).result() != os.getpid()  # the server's child
 
 
+@pytest.mark.slow  # extracts the batch twice
 def test_changed_extractor_config_never_reuses_features(batch: Path, tmp_path: Path) -> None:
     from avdet.extractors import lite
     from avdet.pipeline.extract import extract_one

@@ -177,6 +177,7 @@ def _feature_file(cache: Path) -> Path:
     return found
 
 
+@pytest.mark.slow  # extracts through ffmpeg for each kind of damage
 @pytest.mark.parametrize("damage", ["truncated", "garbled", "text"])
 def test_damaged_index_is_rebuilt_from_the_feature_files(clips: dict[str, Path], tmp_path: Path, damage: str) -> None:
     from avdet.pipeline.io.store import FeatureStore
@@ -208,6 +209,7 @@ def first_key(cache: Path) -> str:
     return sorted(cache.glob("*/??/*.npz"))[0].parent.parent.name
 
 
+@pytest.mark.slow  # re-extracts through ffmpeg for each kind of damage
 @pytest.mark.parametrize("damage", ["empty", "truncated", "garbled", "nan"])
 def test_damaged_feature_file_is_recomputed(clips: dict[str, Path], tmp_path: Path, damage: str) -> None:
     import numpy as np
@@ -245,6 +247,7 @@ def _distinct_clip(path: Path, frequency: int) -> Path:
     return make_clip(path, 1.5, frequency=frequency)
 
 
+@pytest.mark.slow  # renders and extracts a clip per awkward name
 def test_awkward_file_names_reach_ffmpeg_as_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`-leading-dash.mp4` after `--`, `-` (stdin to ffmpeg) and `concat:x.mp4` (a protocol) are plain files."""
     from avdet.pipeline.io.store import FeatureStore

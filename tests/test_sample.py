@@ -188,6 +188,7 @@ def test_same_seed_same_data_other_seed_other_data(made: Path, tmp_path: Path) -
         assert (p.video_id, p.occurrences, p.render_seed) == (q.video_id, q.occurrences, q.render_seed)
 
 
+@pytest.mark.slow  # renders and decodes clips with distractors
 def test_distractors_are_in_the_media_but_not_in_the_truth(made: Path) -> None:
     db = _load(made)["database"]
     kinds = []
@@ -435,6 +436,7 @@ def test_ave_plans_have_one_event_background_and_distractors_off_the_event() -> 
     assert all(len(p.occurrences) == 1 for p in no_distractors)
 
 
+@pytest.mark.slow  # renders and decodes the AVE-style sample
 def test_ave_clips_show_and_play_the_event_only_in_its_segments(made_ave: Path) -> None:
     cases = set()
     for plan in ave_clips.plan_ave_dataset(AVE_TINY):
