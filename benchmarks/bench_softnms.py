@@ -30,7 +30,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from avdet.pipeline.postprocess import batched_nms
+from avdet.pipeline.nms import NMSSettings, batched_nms
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SETTINGS = {"sigma": 0.4, "iou_threshold": 0.7, "min_score": 0.001, "max_seg_num": 100, "voting_thresh": 0.75}
@@ -90,10 +90,8 @@ def make_case(n: int, n_classes: int, seed: int) -> tuple[torch.Tensor, torch.Te
 
 def run_avdet(case: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     segs, scores, labels = case
-    s = SETTINGS
     video = torch.zeros(len(scores), dtype=torch.long)  # one video: what detect runs per video
-    options = {"sigma": s["sigma"], "min_score": s["min_score"], "max_seg_num": s["max_seg_num"]}
-    (kept,) = batched_nms(segs, scores, labels, video, 1, method="soft", **options)
+    (kept,) = batched_nms(segs, scores, labels, video, 1, NMSSettings(method="soft", multiclass=True, **SETTINGS))
     return kept
 
 

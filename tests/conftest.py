@@ -36,9 +36,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--gpu", action="store_true", help="run tests marked gpu")
 
 
+# Session fixtures that render, extract or train (tens of seconds on 2 cores): every test needing one, directly or
+# through another fixture, is slow. Modules whose own fixtures train say so with `pytestmark = pytest.mark.slow`.
+SLOW_FIXTURES = ("sample_set", "trained_run")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks added here count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(name in SLOW_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if config.getoption("--gpu"):
         return
+    # `gpu` stays declared for tests of CUDA paths; there are none yet (no CUDA machine runs the suite).
     skip = pytest.mark.skip(reason="needs --gpu and a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
@@ -160,13 +170,13 @@ def reference_postprocess(test_cfg: dict):
 
 
 def video_nms(segments, scores, labels, cfg=None, **options):
-    """One video's candidates through `batched_nms` under a PostprocessConfig (`cfg`) or its keywords."""
+    """One video's candidates through `batched_nms` under a PostprocessConfig (`cfg`) or NMSSettings keywords."""
     import torch
 
-    from avdet.pipeline.postprocess import batched_nms, nms_options
+    from avdet.pipeline.nms import NMSSettings, batched_nms
 
-    options = nms_options(cfg) if cfg is not None else {"method": "soft", **options}
-    (out,) = batched_nms(segments, scores, labels, torch.zeros(len(scores), dtype=torch.long), 1, **options)
+    nms = cfg.nms if cfg is not None else NMSSettings(**options)
+    (out,) = batched_nms(segments, scores, labels, torch.zeros(len(scores), dtype=torch.long), 1, nms)
     return out
 
 

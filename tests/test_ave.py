@@ -171,6 +171,7 @@ def test_vgg19_segments_pad_short_videos() -> None:
     assert [vgg19_vggish.segment_rows(d) for d in (9.98, 10.0, 10.02, 0.3)] == [10, 10, 10, 1]
 
 
+@pytest.mark.slow  # builds the full VGG19 twice
 def test_vgg19_architecture_and_weights(tmp_path: Path) -> None:
     model = vgg19_vggish.load_vgg19(random_weights=True)
     convs = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]  # torchvision's features.N indices
@@ -191,6 +192,7 @@ def test_vgg19_architecture_and_weights(tmp_path: Path) -> None:
         vgg19_vggish.load_vgg19(str(tmp_path / "empty"))
 
 
+@pytest.mark.slow  # builds the full VGG19 (random weights)
 def test_build_spec() -> None:
     ext = vgg19_vggish.build(random_weights=True)
     assert ext.name == "vgg19_vggish" and ext.dims == (25088, 128)

@@ -187,6 +187,7 @@ def test_config_is_primitives_only() -> None:
         assert isinstance(getattr(CCNetConfig(), f.name), int | float | str | bool), f.name
 
 
+@pytest.mark.slow  # trains CCNet for a few steps
 def test_a_few_steps_fit_a_fixed_batch() -> None:
     model = tiny().train()
     audio, visual, mask = batch([32, 23])

@@ -20,6 +20,8 @@ import torch
 from avdet.pipeline.checkpoint import read_checkpoint
 from conftest import SampleSet
 
+pytestmark = pytest.mark.slow  # DDP: spawned gloo ranks train on the sample set
+
 # 1 warm-up + 1 training epoch on the 24-video sample; validation only at the end (eval_start 1)
 SETTINGS = {"train__epochs": 1, "train__warmup_epochs": 1, "train__eval_start": 1}
 TIMEOUT_S = 120

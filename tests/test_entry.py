@@ -59,6 +59,7 @@ def test_eval_of_a_predictions_file_imports_neither_typer_nor_pydantic(golden_di
     assert "Avg." in res.stdout
 
 
+@pytest.mark.slow  # two CLI subprocesses per case
 @pytest.mark.parametrize("case", ["golden", "json-to-stdout", "unknown-video", "no-annotations-file"])
 def test_eval_prints_what_the_typer_command_prints(case, golden_dir: Path, shared_data_dir: Path, tmp_path: Path):
     ann, preds = shared_data_dir / "unav100_annotations.json", golden_dir / "eval_predictions.json"

@@ -59,6 +59,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # subprocess CLI runs over the batch
 def test_extract_batch_reports_bad_files_and_goes_on(batch: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     res = run_cli("extract", str(batch), "--cache", str(cache), str(tmp_path / "missing.mp4"))
@@ -88,12 +89,14 @@ def test_extract_batch_reports_bad_files_and_goes_on(batch: Path, tmp_path: Path
     assert "cached" in again.stderr
 
 
+@pytest.mark.slow  # extraction through a CLI subprocess
 def test_dash_ids_work_on_the_command_line(batch: Path, tmp_path: Path) -> None:
     res = run_cli("extract", "--cache", str(tmp_path / "c"), "--", str(batch / "-starts with dash.mp4"))
     assert res.returncode == 0, res.stderr
     assert set(stored(tmp_path / "c")) == {"-starts with dash"}
 
 
+@pytest.mark.slow  # extraction through a CLI subprocess
 def test_unwritable_cache_is_one_line(batch: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -103,6 +106,7 @@ def test_unwritable_cache_is_one_line(batch: Path, tmp_path: Path) -> None:
     assert len(lines) == 1 and "not writable" in lines[0]
 
 
+@pytest.mark.slow  # extracts the batch twice, with worker processes
 def test_workers_match_a_single_process(batch: Path, tmp_path: Path) -> None:
     good = [batch / "good.mp4", batch / "silent.mp4", batch / "-starts with dash.mp4"]
     extract_videos(good, tmp_path / "one", ExtractOptions())
@@ -125,6 +129,7 @@ def test_workers_fork_from_a_server_that_imported_torch_once() -> None:
         assert pool.submit(os.getppid).result() != os.getpid()  # the server's child
 
 
+@pytest.mark.slow  # extracts the batch twice
 def test_changed_extractor_config_never_reuses_features(batch: Path, tmp_path: Path) -> None:
     from avdet.extractors import lite
     from avdet.pipeline.extract import extract_one
@@ -137,6 +142,7 @@ def test_changed_extractor_config_never_reuses_features(batch: Path, tmp_path: P
     assert changed.rows > first.rows
 
 
+@pytest.mark.slow  # two extract processes at once
 def test_two_concurrent_extract_processes(batch: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     clips = [
@@ -154,6 +160,7 @@ def test_two_concurrent_extract_processes(batch: Path, tmp_path: Path) -> None:
     assert len(list(cache.rglob("*.npz"))) == 4 and not list(cache.rglob("*.tmp-*"))
 
 
+@pytest.mark.slow  # kills an extract process and reruns it
 def test_sigkill_then_rerun_gives_identical_features(batch: Path, tmp_path: Path) -> None:
     clips_dir = tmp_path / "clips"
     clips_dir.mkdir()

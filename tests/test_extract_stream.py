@@ -33,6 +33,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # decodes a long clip twice through ffmpeg
 def test_stream_audio_joins_to_load_audio(tone_clip: Path) -> None:
     chunks = list(media.stream_audio(tone_clip, 16000, chunk_s=1.7))
     assert len(chunks) > 10 and max(len(c) for c in chunks) <= round(1.7 * 16000)

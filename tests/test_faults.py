@@ -177,6 +177,7 @@ def _feature_file(cache: Path) -> Path:
     return found
 
 
+@pytest.mark.slow  # extracts through ffmpeg for each kind of damage
 @pytest.mark.parametrize("damage", ["truncated", "garbled", "text"])
 def test_damaged_index_is_rebuilt_from_the_feature_files(clips: dict[str, Path], tmp_path: Path, damage: str) -> None:
     from avdet.pipeline.io.store import FeatureStore
@@ -208,6 +209,7 @@ def first_key(cache: Path) -> str:
     return sorted(cache.glob("*/??/*.npz"))[0].parent.parent.name
 
 
+@pytest.mark.slow  # re-extracts through ffmpeg for each kind of damage
 @pytest.mark.parametrize("damage", ["empty", "truncated", "garbled", "nan"])
 def test_damaged_feature_file_is_recomputed(clips: dict[str, Path], tmp_path: Path, damage: str) -> None:
     import numpy as np
@@ -245,6 +247,7 @@ def _distinct_clip(path: Path, frequency: int) -> Path:
     return make_clip(path, 1.5, frequency=frequency)
 
 
+@pytest.mark.slow  # renders and extracts a clip per awkward name
 def test_awkward_file_names_reach_ffmpeg_as_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`-leading-dash.mp4` after `--`, `-` (stdin to ffmpeg) and `concat:x.mp4` (a protocol) are plain files."""
     from avdet.pipeline.io.store import FeatureStore
@@ -260,6 +263,7 @@ def test_awkward_file_names_reach_ffmpeg_as_files(tmp_path: Path, monkeypatch: p
     assert len(list((tmp_path / "cache").glob("*/??/*.npz"))) == 3
 
 
+@pytest.mark.slow  # extraction with worker processes
 @pytest.mark.parametrize("workers", [1, 2])
 def test_fifo_and_looping_symlink_fail_alone(clips: dict[str, Path], tmp_path: Path, workers: int) -> None:
     import os
@@ -363,6 +367,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # kills an extract process with workers
 def test_workers_die_with_a_killed_extract(tmp_path: Path) -> None:
     import signal
     import subprocess

@@ -35,6 +35,7 @@ def test_parameter_names_match_public_checkpoints(golden: dict) -> None:
         assert all(tuple(ours[k].shape) == tuple(ref[k]) for k in ref)
 
 
+@pytest.mark.slow  # golden: a full I3D forward per stream
 @pytest.mark.parametrize("stream", ["rgb", "flow"])
 def test_i3d_matches_reference(golden: dict, stream: str, tmp_path: Path) -> None:
     ref = golden[stream]

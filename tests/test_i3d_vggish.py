@@ -153,6 +153,7 @@ def test_preprocessing_constants() -> None:
 
 
 # -- a generated clip through the extraction runner -> the released feature shapes ------------------------------
+@pytest.mark.slow  # I3D and VGGish end to end on a clip
 def test_extract_one_gives_released_shapes(tmp_path: Path) -> None:
     torch.manual_seed(0)
     audio = VGGishAudio(VGGish(), hop_s=i3d_vggish.STEP_S, num_rows=i3d_vggish.unav_audio_rows)

@@ -92,7 +92,8 @@ def one_shot(clip: np.ndarray, chunk: int, rows: int | None = None) -> np.ndarra
 
 
 @pytest.mark.parametrize(
-    ("frames", "chunk", "block"), [(97, 7, 9), (61, 64, 20), (50, 3, 1), (1, 1, 9), (1700, 64, 750)]
+    ("frames", "chunk", "block"),
+    [(97, 7, 9), (61, 64, 20), (50, 3, 1), (1, 1, 9), pytest.param(1700, 64, 750, marks=pytest.mark.slow)],
 )
 def test_streamed_rows_equal_the_one_shot_computation(
     frames: int, chunk: int, block: int, monkeypatch: pytest.MonkeyPatch

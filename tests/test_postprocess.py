@@ -11,7 +11,8 @@ import torch
 
 from avdet.errors import ConfigError
 from avdet.models.base import DetectorOutput
-from avdet.pipeline.postprocess import PostprocessConfig, batched_nms, decode_video, postprocess, segment_voting
+from avdet.pipeline.nms import NMSSettings, batched_nms, segment_voting
+from avdet.pipeline.postprocess import PostprocessConfig, decode_video, postprocess
 from avdet.pipeline.types import Event, TimeGrid
 from conftest import reference_postprocess, video_nms
 
@@ -146,9 +147,7 @@ def test_batched_nms_equals_per_video_calls():
     video = torch.repeat_interleave(torch.arange(4), torch.tensor([len(p[1]) for p in parts]))
     for method in ("soft", "hard"):
         cfg = PostprocessConfig(nms_method=method, max_seg_num=12, min_score=0.05)
-        batched = batched_nms(
-            segs, scores, labels, video, 5, method=method, min_score=0.05, max_seg_num=12, sigma=cfg.sigma
-        )
+        batched = batched_nms(segs, scores, labels, video, 5, cfg.nms)
         assert len(batched) == 5 and len(batched[1][1]) == 0 and len(batched[4][1]) == 0
         for v, (s, sc, lab) in enumerate(parts):
             alone = video_nms(torch.from_numpy(s).reshape(-1, 2), torch.from_numpy(sc), torch.from_numpy(lab), cfg)
@@ -289,6 +288,48 @@ def test_config_validation():
     assert (cfg.sigma, cfg.min_score, cfg.max_seg_num) == (0.4, 0.001, 100)
 
 
+CONFIG_ERRORS = {  # one bad field each -> the whole message a config user sees
+    "nms_method": ("linear", "postprocess.nms_method must be one of soft, hard, none"),
+    "sigma": (0.0, "postprocess.sigma must be > 0"),
+    "iou_threshold": (1.5, "postprocess.iou_threshold must be in [0, 1]"),
+    "pre_nms_topk": (0, "postprocess.pre_nms_topk must be >= 1"),
+    "max_seg_num": (0, "postprocess.max_seg_num must be >= 1"),
+    "pre_nms_thresh": (1.0, "postprocess.pre_nms_thresh must be in [0, 1)"),
+    "min_score": (-0.1, "postprocess.min_score must be in [0, 1)"),
+    "duration_thresh": (-1.0, "postprocess.duration_thresh must be >= 0"),
+    "voting_thresh": (2.0, "postprocess.voting_thresh must be in [0, 1]"),
+    "output_threshold": (1.1, "postprocess.output_threshold must be in [0, 1]"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(CONFIG_ERRORS))
+def test_each_bad_field_gives_its_config_message(field):
+    value, message = CONFIG_ERRORS[field]
+    with pytest.raises(ConfigError) as err:
+        PostprocessConfig(**{field: value})
+    assert str(err.value) == message
+    if field in ("pre_nms_topk", "pre_nms_thresh", "duration_thresh", "output_threshold"):
+        return
+    with pytest.raises(ConfigError) as err:  # the same check, on the NMS settings alone
+        NMSSettings(**{"method" if field == "nms_method" else field: value})
+    assert str(err.value) == message
+
+
+def test_nms_settings_are_the_configs_nms_fields_frozen():
+    from dataclasses import FrozenInstanceError, fields
+
+    names = {"method": "nms_method"}  # NMSSettings field -> PostprocessConfig field
+    assert PostprocessConfig().nms == NMSSettings()  # same defaults: the UnAV reference test settings
+    cfg = PostprocessConfig(
+        nms_method="hard", sigma=0.5, iou_threshold=0.6, min_score=0.01, max_seg_num=7, multiclass=False
+    )
+    cfg.voting_thresh = 0.9  # a config changed after construction: `nms` follows it
+    for f in fields(NMSSettings):
+        assert getattr(cfg.nms, f.name) == getattr(cfg, names.get(f.name, f.name)), f.name
+    with pytest.raises(FrozenInstanceError):
+        cfg.nms.sigma = 0.1  # type: ignore[misc]
+
+
 def test_soft_nms_is_fast_on_a_full_video():
     """A batch of 8 full videos' candidates (100 classes, 6 levels, top 2000 each) in well under a second each."""
     torch.manual_seed(0)
@@ -335,9 +376,9 @@ def test_early_stop_with_many_classes_keeps_the_reference_top(quantise):
 @pytest.mark.parametrize("quantise", [False, True])
 def test_large_block_decay_matches_the_dense_one(quantise, monkeypatch):
     """Blocks above _DENSE_SIZE decay only the overlapping candidates: forced on small cases, same results."""
-    import avdet.pipeline.postprocess as pp
+    import avdet.pipeline.nms as nms
 
-    monkeypatch.setattr(pp, "_DENSE_SIZE", 0)
+    monkeypatch.setattr(nms, "_DENSE_SIZE", 0)
     rng = np.random.default_rng(31 if quantise else 32)
     for trial in range(10):
         segs, scores, labels = _random_case(rng, int(rng.integers(1, 150)), int(rng.integers(1, 8)), quantise)
@@ -353,7 +394,7 @@ def test_batched_early_stop_per_video():
     scores = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     labels = torch.from_numpy(np.concatenate([p[2] for p in parts]))
     video = torch.repeat_interleave(torch.arange(4), torch.tensor([len(p[1]) for p in parts]))
-    batched = batched_nms(segs, scores, labels, video, 4, method="soft", sigma=0.4, min_score=0.001, max_seg_num=10)
+    batched = batched_nms(segs, scores, labels, video, 4, NMSSettings(sigma=0.4, min_score=0.001, max_seg_num=10))
     for (s, sc, lab), got in zip(parts, batched, strict=True):
         want_idx, want_scores = reference_batched(s, sc, lab, 0.4, 0.001, 10)
         assert got[2].tolist() == lab[want_idx].tolist()
@@ -366,7 +407,7 @@ def test_expf_is_glibc_expf():
     import ctypes
     import ctypes.util
 
-    from avdet.pipeline.postprocess import _expf
+    from avdet.pipeline.nms import _expf
 
     x = np.array([0.0, -0.0, -1.0, -2.5, -1e-8], dtype=np.float32)
     np.testing.assert_array_equal(
@@ -398,7 +439,7 @@ def test_expf_is_glibc_expf_over_the_whole_range():
     import ctypes
     import ctypes.util
 
-    from avdet.pipeline.postprocess import _expf
+    from avdet.pipeline.nms import _expf
 
     libm = ctypes.util.find_library("m")
     if libm is None or "libm.so.6" not in libm:
@@ -413,20 +454,20 @@ def test_expf_is_glibc_expf_over_the_whole_range():
 
 def _tie_free_picks(segs, scores, labels, video, sigma, min_score, max_keep):
     """`_soft_picks` (None at a tied maximum) and the order-tracking `_pick_loop` on the same groups."""
-    import avdet.pipeline.postprocess as pp
+    import avdet.pipeline.nms as kernel
 
     n_cls = int(labels.max()) + 1
-    order, row, col, row_key = pp._layout(video * n_cls + labels)
+    order, row, col, row_key = kernel._layout(video * n_cls + labels)
     row_video, shape = row_key // n_cls, (len(row_key), int(col.max()) + 1)
     geo = np.zeros((3, *shape), dtype=np.float32)
     geo[:2, row, col] = segs[order].T
     np.add(geo[1] - geo[0], np.float32(1e-6), out=geo[2])
-    options = {"sigma": sigma, "min_score": min_score, "max_keep": max_keep}
-    fast = pp._soft_picks(geo.copy(), pp._padded(scores[order], row, col, shape, -np.inf), row_video, **options)
-    score = pp._padded(scores[order], row, col, shape, -np.inf)
+    settings = NMSSettings(sigma=sigma, min_score=min_score, max_seg_num=max_keep, iou_threshold=0.7)
+    fast = kernel._soft_picks(geo.copy(), kernel._padded(scores[order], row, col, shape, -np.inf), row_video, settings)
+    score = kernel._padded(scores[order], row, col, shape, -np.inf)
     slot = np.tile(np.arange(shape[1]), (shape[0], 1))
-    groups = pp._Groups(geo, score, score > -np.inf, slot, np.arange(shape[0]), row_video)
-    return fast, pp._pick_loop(groups, soft=True, iou_threshold=0.7, **options)
+    groups = kernel._Groups(geo, score, score > -np.inf, slot, np.arange(shape[0]), row_video)
+    return fast, kernel._pick_loop(groups, settings)
 
 
 @pytest.mark.parametrize("min_score", [0.0, 0.001, 0.3])

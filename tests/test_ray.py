@@ -26,6 +26,8 @@ from avdet.pipeline.extract import ExtractOptions, extract_videos, extract_video
 from avdet.pipeline.io.store import FeatureStore, fingerprint
 from conftest import make_clip
 
+pytestmark = pytest.mark.slow  # Ray: starts a local Ray runtime and extracts through it
+
 TESTS = Path(__file__).resolve().parent
 KILL_DIR_ENV = "AVDET_TEST_KILL_DIR"  # read by install_kill_hook in the Ray workers only
 

@@ -158,6 +158,7 @@ def test_mp4_decodes_to_the_planned_clip(made: Path) -> None:
         assert info.has_audio and (info.audio_rate, info.audio_channels) == (TINY.sample_rate, 2)
 
 
+@pytest.mark.slow  # renders the sample set twice more
 def test_same_seed_same_data_other_seed_other_data(made: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     make_sample(again, dataclasses.replace(TINY, workers=1))  # the worker count must not matter
@@ -187,6 +188,7 @@ def test_same_seed_same_data_other_seed_other_data(made: Path, tmp_path: Path) -
         assert (p.video_id, p.occurrences, p.render_seed) == (q.video_id, q.occurrences, q.render_seed)
 
 
+@pytest.mark.slow  # renders and decodes clips with distractors
 def test_distractors_are_in_the_media_but_not_in_the_truth(made: Path) -> None:
     db = _load(made)["database"]
     kinds = []
@@ -434,6 +436,7 @@ def test_ave_plans_have_one_event_background_and_distractors_off_the_event() -> 
     assert all(len(p.occurrences) == 1 for p in no_distractors)
 
 
+@pytest.mark.slow  # renders and decodes the AVE-style sample
 def test_ave_clips_show_and_play_the_event_only_in_its_segments(made_ave: Path) -> None:
     cases = set()
     for plan in ave_clips.plan_ave_dataset(AVE_TINY):

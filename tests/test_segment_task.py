@@ -22,6 +22,8 @@ from avdet.pipeline.metrics.accuracy import background_only_accuracy
 from avdet.pipeline.synth.ave_features import write_synthetic_ave
 from avdet.pipeline.train import Reporter, train
 
+pytestmark = pytest.mark.slow  # its module fixtures train CCLN and LoCo-AVEL models and run the CLI end to end
+
 runner = CliRunner()
 
 CCLN_SMALL = {

@@ -18,6 +18,8 @@ from avdet.pipeline.io import media
 from avdet.pipeline.synth.clips import SampleConfig, annotations, plan_dataset
 from conftest import SampleSet, make_clip
 
+pytestmark = pytest.mark.slow  # its module fixture trains an audio-only model on the sample set
+
 runner = CliRunner()
 TINY = {"visual_dim": 12, "audio_dim": 8, "num_classes": 3, "max_seq_len": 32, "embed_dim": 16, "num_heads": 2}
 TINY = {**TINY, "num_levels": 3, "head_dim": 16, "drop_path": 0.0}

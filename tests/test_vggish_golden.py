@@ -16,6 +16,8 @@ from avdet.extractors import weights
 from avdet.extractors.base import AudioInput
 from avdet.extractors.vggish import PCA_FILE, WEIGHTS_FILE, VGGishAudio, load_vggish, num_examples, waveform_to_examples
 
+pytestmark = pytest.mark.slow  # golden over 5 s: its module fixture builds VGGish and runs the reference clips
+
 
 @pytest.fixture(scope="module")
 def golden(golden_dir: Path) -> dict:
