@@ -394,10 +394,26 @@ def train(
     except AvdetError as err:
         raise fail(str(err)) from None
     if main_rank:
+        if result.operating_point is not None:
+            _print_trained_operating_point(result.operating_point, result.classes, result.run_dir / "best.ckpt")
         out.print(
             f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
-            f"checkpoints in {escape(str(result.run_dir))}"
+            f"checkpoints in {escape(str(result.run_dir))} (per-epoch metrics: metrics.jsonl, curves.png)"
         )
+
+
+def _print_trained_operating_point(point, classes: list[str], checkpoint: Path) -> None:
+    """What calibration chose at the end of `train`: the table for a few classes, its range for many."""
+    if len(classes) <= 20:
+        _print_operating_point(point, classes, checkpoint)
+        return
+    val = point.validation or {}
+    out.print(
+        f"operating point chosen on {escape(str(point.split))}: per-class thresholds {min(point.thresholds):.3f}-"
+        f"{max(point.thresholds):.3f} ({len(point.fallback)} pooled), validation F1 {100 * val.get('f1', 0):.1f} %; "
+        f"`avdet calibrate {escape(str(checkpoint))}` prints the table",
+        highlight=False,
+    )
 
 
 def _metric_text(name: str, value: float) -> str:

@@ -30,6 +30,7 @@ from avdet.pipeline.calibrate import calibrate_checkpoint
 from avdet.pipeline.checkpoint import DATA_PATH_KEYS, read_checkpoint, save_checkpoint
 from avdet.pipeline.config import ExperimentConfig, build_model_config, check_task, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
+from avdet.pipeline.run_log import MetricsLog, open_tensorboard, write_curves
 from avdet.pipeline.tasks import task_class
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     metric: str = "val_mAP"  # what best_metric measures: val_mAP (fraction) or val_accuracy (percent)
+    operating_point: Any = None  # what calibration chose for best.ckpt (dense task), with `classes`
+    classes: list[str] = field(default_factory=list)
 
 
 # -- optimisation ---------------------------------------------------------------------------------------------------
@@ -217,7 +220,8 @@ def train(
     overwrite: bool = False,
     reporter: Reporter | None = None,
 ) -> TrainResult:
-    """Train the configured model; writes config.yaml, last.ckpt, best.ckpt and TensorBoard scalars to `run_dir`.
+    """Train the configured model; writes config.yaml, last.ckpt, best.ckpt, metrics.jsonl (one line per epoch),
+    curves.png and, when tensorboard is installed, TensorBoard scalars to `run_dir`.
 
     The task (dense or segment) decides the data, the losses and the validation metric; the loop, optimiser,
     schedule, EMA, checkpoints and resume are shared. Under torchrun every rank trains on its share of each global
@@ -270,16 +274,15 @@ def train(
         task.prepare(model, dist.world)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    writer = None
+    writer, metrics_log = None, None
     if dist.main:
-        from torch.utils.tensorboard import SummaryWriter
-
         if not resume:  # --overwrite: the old run's checkpoints must not outlive it
             for stale in (last_path, best_path):
                 stale.unlink(missing_ok=True)
 
         save_config(cfg, run_dir / "config.yaml")
-        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch * steps_per_epoch)
+        writer = open_tensorboard(run_dir / "tensorboard", purge_step=start_epoch * steps_per_epoch)
+        metrics_log = MetricsLog(run_dir, start_epoch)
     meta = {
         "task": cfg.task,
         "model": {"name": entry.name, "config": to_dict(model_cfg)},
@@ -324,7 +327,8 @@ def train(
                 t0 = time.perf_counter()
                 metrics.update(task.validate(ema.module, device))
                 metrics["val_seconds"] = time.perf_counter() - t0
-                writer.add_scalar(task.metric_tag, metrics[task.metric], step)
+                if writer is not None:
+                    writer.add_scalar(task.metric_tag, metrics[task.metric], step)
                 if metrics[task.metric] > best_metric:
                     best_metric, best_epoch = metrics[task.metric], epoch
                     save_checkpoint(
@@ -335,6 +339,7 @@ def train(
             history.append(metrics)
             if dist.main:
                 reporter.epoch(epoch, metrics)
+                metrics_log.write(metrics)
                 save_checkpoint(
                     last_path,
                     {
@@ -360,7 +365,14 @@ def train(
     finally:
         if writer is not None:
             writer.close()
+        if metrics_log is not None:
+            metrics_log.close()
+    point, classes = None, []
+    if dist.main:
+        write_curves(run_dir, history, task.metric)
     if dist.main and cfg.task == "dense" and best_path.is_file():  # detect's default thresholds, from validation
-        point, _ = calibrate_checkpoint(best_path, cfg.data.val_split, device=str(device), batch_size=tc.batch_size)
+        point, classes = calibrate_checkpoint(
+            best_path, cfg.data.val_split, device=str(device), batch_size=tc.batch_size
+        )
         log.info("calibrated %s: validation F1 %.3f", best_path, (point.validation or {}).get("f1", 0.0))
-    return TrainResult(run_dir, best_metric, best_epoch, history, task.metric)
+    return TrainResult(run_dir, best_metric, best_epoch, history, task.metric, point, classes)
