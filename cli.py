@@ -176,6 +176,7 @@ def extract(
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
+    media.require_ffmpeg()  # before any progress bar: one line, not one failed video each
     from avdet.pipeline.io.store import default_cache_dir
 
     cache = cache or default_cache_dir()
@@ -324,6 +325,9 @@ def make_sample(
             mismatched=mismatched,
         )
         run = partial(make_dense, cfg=cfg)
+    from avdet.pipeline.io.media import require_ffmpeg
+
+    require_ffmpeg()  # before the progress bar: one line
     with Progress(
         TextColumn("[bold]make-sample"),
         BarColumn(),
@@ -501,6 +505,7 @@ def detect(
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
+    media.require_ffmpeg()  # before any progress bar: one line, not one failed video each
     _apply_threads(threads)
     try:
         targets = _detect_targets(paths, out_path, fmt, plot)
@@ -1068,6 +1073,9 @@ def _ray_argv(argv: list[str]) -> list[str]:
 def main() -> None:
     try:
         app(args=json_argv(_ray_argv(sys.argv[1:])), prog_name="avdet")
+    except AvdetError as err:  # one a command did not catch itself (e.g. ffmpeg missing): one line, no traceback
+        print_error(str(err))
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)
