@@ -222,10 +222,20 @@ def test_readme_is_a_front_door() -> None:
     assert re.search(r"^## Performance$", text, re.M) and "2 CPU cores" in text  # with the machine stated
 
 
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation but `-` and `_` dropped, spaces to `-`."""
+    headings = re.findall(r"^#+ (.+)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_local_links_resolve() -> None:
     for path in doc_files():
         for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
-            file = (path.parent / target.split("#")[0]).resolve()
+            name, _, anchor = target.partition("#")
+            file = (path.parent / name).resolve() if name else path
             assert file.exists(), f"{path.relative_to(REPO)} links to {target}, which does not exist"
+            if anchor:
+                anchors = heading_anchors(file.read_text(encoding="utf-8"))
+                assert anchor in anchors, f"{path.relative_to(REPO)} links to {target}: no such heading"
