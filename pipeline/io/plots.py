@@ -245,6 +245,7 @@ def plot_training_curves(
         xs, ys = zip(*validated, strict=True)
         ys = [100 * y for y in ys] if percent else list(ys)
         ax_val.plot(xs, ys, marker="o", color="tab:green")
+        ax_val.margins(y=0.15)  # room above the best point for its label
         best = max(range(len(ys)), key=ys.__getitem__)
         ax_val.annotate(
             f"best {ys[best]:.1f} (epoch {xs[best]})",
