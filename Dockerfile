@@ -7,18 +7,26 @@
 ARG TORCH_CUDA=cuda12.8-cudnn9-runtime
 FROM pytorch/pytorch:2.13.0-${TORCH_CUDA}
 
-# ffmpeg from the distribution's packages (decoding is done by the system ffmpeg).
+# ffmpeg from the distribution's packages (decoding is done by the system ffmpeg); tini as PID 1, so the signal of
+# `docker stop` reaches avdet at once (it stops cleanly) instead of the 10 s grace period ending in SIGKILL.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg=7:* \
+    && apt-get install -y --no-install-recommends ffmpeg=7:* tini=0.19* \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/avdet
-# The whole checkout (less what .dockerignore leaves out): packaging decides what is installed, as for a wheel.
-COPY . .
+# Dependencies first, from pyproject.toml alone: a change to the source reuses this layer (the slow one).
 # Installed under constraints-docker.txt: the base's CUDA torch 2.13 satisfies the pins and stays; nothing else
 # can move torch or torchvision off the tested versions. The other dependencies carry their ranges in pyproject.toml.
+COPY pyproject.toml constraints-docker.txt ./
+COPY scripts/requirements.py scripts/
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir -c constraints-docker.txt '.[decord,hdf5,dist]' \
+RUN python scripts/requirements.py decord hdf5 dist tb > /tmp/requirements.txt \
+    && pip install --no-cache-dir -c constraints-docker.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+# Then the whole checkout (less what .dockerignore leaves out): packaging decides what is installed, as for a wheel.
+COPY . .
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --no-deps -c constraints-docker.txt . \
     && useradd --create-home --uid 1000 avdet \
     && mkdir -p /cache /weights \
     && chown avdet:avdet /cache /weights
@@ -30,5 +38,5 @@ VOLUME ["/cache", "/weights"]
 WORKDIR /home/avdet
 # Smoke step: the CLI imports and answers.
 RUN avdet --help > /dev/null
-ENTRYPOINT ["avdet"]
+ENTRYPOINT ["/usr/bin/tini", "--", "avdet"]
 CMD ["--help"]

@@ -181,6 +181,7 @@ def extract(
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
+    media.require_ffmpeg()  # before any progress bar: one line, not one failed video each
     from avdet.pipeline.io.store import default_cache_dir
 
     cache = cache or default_cache_dir()
@@ -329,6 +330,9 @@ def make_sample(
             mismatched=mismatched,
         )
         run = partial(make_dense, cfg=cfg)
+    from avdet.pipeline.io.media import require_ffmpeg
+
+    require_ffmpeg()  # before the progress bar: one line
     with Progress(
         TextColumn("[bold]make-sample"),
         BarColumn(),
@@ -399,10 +403,26 @@ def train(
     except AvdetError as err:
         raise fail(str(err)) from None
     if main_rank:
+        if result.operating_point is not None:
+            _print_trained_operating_point(result.operating_point, result.classes, result.run_dir / "best.ckpt")
         out.print(
             f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
-            f"checkpoints in {escape(str(result.run_dir))}"
+            f"checkpoints in {escape(str(result.run_dir))} (per-epoch metrics: metrics.jsonl, curves.png)"
         )
+
+
+def _print_trained_operating_point(point, classes: list[str], checkpoint: Path) -> None:
+    """What calibration chose at the end of `train`: the table for a few classes, its range for many."""
+    if len(classes) <= 20:
+        _print_operating_point(point, classes, checkpoint)
+        return
+    val = point.validation or {}
+    out.print(
+        f"operating point chosen on {escape(str(point.split))}: per-class thresholds {min(point.thresholds):.3f}-"
+        f"{max(point.thresholds):.3f} ({len(point.fallback)} pooled), validation F1 {100 * val.get('f1', 0):.1f} %; "
+        f"`avdet calibrate {escape(str(checkpoint))}` prints the table",
+        highlight=False,
+    )
 
 
 def _metric_text(name: str, value: float) -> str:
@@ -487,6 +507,7 @@ def detect(
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
+    media.require_ffmpeg()  # before any progress bar: one line, not one failed video each
     _apply_threads(threads)
     try:
         targets = plan_outputs(paths, out_path, fmt, plot)
@@ -973,6 +994,9 @@ def _ray_argv(argv: list[str]) -> list[str]:
 def main() -> None:
     try:
         app(args=json_argv(_ray_argv(sys.argv[1:])), prog_name="avdet")
+    except AvdetError as err:  # one a command did not catch itself (e.g. ffmpeg missing): one line, no traceback
+        print_error(str(err))
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)

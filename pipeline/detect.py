@@ -137,6 +137,7 @@ class Detector:
         """Detections per video as they are ready, in input order; a failing video yields a Detection with its
         error and the rest go on. `batch_size` videos share a forward pass (default: the detector's)."""
         batch_size = batch_size or self.batch_size
+        media.require_ffmpeg()  # one line for the batch, not one failed video each
         pending: list[tuple[Path, VideoFeatures]] = []
 
         def flush() -> Iterator[Detection]:

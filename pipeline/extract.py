@@ -322,6 +322,7 @@ def extract_videos(
     """Extract every video; results arrive through `on_result` as they finish, in completion order. Each process
     runs `threads` torch threads (default: `pipeline.threads` policy for `workers` processes)."""
     paths = [str(p) for p in paths]
+    media.require_ffmpeg()  # one line for the batch, not one failed video each
     warn_duplicate_ids(paths)
     store = FeatureStore(cache)  # fails early and clearly on an unwritable cache
     extractors = options.build()

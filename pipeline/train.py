@@ -29,7 +29,9 @@ from avdet.models.registry import model_entry
 from avdet.pipeline.checkpoint import DATA_PATH_KEYS, read_checkpoint, save_checkpoint
 from avdet.pipeline.config import ExperimentConfig, build_model_config, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
+from avdet.pipeline.run_log import MetricsLog, open_tensorboard, write_curves
 from avdet.pipeline.tasks import task_class
+from avdet.pipeline.types import OperatingPoint
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     metric: str = "val_mAP"  # what best_metric measures: val_mAP (fraction) or val_accuracy (percent)
+    operating_point: Any = None  # what calibration chose for best.ckpt (dense task), with `classes`
+    classes: list[str] = field(default_factory=list)
 
 
 # -- optimisation ---------------------------------------------------------------------------------------------------
@@ -216,7 +220,8 @@ def train(
     overwrite: bool = False,
     reporter: Reporter | None = None,
 ) -> TrainResult:
-    """Train the configured model; writes config.yaml, last.ckpt, best.ckpt and TensorBoard scalars to `run_dir`.
+    """Train the configured model; writes config.yaml, last.ckpt, best.ckpt, metrics.jsonl (one line per epoch),
+    curves.png and, when tensorboard is installed, TensorBoard scalars to `run_dir`.
 
     The task (dense or segment) decides the data, the losses and the validation metric; the loop, optimiser,
     schedule, EMA, checkpoints and resume are shared. Under torchrun every rank trains on its share of each global
@@ -250,6 +255,7 @@ def train(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, best_metric, best_epoch, history = 0, -1.0, -1, []
+    best_point: OperatingPoint | None = None  # what calibration chose for best.ckpt in this run
 
     last_path, best_path = run_dir / "last.ckpt", run_dir / "best.ckpt"
     if resume:
@@ -268,16 +274,15 @@ def train(
         task.prepare(model, dist.world)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    writer = None
+    writer, metrics_log = None, None
     if dist.main:
-        from torch.utils.tensorboard import SummaryWriter
-
         if not resume:  # --overwrite: the old run's checkpoints must not outlive it
             for stale in (last_path, best_path):
                 stale.unlink(missing_ok=True)
 
         save_config(cfg, run_dir / "config.yaml")
-        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch * steps_per_epoch)
+        writer = open_tensorboard(run_dir / "tensorboard", purge_step=start_epoch * steps_per_epoch)
+        metrics_log = MetricsLog(run_dir, start_epoch)
     meta = {
         "task": cfg.task,
         "model": {"name": entry.name, "config": to_dict(model_cfg)},
@@ -322,20 +327,23 @@ def train(
                 t0 = time.perf_counter()
                 metrics.update(task.validate(ema.module, device))
                 metrics["val_seconds"] = time.perf_counter() - t0
-                writer.add_scalar(task.metric_tag, metrics[task.metric], step)
+                if writer is not None:
+                    writer.add_scalar(task.metric_tag, metrics[task.metric], step)
                 if metrics[task.metric] > best_metric:
                     best_metric, best_epoch = metrics[task.metric], epoch
                     best = {**meta, "epoch": epoch, "metrics": metrics, "state_dict": ema.module.state_dict()}
-                    point = task.calibration()  # detect's default thresholds, from this very validation pass
-                    if point is not None:
-                        best["operating_point"] = point.to_payload()
-                        log.info("calibrated best.ckpt: validation F1 %.3f", (point.validation or {}).get("f1", 0.0))
+                    best_point = task.calibration()  # detect's default thresholds, from this very validation pass
+                    if best_point is not None:
+                        best["operating_point"] = best_point.to_payload()
+                        f1 = (best_point.validation or {}).get("f1", 0.0)
+                        log.info("calibrated best.ckpt: validation F1 %.3f", f1)
                     save_checkpoint(best_path, best)
             if dist.world > 1:  # every rank returns the same history and best metric
                 metrics, best_metric, best_epoch = dist.broadcast((metrics, best_metric, best_epoch))
             history.append(metrics)
             if dist.main:
                 reporter.epoch(epoch, metrics)
+                metrics_log.write(metrics)
                 save_checkpoint(
                     last_path,
                     {
@@ -361,4 +369,11 @@ def train(
     finally:
         if writer is not None:
             writer.close()
-    return TrainResult(run_dir, best_metric, best_epoch, history, task.metric)
+        if metrics_log is not None:
+            metrics_log.close()
+    if dist.main:
+        write_curves(run_dir, history, task.metric)
+        if best_point is None and best_path.is_file():  # best.ckpt from before a --resume: its stored point
+            stored = read_checkpoint(best_path).get("operating_point")
+            best_point = None if stored is None else OperatingPoint.from_payload(stored, len(task.classes))
+    return TrainResult(run_dir, best_metric, best_epoch, history, task.metric, best_point, list(task.classes))

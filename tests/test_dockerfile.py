@@ -25,7 +25,8 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_dockerfile_has_the_promised_parts() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert "FROM pytorch/pytorch:" in text and "cuda" in text  # an official PyTorch CUDA runtime base
-    assert "ffmpeg" in text and 'ENTRYPOINT ["avdet"]' in text
+    assert "ffmpeg" in text and 'ENTRYPOINT ["/usr/bin/tini", "--", "avdet"]' in text  # PID 1 forwards signals
+    assert "tini" in text.split("ENTRYPOINT")[0].split("apt-get install")[1].split("&&")[0]  # installed by apt
     assert "USER 1000" in text  # not root
     assert 'VOLUME ["/cache", "/weights"]' in text
     assert "RUN avdet --help" in text  # smoke step in the build
@@ -47,3 +48,25 @@ def test_image_runs_the_tested_torch() -> None:
     (base,) = re.findall(r"^FROM pytorch/pytorch:(\S+)", text, re.M)
     assert base.startswith(tested["torch"] + "-"), base
     assert "pip install --no-cache-dir -c constraints-docker.txt" in text
+
+
+def test_dependencies_are_installed_before_the_source_is_copied() -> None:
+    """Layer cache: the dependency layer depends on pyproject.toml and the pins only, so a code change reuses it."""
+    lines = [line.strip() for line in (REPO / "Dockerfile").read_text().splitlines()]
+    copies = [i for i, line in enumerate(lines) if line.startswith("COPY ")]
+    whole = lines.index("COPY . .")
+    deps = next(i for i, line in enumerate(lines) if "-r /tmp/requirements.txt" in line)
+    assert deps < whole and all(i > deps or "." not in lines[i].split()[1:-1] for i in copies)
+    assert "--no-deps" in lines[whole + 2]  # the package itself adds nothing: its dependencies are in already
+    res = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "requirements.py"), "decord", "hdf5", "dist", "tb"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wanted = res.stdout.split()
+    assert wanted[0].startswith("torch") and any(r.startswith("tensorboard") for r in wanted), wanted
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "requirements.py"), "nope"], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "known: " in bad.stderr

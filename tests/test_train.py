@@ -33,6 +33,10 @@ def test_tiny_model_learns(trained_run: Path) -> None:
     assert result["best"] == max(maps) and 0.42 < result["best"] < 0.62, maps
     assert (trained_run / "best.ckpt").is_file() and (trained_run / "config.yaml").is_file()
     assert any((trained_run / "tensorboard").iterdir())
+    logged = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [h["epoch"] for h in history]
+    assert [r.get("val_mAP") for r in logged] == [h.get("val_mAP") for h in history]
+    assert (trained_run / "curves.png").is_file()
 
 
 def test_checkpoint_holds_only_tensors_and_primitives(trained_run: Path) -> None:
@@ -117,6 +121,9 @@ def test_resume_after_kill_equals_uninterrupted_run(sample_set: SampleSet, tmp_p
     total = 5  # train.warmup_epochs 1 + train.epochs 4
     assert ran == list(range(killed_epoch + 1, total)), res.stderr[-2000:]
     assert [h["epoch"] for h in read_checkpoint(killed / "last.ckpt")["train_state"]["history"]] == list(range(total))
+    # metrics.jsonl continues too: every epoch once, whatever the kill left after the last checkpoint
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(total))
 
     a, b = _weights(full / "last.ckpt"), _weights(killed / "last.ckpt")
     assert a.keys() == b.keys()

@@ -10,6 +10,7 @@ import errno
 import logging
 import math
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -21,9 +22,27 @@ from typing import Literal
 import ffmpeg
 import numpy as np
 
-from avdet.errors import DecodeError
+from avdet.errors import AvdetError, DecodeError
 
 log = logging.getLogger(__name__)
+
+# One line for every place that finds ffmpeg missing: what to run on the common systems.
+FFMPEG_INSTALL = (
+    "install it with `sudo apt-get install ffmpeg` (Debian/Ubuntu), `brew install ffmpeg` (macOS) or "
+    "`conda install -c conda-forge ffmpeg`"
+)
+
+
+class FFmpegMissingError(AvdetError):
+    """ffmpeg or ffprobe is not on PATH: the whole command stops (one line), no video is marked failed."""
+
+
+def require_ffmpeg() -> None:
+    """Raise `FFmpegMissingError` (one line with the install command) unless ffmpeg and ffprobe are on PATH."""
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        raise FFmpegMissingError(f"{' and '.join(missing)} not found on PATH: {FFMPEG_INSTALL}")
+
 
 Backend = Literal["ffmpeg", "decord"]
 ResizeMode = Literal["stretch", "short_side_crop"]
@@ -123,7 +142,7 @@ def probe(path: str | Path) -> MediaInfo:
             path, f"not readable media ({_last_line(err.stderr.decode(errors='replace'), path)})"
         ) from None
     except FileNotFoundError:
-        raise DecodeError(path, "ffprobe not found: install ffmpeg (apt-get install ffmpeg)") from None
+        raise DecodeError(path, f"ffprobe not found: {FFMPEG_INSTALL}") from None
     streams = meta.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
@@ -180,7 +199,7 @@ def _run_pipe(
         try:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
         except FileNotFoundError:
-            raise DecodeError(path, "ffmpeg not found: install ffmpeg (apt-get install ffmpeg)") from None
+            raise DecodeError(path, f"ffmpeg not found: {FFMPEG_INSTALL}") from None
         assert proc.stdout is not None
         try:
             while True:

@@ -217,3 +217,60 @@ def save_confusion_png(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_training_curves(
+    epochs: list[int],
+    losses: dict[str, list[float | None]],
+    validated: list[tuple[int, float]],
+    metric: str,
+    path: str | Path,
+) -> None:
+    """A training run's curves from plain numbers: each loss term per epoch (left, log scale when positive) and
+    the validation metric at the epochs it was measured (right). Writes a PNG to `path` atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    positive = True
+    for name, values in losses.items():
+        points = [(e, v) for e, v in zip(epochs, values, strict=True) if v is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            positive = positive and min(ys) > 0
+            ax_loss.plot(xs, ys, marker=".", lw=1.8 if name == "total" else 1.0, label=name)
+    if positive and any(losses.values()):
+        ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_title("training loss (mean per epoch)", loc="left", fontsize=10)
+    ax_loss.legend(fontsize=7, frameon=False)
+    ax_loss.grid(color="0.9")
+    percent = metric != "val_accuracy"  # mAP is stored as a fraction, accuracy in percent
+    if validated:
+        xs, ys = zip(*validated, strict=True)
+        ys = [100 * y for y in ys] if percent else list(ys)
+        ax_val.plot(xs, ys, marker="o", color="tab:green")
+        ax_val.margins(y=0.15)  # room above the best point for its label
+        best = max(range(len(ys)), key=ys.__getitem__)
+        ax_val.annotate(
+            f"best {ys[best]:.1f} (epoch {xs[best]})",
+            (xs[best], ys[best]),
+            fontsize=8,
+            xytext=(0, 8),
+            textcoords="offset points",
+            ha="center",
+        )
+    else:
+        ax_val.text(0.5, 0.5, "not validated", ha="center", va="center", color="0.5", transform=ax_val.transAxes)
+    ax_val.set_xlabel("epoch")
+    ax_val.set_title(f"validation {'Avg. mAP (%)' if percent else 'segment accuracy (%)'}", loc="left", fontsize=10)
+    ax_val.grid(color="0.9")
+    if epochs:
+        for ax in (ax_loss, ax_val):
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue())

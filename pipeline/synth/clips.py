@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 
 from avdet.errors import AvdetError, ConfigError
+from avdet.pipeline.io import media
 from avdet.pipeline.io.atomic import atomic_path, clean_stale_temps, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -572,7 +573,7 @@ def write_clip(plan: VideoPlan, cfg: SampleConfig, target: Path) -> Path:
                     stderr=errfile,
                 )
             except FileNotFoundError:
-                raise AvdetError("ffmpeg not found: install ffmpeg (apt-get install ffmpeg)") from None
+                raise media.FFmpegMissingError(f"ffmpeg not found on PATH: {media.FFMPEG_INSTALL}") from None
             assert proc.stdin is not None
             try:
                 for frames in render_frames(plan, cfg):
