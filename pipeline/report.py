@@ -16,12 +16,16 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avdet import __version__
 from avdet.errors import DataError
 from avdet.pipeline.io.atomic import write_text_atomic
 from avdet.pipeline.metrics.mean_ap import prediction_hits
 from avdet.pipeline.types import Event
+
+if TYPE_CHECKING:  # a type only: this module never imports torch
+    from avdet.pipeline.checkpoint import Checkpoint
 
 TIOU = 0.5  # event-level matching, as mAP@0.5 and `avdet calibrate`
 TEMPLATES = Path(__file__).with_name("templates")
@@ -322,7 +326,7 @@ def report_from_files(
 
 # -- a split (`avdet eval --checkpoint ... --report DIR`) ----------------------------------------------------------
 def write_split_report(
-    ckpt: object, candidates: Mapping[str, list[Event]], split: str, out: str | Path, meta: Meta
+    ckpt: Checkpoint, candidates: Mapping[str, list[Event]], split: str, out: str | Path, meta: Meta
 ) -> Path:
     """Pages for every video of `split` evaluated by checkpoint `ckpt` (a loaded `Checkpoint`): its `candidates`
     at the checkpoint's operating point (as `detect` shows them), the annotations' ground truth, and the video
@@ -352,7 +356,7 @@ def write_split_report(
     return write_report_folder(out, reports, meta, title=f"{ckpt.name}: {split} split")
 
 
-def _store_videos(ckpt: object) -> dict[str, Path]:
+def _store_videos(ckpt: Checkpoint) -> dict[str, Path]:
     """{video id: media file} as the checkpoint's feature store recorded them at extraction (files still there)."""
     if ckpt.extractor.get("released"):
         return {}

@@ -206,3 +206,20 @@ def test_detect_and_eval_write_reports(trained_run: Path, sample_set, tmp_path: 
     )
     first = blob((tmp_path / "split" / f"{test_ids[0]}.html").read_text())
     assert first["src"] is not None and (tmp_path / "split" / first["src"]).resolve().is_file()
+
+
+def test_report_writes_without_torch(tmp_path: Path) -> None:
+    """The report is plain data in, HTML out: writing one never imports torch (a fast `avdet report`)."""
+    import subprocess
+    import sys
+
+    ev = _events_json(tmp_path, "a", EVENTS)
+    ann = _annotations(tmp_path / "ann.json", {"a": TRUTH})
+    code = (
+        "import sys; from avdet.pipeline.report import report_from_files; "
+        f"report_from_files({str(ev)!r}, {str(tmp_path / 'r.html')!r}, annotations={str(ann)!r}); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr.strip()[-500:]
+    assert (tmp_path / "r.html").is_file()
