@@ -223,3 +223,11 @@ def test_report_writes_without_torch(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr.strip()[-500:]
     assert (tmp_path / "r.html").is_file()
+
+
+def test_detect_refuses_one_page_for_several_videos_before_any_work(tmp_path: Path) -> None:
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    args = ["detect", str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--checkpoint", str(tmp_path / "none.ckpt")]
+    res = CliRunner().invoke(app, [*args, "--report", str(tmp_path / "r.html")])
+    assert res.exit_code == 1 and "2 videos make a report folder with an index" in res.output
