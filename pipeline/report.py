@@ -128,7 +128,7 @@ def match(video_id: str, events: list[Event], truth: list[Event]) -> Matching:
 # -- page data -----------------------------------------------------------------------------------------------------
 def _event_row(e: Event) -> dict:
     row = {"label": e.label, "label_id": int(e.label_id), "start": round(e.start, 3), "end": round(e.end, 3)}
-    row["score"] = round(float(e.score), 4)
+    row["score"] = float(f"{e.score:.9g}")  # as events.json: the slider compares the very scores
     if e.modality is not None:
         row["modality"] = e.modality
     return row
