@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart: generated clips -> features -> tiny LoCo (best.ckpt calibrated on validation) -> mAP on held-out
 # clips (and an HTML report of the split) -> events for one clip at the calibrated operating point, its timeline
-# and an interactive HTML report beside the truth -> that operating point's precision / recall / F1 over the test split.
+# and an interactive HTML report beside the truth -> that operating point's precision / recall / F1 over the test
+# split.
 # Runs in a few minutes on 2 CPU cores. Usage: scripts/quickstart.sh [OUT_DIR] (default: quickstart/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
