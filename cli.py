@@ -483,6 +483,15 @@ def detect(
     plot: Annotated[
         Path, typer.Option(help="Also draw the event timeline to this PNG (one video).", show_default="no plot")
     ] = None,
+    report_path: Annotated[
+        Path,
+        typer.Option(
+            "--report",
+            help="Also write an interactive HTML report: a file (one video) or a folder (index.html and a page per "
+            "video); `avdet report` adds ground truth.",
+            show_default="none",
+        ),
+    ] = None,
     cache: Annotated[Path, typer.Option(help="Feature store folder.", show_default=CACHE_DEFAULT)] = None,
     device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 1,
@@ -511,6 +520,10 @@ def detect(
     _apply_threads(threads)
     try:
         targets = plan_outputs(paths, out_path, fmt, plot)
+        if report_path is not None:
+            from avdet.pipeline.report import check_report_target
+
+            check_report_target(report_path, len(paths))
         detectors = [
             Detector(
                 ckpt,
@@ -530,6 +543,7 @@ def detect(
     combined = CombinedDetector(detectors)
     record = combined.operating_point_record()
     failures = 0
+    pages: list = []  # what --report shows, per video
     with console.status("detecting..."):
         for det in combined.run(paths, batch_size):
             if det.events is None:
@@ -563,11 +577,28 @@ def detect(
                     from avdet.pipeline.io.plots import plot_timeline  # matplotlib only when asked
 
                     plot_timeline(det.events, det.duration, plot, classes=combined.classes, title=det.video_id)
+                pages.append((det.video_id, det.duration, det.events, Path(det.path)))
             except (AvdetError, OSError) as err:
                 failures += 1
                 console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False, soft_wrap=True)
+    if report_path is not None and pages:
+        failures += not _write_detect_report(report_path, pages, combined.name, record, checkpoint)
     if failures:
         raise typer.Exit(1)
+
+
+def _write_detect_report(path: Path, pages: list, model: str, record: dict, checkpoints: list[Path]) -> bool:
+    """`detect --report`: the detected videos' pages (no ground truth); False when it could not be written."""
+    from avdet.pipeline.report import Meta, VideoReport, write_report
+
+    reports = [VideoReport(vid, dur, evs, None, media, model, record) for vid, dur, evs, media in pages]
+    try:
+        written = write_report(path, reports, Meta(_command_line(), ", ".join(map(str, checkpoints))))
+    except AvdetError as err:
+        console.print(f"[red]failed[/] report: {escape(str(err))}", highlight=False, soft_wrap=True)
+        return False
+    console.print(f"report written to {escape(str(written))}", highlight=False, soft_wrap=True)
+    return True
 
 
 def _print_events(video: str, duration: float, events: list) -> None:
@@ -613,6 +644,15 @@ def eval_(
     cml: Annotated[
         bool, typer.Option(help="Segment checkpoints: cross-modal localization (A2V, V2A) instead of accuracy.")
     ] = False,
+    report_dir: Annotated[
+        Path,
+        typer.Option(
+            "--report",
+            help="With a dense --checkpoint: an HTML report of the split in this folder (index.html, a page per "
+            "video with its events at the operating point over the video and the ground truth).",
+            show_default="none",
+        ),
+    ] = None,
     device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
     threads: Annotated[int, _threads_option()] = None,
@@ -621,6 +661,8 @@ def eval_(
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
     if (predictions is None) == (checkpoint is None):
         raise fail("give exactly one of --predictions and --checkpoint")
+    if report_dir is not None and checkpoint is None:
+        raise fail("--report needs --checkpoint (the pages show its events over the videos)")
     try:
         if predictions is not None:
             if annotations is None:
@@ -636,15 +678,26 @@ def eval_(
             data = {"annotations": annotations, "cache": cache, "released_root": released_root, "ave_root": ave_root}
             device = _resolve_device(device)
             ckpt = load_checkpoint(checkpoint, device, data=data)
+            if report_dir is not None and (cml or ckpt.task != "dense"):
+                raise fail("--report shows a dense checkpoint's events; this is a segment-task evaluation")
             if cml:
                 _eval_cml(evaluate_cml_checkpoint(ckpt, split=split, device=device), split, json_out)
                 return
             report = evaluate_checkpoint(ckpt, split=split, device=device, batch_size=batch_size)
             _save_eval_outputs(report, checkpoint, save_predictions, confusion)
+            if report_dir is not None:
+                _write_split_report(ckpt, report.events, split, report_dir, checkpoint)
         print_report(report, to_stdout=json_out != STDOUT)
         write_json(json_out, report.as_dict())
     except AvdetError as err:
         raise fail(str(err)) from None
+
+
+def _write_split_report(ckpt, events: dict, split: str, folder: Path, checkpoint: Path) -> None:
+    from avdet.pipeline.report import Meta, write_split_report
+
+    index = write_split_report(ckpt, events, split, folder, Meta(_command_line(), str(checkpoint)))
+    console.print(f"report written to {escape(str(index))}", highlight=False, soft_wrap=True)
 
 
 def _save_eval_outputs(report, checkpoint: Path, predictions: Path | None, confusion: Path | None) -> None:
@@ -736,6 +789,48 @@ def plot(
     except AvdetError as err:
         raise fail(str(err)) from None
     out.print(f"timeline written to {escape(str(out_png))}")
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+def _command_line() -> str:
+    """The command as typed (program name shortened to avdet), shown on report pages."""
+    import shlex
+
+    return shlex.join(["avdet", *sys.argv[1:]])
+
+
+@app.command()
+def report(
+    events: Annotated[Path, typer.Argument(help="An events JSON written by `avdet detect`, or a folder of them.")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="HTML file (one video) or folder (index.html and a page per video).")
+    ] = Path("report.html"),
+    video: Annotated[
+        Path,
+        typer.Option(
+            help="The video file, or a folder holding <video id>.mp4 (.webm, .mkv, ...).", show_default="none"
+        ),
+    ] = None,
+    annotations: Annotated[
+        Path,
+        typer.Option(help="Ground truth: lanes, tIoU and precision / recall / F1 at tIoU 0.5.", show_default="none"),
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="Checkpoint name shown on the pages.", show_default="none")] = "",
+) -> None:
+    """Write an interactive HTML report: the video, its events on a timeline (ground truth under them), a score
+    slider, class filters; a folder of events gives an index page with a row per video."""
+    from avdet.pipeline.report import Meta, report_from_files
+
+    try:
+        path, pages = report_from_files(
+            events, out_path, videos=video, annotations=annotations, meta=Meta(_command_line(), checkpoint)
+        )
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    for page in pages:
+        if page.video_path is None and video is not None:
+            console.print(f"[yellow]no video[/] for {escape(page.video_id)} in {escape(str(video))}", highlight=False)
+    out.print(f"report written to {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 # -- weights / convert -------------------------------------------------------------------------------------------

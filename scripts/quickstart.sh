@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart: generated clips -> features -> tiny LoCo (best.ckpt calibrated on validation) -> mAP on held-out
-# clips -> events for one clip at the calibrated operating point, its timeline beside the truth -> that operating
-# point's precision / recall / F1 over the test split.
+# clips (and an HTML report of the split) -> events for one clip at the calibrated operating point, its timeline
+# and an interactive HTML report beside the truth -> that operating point's precision / recall / F1 over the test
+# split.
 # Runs in a few minutes on 2 CPU cores. Usage: scripts/quickstart.sh [OUT_DIR] (default: quickstart/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ step $AVDET extract "$OUT/data/videos" --cache "$OUT/cache" --workers 2
 step $AVDET train --config tiny --run-dir "$OUT/run" --overwrite \
     --set data.annotations="$OUT/data/annotations.json" --set data.classes="$OUT/data/classes.tsv" \
     --set data.cache="$OUT/cache"
-step $AVDET eval --checkpoint "$OUT/run/best.ckpt" --split test --json "$OUT/test_map.json"
+step $AVDET eval --checkpoint "$OUT/run/best.ckpt" --split test --json "$OUT/test_map.json" --report "$OUT/report"
 
 CLIP=$(.venv/bin/python -c "import json,sys; db=json.load(open(sys.argv[1]))['database']; \
 print(sorted(v for v, d in db.items() if d['subset'] == 'test')[0])" "$OUT/data/annotations.json")
@@ -24,6 +25,10 @@ step $AVDET detect "$OUT/data/videos/$CLIP.mp4" --checkpoint "$OUT/run/best.ckpt
     --out "$OUT/events.json" --plot "$OUT/timeline.png"
 step $AVDET detect "$OUT/data/videos/$CLIP.mp4" --checkpoint "$OUT/run/best.ckpt" --out "$OUT/events.srt"
 step $AVDET plot "$OUT/events.json" --annotations "$OUT/data/annotations.json" --out "$OUT/timeline_vs_truth.png"
+step $AVDET report "$OUT/events.json" --video "$OUT/data/videos/$CLIP.mp4" --annotations "$OUT/data/annotations.json" \
+    --checkpoint "$OUT/run/best.ckpt" --out "$OUT/report.html"
 step .venv/bin/python benchmarks/operating_point.py --checkpoint "$OUT/run/best.ckpt" --videos "$OUT/data/videos" \
     --json "$OUT/operating_point.json"
-printf '\nDone: %s/events.json, %s/events.srt, %s/timeline_vs_truth.png\n' "$OUT" "$OUT" "$OUT"
+printf '\nDone: %s/events.json, %s/events.srt, %s/timeline_vs_truth.png, %s/report.html (open it in a browser),\n' \
+    "$OUT" "$OUT" "$OUT" "$OUT"
+printf '%s/report/index.html (the test split, a page per video)\n' "$OUT"

@@ -39,11 +39,12 @@ def test_wheel_installs_everything_under_avdet_only(tmp_path: Path) -> None:
     tops = {n.split("/")[0] for n in names}
     assert tops == {"avdet", wheel.name.split("-py")[0] + ".dist-info"}
     tracked = subprocess.run(
-        ["git", "ls-files", "--", "*.py", "*.yaml"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--", "*.py", "*.yaml", "*.html"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
     package_files = [f for f in tracked if f.split("/")[0] in ("pipeline", "extractors", "models", "configs")]
     package_files += [f for f in tracked if "/" not in f and f.endswith(".py") and f != "setup.py"]
     assert "pipeline/io/media.py" in package_files and "configs/tiny.yaml" in package_files
+    assert "pipeline/templates/report.html" in package_files  # package data: the HTML report's templates
     missing = [f for f in package_files if f"avdet/{f}" not in names]
     assert not missing, f"tracked modules missing from the wheel: {missing}"
     assert not any(n.startswith(("avdet/tests/", "avdet/benchmarks/", "avdet/scripts/")) for n in names)

@@ -437,6 +437,22 @@ def evaluate(
     return EvalResult(thr, m_ap, float(m_ap.mean()), ap, class_ids)
 
 
+def _ranked_match(
+    annotations: Mapping, predictions: Mapping, split: str | None, tiou: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
+    """The matching of `ranked_hits`: (ranked order of the flat predictions (R,), their label ids (P,) and scores
+    (P,) in input order, hits (R,) in ranked order, true events per label id)."""
+    video_index: dict[str, int] = {}
+    g_vid, g_start, g_end, g_label = _ground_truth(database_of(annotations), split, video_index)
+    p_vid, p_start, p_end, p_label, p_score = _flat_predictions(_prediction_db(predictions), video_index)
+    parts = [np.flatnonzero(p_label == k) for k in np.unique(p_label)]
+    ranked = np.concatenate([idx[_descending(p_score[idx], "stable")] for idx in parts] or [np.zeros(0, np.int64)])
+    thr = np.asarray([tiou], dtype=np.float64)
+    tp = _match(ranked, p_vid, p_start, p_end, p_label, g_vid, g_start, g_end, g_label, thr, len(video_index))
+    counts = dict(zip(*np.unique(g_label, return_counts=True), strict=True))
+    return ranked, p_label, p_score, tp[0], {int(k): int(v) for k, v in counts.items()}
+
+
 def ranked_hits(
     annotations: Mapping, predictions: Mapping, split: str | None, tiou: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
@@ -446,15 +462,26 @@ def ranked_hits(
 
     Returns, in ranked order (class by class, descending score within a class): label ids (R,), scores (R,) and
     hits (R,) bool, plus the number of true events per label id. Ground truth is deduplicated as for mAP."""
+    ranked, p_label, p_score, hits, counts = _ranked_match(annotations, predictions, split, tiou)
+    return p_label[ranked], p_score[ranked], hits, counts
+
+
+def prediction_hits(
+    annotations: Mapping, predictions: Mapping, split: str | None, tiou: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """`ranked_hits`' matching seen from each prediction, in the predictions' own order (video by video as given):
+    hits (P,) bool, the best tIoU (P,) with any true event of the prediction's class in its video (0 when none),
+    and the number of true events per label id."""
+    ranked, p_label, _, ranked_tp, counts = _ranked_match(annotations, predictions, split, tiou)
+    hits = np.zeros(len(p_label), dtype=bool)
+    hits[ranked] = ranked_tp
     video_index: dict[str, int] = {}
     g_vid, g_start, g_end, g_label = _ground_truth(database_of(annotations), split, video_index)
-    p_vid, p_start, p_end, p_label, p_score = _flat_predictions(_prediction_db(predictions), video_index)
-    parts = [np.flatnonzero(p_label == k) for k in np.unique(p_label)]
-    ranked = np.concatenate([idx[_descending(p_score[idx], "stable")] for idx in parts] or [np.zeros(0, np.int64)])
-    thr = np.asarray([tiou], dtype=np.float64)
-    tp = _match(ranked, p_vid, p_start, p_end, p_label, g_vid, g_start, g_end, g_label, thr, len(video_index))
-    counts = dict(zip(*np.unique(g_label, return_counts=True), strict=True))
-    return p_label[ranked], p_score[ranked], tp[0], {int(k): int(v) for k, v in counts.items()}
+    p_vid, p_start, p_end, _, _ = _flat_predictions(_prediction_db(predictions), video_index)
+    same = (p_vid[:, None] == g_vid[None, :]) & (p_label[:, None] == g_label[None, :])  # (P, G)
+    tious = _segment_iou(p_start[:, None], p_end[:, None], g_start[None, :], g_end[None, :])  # (P, G)
+    best = np.where(same, np.nan_to_num(tious), 0.0).max(axis=1, initial=0.0)  # (P,)
+    return hits, best, counts
 
 
 def _match(
