@@ -779,6 +779,11 @@ def plot(
 
 
 # -- weights / convert -------------------------------------------------------------------------------------------
+def _quiet() -> bool:
+    """`-q`: no progress bars either."""
+    return logging.getLogger().level >= logging.ERROR
+
+
 @app.command()
 def weights(
     weights_dir: Annotated[Path, typer.Option(help="Weights folder.", show_default=WEIGHTS_DEFAULT)] = None,
@@ -789,12 +794,13 @@ def weights(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON to stdout.")] = False,
 ) -> None:
     """List the pretrained weight files avdet knows, where they go and whether they are present and intact."""
-    from avdet.extractors.weights import download_weights, files_for, weights_report
+    from avdet.extractors.weights import files_for, weights_report
+    from avdet.pipeline.weights import download_weights
 
     try:
         names = files_for(extractor) if extractor else None
         if download:
-            download_weights(names, weights_dir)
+            download_weights(names, weights_dir, progress=not _quiet())
         rows = [r for r in weights_report(weights_dir) if names is None or r["name"] in names]
     except AvdetError as err:
         raise fail(str(err)) from None
@@ -804,7 +810,7 @@ def weights(
         title=f"pretrained weights in {escape(str(Path(rows[0]['file']).parent if rows else weights_dir))}",
         show_edge=False,
     )
-    for col in ("file", "status", "used by", "get it from"):
+    for col in ("file", "status", "sha256", "used by", "get it from"):
         table.add_column(col)
     missing = 0
     for r in rows:
@@ -814,7 +820,8 @@ def weights(
             status, missing = "[red]corrupt[/]", missing + 1
         else:
             status = "[green]ok[/]" if r["sha_ok"] else "[green]present[/] (no checksum)"
-        table.add_row(escape(r["name"]), status, escape(r["used_by"]), escape(r["url"]))
+        pinned = {"sha256": "pinned", "prefix": "prefix pinned"}.get(r["pinned"], "[yellow]unpinned[/]")
+        table.add_row(escape(r["name"]), status, pinned, escape(r["used_by"]), escape(r["url"]))
     (console if as_json else out).print(table)
     if missing and download:
         raise typer.Exit(1)
