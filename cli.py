@@ -425,8 +425,18 @@ def detect(
             "--checkpoint",
             help="A trained avdet checkpoint; repeat it to put several models on one timeline (e.g. audio-visual, "
             "audio-only and visual-only: each event then says which modality found it).",
+            show_default="none",
         ),
-    ],
+    ] = None,
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            help="A named pretrained model (see `avdet models`): downloaded and converted once into "
+            "$AVDET_HOME/models; repeatable, and combinable with --checkpoint.",
+            show_default="none",
+        ),
+    ] = None,
     out_path: Annotated[
         Path,
         typer.Option(
@@ -482,12 +492,15 @@ def detect(
 
     if all_events and threshold is not None:
         raise fail("give --threshold or --all, not both")
+    if not checkpoint and not model:
+        raise fail("give --checkpoint (a trained checkpoint) or --model (a pretrained model: see `avdet models`)")
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
     _apply_threads(threads)
     try:
         targets = _detect_targets(paths, out_path, fmt, plot)
+        checkpoint = [*(checkpoint or []), *_model_checkpoints(model or [])]
         detectors = [
             Detector(
                 ckpt,
@@ -557,6 +570,13 @@ def detect(
                 console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
+
+
+def _model_checkpoints(names: list[str]) -> list[Path]:
+    """`--model NAME`: the converted checkpoint of each named model, fetched and converted on first use."""
+    from avdet.pipeline.models_zoo import model_checkpoint
+
+    return [model_checkpoint(name, progress=not _quiet()) for name in names]
 
 
 def _detect_targets(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
@@ -782,6 +802,43 @@ def plot(
 def _quiet() -> bool:
     """`-q`: no progress bars either."""
     return logging.getLogger().level >= logging.ERROR
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON to stdout.")] = False,
+) -> None:
+    """List the named pretrained detectors `detect --model NAME` and `avdet.load(NAME)` accept: features, classes,
+    published test mAP, where the file comes from, its checksum and license, and whether it is here already.
+
+    The index is built in, or the JSON file / URL in $AVDET_MODEL_INDEX; models go to $AVDET_HOME/models
+    (default ~/.cache/avdet/models)."""
+    from avdet.pipeline.models_zoo import model_rows, models_dir
+
+    try:
+        rows = model_rows()
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        out.print_json(_json_text(rows))
+        return
+    table = Table(title=f"pretrained models (kept in {escape(str(models_dir()))})", show_edge=False)
+    for col in ("name", "detector", "features", "classes", "test mAP", "size", "sha256", "license", "source", "here"):
+        table.add_column(col, justify="right" if col in ("classes", "test mAP", "size") else "left")
+    for r in rows:
+        table.add_row(
+            escape(r["name"]),
+            escape(r["detector"]),
+            escape(r["features"]),
+            str(r["classes"]),
+            "-" if r["published_map"] is None else f"{r['published_map']:.1f}",
+            "?" if r["size"] is None else f"{r['size'] / 1e6:.0f} MB",
+            "pinned" if r["pinned"] else "[yellow]unpinned[/]",
+            escape(r["license"]),
+            escape(r["url"]),
+            "[green]yes[/]" if r["downloaded"] else "no",
+        )
+    out.print(table)
 
 
 @app.command()
