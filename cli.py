@@ -950,6 +950,39 @@ def export(
     out.print(f"wrote {escape(str(dst))}", highlight=False)
 
 
+# -- data ---------------------------------------------------------------------------------------------------------
+data_app = typer.Typer(
+    cls=AvdetGroup, no_args_is_help=True, help="Get public datasets: annotations and released features to train on."
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="The dataset: unav100 (UnAV-100 from Hugging Face).")],
+    data_dir: Annotated[
+        Path, typer.Option("--dir", help="Where to put it.", show_default="$AVDET_HOME/data/NAME")
+    ] = None,
+    revision: Annotated[
+        str, typer.Option(help="Branch, tag or commit of the dataset repository.", show_default="main")
+    ] = None,
+) -> None:
+    """Download a dataset's annotations and released features (resumable: run it again after a cut) into a layout
+    `avdet train` reads in place, and print the `avdet train` line for it. Needs `pip install 'avdet[data]'`."""
+    from avdet.pipeline.data_fetch import fetch_dataset
+
+    try:
+        fetched = fetch_dataset(name, data_dir, revision=revision, progress=not _quiet())
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    out.print(f"annotations: {escape(fetched.annotations)}", highlight=False, soft_wrap=True)
+    for layout, folder in fetched.features.items():
+        out.print(
+            f"{layout} features: {escape(folder)} ({fetched.videos[layout]} videos)", highlight=False, soft_wrap=True
+        )
+    out.print(f"train on it with:\n  {escape(fetched.train_command())}", highlight=False, soft_wrap=True)
+
+
 # -- cache -------------------------------------------------------------------------------------------------------
 cache_app = typer.Typer(
     cls=AvdetGroup, no_args_is_help=True, help="Inspect and tidy the feature store: list, failed, verify, prune."
