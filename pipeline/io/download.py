@@ -233,7 +233,7 @@ def _resolve_drive_page(url: str, response: http.client.HTTPResponse, dest: Path
     """Drive answered a page instead of bytes: the confirm URL behind it, or a one-line error."""
     page = response.read(1 << 20).decode("utf-8", "replace")
     confirm = drive_confirm_url(page, response.geturl())
-    if confirm is None:
+    if confirm is None or confirm == url:  # no form, or the confirmed request answered the page again
         raise DownloadError(
             f"{url}: Google Drive answered a web page, not the file (quota exceeded or access restricted); "
             f"{_manual_hint(url, dest)}"
