@@ -449,8 +449,18 @@ def detect(
             "--checkpoint",
             help="A trained avdet checkpoint; repeat it to put several models on one timeline (e.g. audio-visual, "
             "audio-only and visual-only: each event then says which modality found it).",
+            show_default="none",
         ),
-    ],
+    ] = None,
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            help="A named pretrained model (see `avdet models`): downloaded and converted once into "
+            "$AVDET_HOME/models; repeatable, and combinable with --checkpoint.",
+            show_default="none",
+        ),
+    ] = None,
     out_path: Annotated[
         Path,
         typer.Option(
@@ -513,6 +523,8 @@ def detect(
 
     if all_events and threshold is not None:
         raise fail("give --threshold or --all, not both")
+    if not checkpoint and not model:
+        raise fail("give --checkpoint (a trained checkpoint) or --model (a pretrained model: see `avdet models`)")
     paths = media.expand_videos(videos)
     if not paths:
         raise fail("no video files found in " + ", ".join(map(str, videos)))
@@ -524,6 +536,7 @@ def detect(
             from avdet.pipeline.report import check_report_target
 
             check_report_target(report_path, len(paths))
+        checkpoint = [*(checkpoint or []), *_model_checkpoints(model or [])]
         detectors = [
             Detector(
                 ckpt,
@@ -585,6 +598,13 @@ def detect(
         failures += not _write_detect_report(report_path, pages, combined.name, record, checkpoint)
     if failures:
         raise typer.Exit(1)
+
+
+def _model_checkpoints(names: list[str]) -> list[Path]:
+    """`--model NAME`: the converted checkpoint of each named model, fetched and converted on first use."""
+    from avdet.pipeline.models_zoo import model_checkpoint
+
+    return [model_checkpoint(name, progress=not _quiet()) for name in names]
 
 
 def _write_detect_report(path: Path, pages: list, model: str, record: dict, checkpoints: list[Path]) -> bool:
@@ -834,6 +854,48 @@ def report(
 
 
 # -- weights / convert -------------------------------------------------------------------------------------------
+def _quiet() -> bool:
+    """`-q`: no progress bars either."""
+    return logging.getLogger().level >= logging.ERROR
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON to stdout.")] = False,
+) -> None:
+    """List the named pretrained detectors `detect --model NAME` and `avdet.load(NAME)` accept: features, classes,
+    published test mAP, where the file comes from, its checksum and license, and whether it is here already.
+
+    The index is built in, or the JSON file / URL in $AVDET_MODEL_INDEX; models go to $AVDET_HOME/models
+    (default ~/.cache/avdet/models)."""
+    from avdet.pipeline.models_zoo import model_rows, models_dir
+
+    try:
+        rows = model_rows()
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        out.print_json(json_text(rows))
+        return
+    table = Table(title=f"pretrained models (kept in {escape(str(models_dir()))})", show_edge=False)
+    for col in ("name", "detector", "features", "classes", "test mAP", "size", "sha256", "license", "source", "here"):
+        table.add_column(col, justify="right" if col in ("classes", "test mAP", "size") else "left")
+    for r in rows:
+        table.add_row(
+            escape(r["name"]),
+            escape(r["detector"]),
+            escape(r["features"]),
+            str(r["classes"]),
+            "-" if r["published_map"] is None else f"{r['published_map']:.1f}",
+            "?" if r["size"] is None else f"{r['size'] / 1e6:.0f} MB",
+            "pinned" if r["pinned"] else "[yellow]unpinned[/]",
+            escape(r["license"]),
+            escape(r["url"]),
+            "[green]yes[/]" if r["downloaded"] else "no",
+        )
+    out.print(table)
+
+
 @app.command()
 def weights(
     weights_dir: Annotated[Path, typer.Option(help="Weights folder.", show_default=WEIGHTS_DEFAULT)] = None,
@@ -844,12 +906,13 @@ def weights(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON to stdout.")] = False,
 ) -> None:
     """List the pretrained weight files avdet knows, where they go and whether they are present and intact."""
-    from avdet.extractors.weights import download_weights, files_for, weights_report
+    from avdet.extractors.weights import files_for, weights_report
+    from avdet.pipeline.weights import download_weights
 
     try:
         names = files_for(extractor) if extractor else None
         if download:
-            download_weights(names, weights_dir)
+            download_weights(names, weights_dir, progress=not _quiet())
         rows = [r for r in weights_report(weights_dir) if names is None or r["name"] in names]
     except AvdetError as err:
         raise fail(str(err)) from None
@@ -859,7 +922,7 @@ def weights(
         title=f"pretrained weights in {escape(str(Path(rows[0]['file']).parent if rows else weights_dir))}",
         show_edge=False,
     )
-    for col in ("file", "status", "used by", "get it from"):
+    for col in ("file", "status", "sha256", "used by", "get it from"):
         table.add_column(col)
     missing = 0
     for r in rows:
@@ -869,7 +932,8 @@ def weights(
             status, missing = "[red]corrupt[/]", missing + 1
         else:
             status = "[green]ok[/]" if r["sha_ok"] else "[green]present[/] (no checksum)"
-        table.add_row(escape(r["name"]), status, escape(r["used_by"]), escape(r["url"]))
+        pinned = {"sha256": "pinned", "prefix": "prefix pinned"}.get(r["pinned"], "[yellow]unpinned[/]")
+        table.add_row(escape(r["name"]), status, pinned, escape(r["used_by"]), escape(r["url"]))
     (console if as_json else out).print(table)
     if missing and download:
         raise typer.Exit(1)
@@ -921,6 +985,39 @@ def export(
     except AvdetError as err:
         raise fail(str(err)) from None
     out.print(f"wrote {escape(str(dst))}", highlight=False)
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+data_app = typer.Typer(
+    cls=AvdetGroup, no_args_is_help=True, help="Get public datasets: annotations and released features to train on."
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="The dataset: unav100 (UnAV-100 from Hugging Face).")],
+    data_dir: Annotated[
+        Path, typer.Option("--dir", help="Where to put it.", show_default="$AVDET_HOME/data/NAME")
+    ] = None,
+    revision: Annotated[
+        str, typer.Option(help="Branch, tag or commit of the dataset repository.", show_default="main")
+    ] = None,
+) -> None:
+    """Download a dataset's annotations and released features (resumable: run it again after a cut) into a layout
+    `avdet train` reads in place, and print the `avdet train` line for it. Needs `pip install 'avdet[data]'`."""
+    from avdet.pipeline.data_fetch import fetch_dataset
+
+    try:
+        fetched = fetch_dataset(name, data_dir, revision=revision, progress=not _quiet())
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    out.print(f"annotations: {escape(fetched.annotations)}", highlight=False, soft_wrap=True)
+    for layout, folder in fetched.features.items():
+        out.print(
+            f"{layout} features: {escape(folder)} ({fetched.videos[layout]} videos)", highlight=False, soft_wrap=True
+        )
+    out.print(f"train on it with:\n  {escape(fetched.train_command())}", highlight=False, soft_wrap=True)
 
 
 # -- cache -------------------------------------------------------------------------------------------------------

@@ -36,3 +36,7 @@ class StoreError(AvdetError):
 
 class DataError(AvdetError):
     """Annotations, predictions or feature files are malformed."""
+
+
+class DownloadError(AvdetError):
+    """A download failed: unreachable host, HTTP error, cut connection or checksum mismatch."""

@@ -1,14 +1,19 @@
 """Pretrained weights: canonical files in a weights directory, checked before use, downloaded on request only.
 
 Directory: the explicit argument (`--weights-dir`), else `$AVDET_WEIGHTS`, else `~/.cache/avdet/weights`. Nothing
-here touches the network unless `download(...)` / `download_weights(...)` is called; a missing file is a one-line
-`WeightsError` naming the file, the directory searched and where to get it.
+here touches the network; a missing file is a one-line `WeightsError` naming the file, the directory searched and
+where to get it.
 
 Checksums, strongest first: a full SHA-256 in the catalog; a line for the file in `SHA256SUMS` inside the weights
 directory (written by `download`, or by a user pinning their own copies, `sha256sum` format); the digest prefix
 torchvggish publishes in its file names (torch.hub convention). Upstream publishes no digest for the I3D and RAFT
-files, so until a download records one, the loaders check their structure instead (every expected parameter name
-present with the expected shape), which catches truncated or foreign checkpoints.
+files ("unpinned": their first download says so in one line and records the computed digest, which later loads
+check); until then the loaders check their structure instead (every expected parameter name present with the
+expected shape), which catches truncated or foreign checkpoints.
+
+URLs are pinned: GitHub files to a commit, torchvggish to its v0.1 release, torchvision to its content-addressed
+file name; never a moving branch. Downloading is `avdet.pipeline.weights` (through the one downloader,
+`pipeline.io.download`: progress, resume, atomic rename); this module only reads what is on disk.
 """
 
 from __future__ import annotations
@@ -16,11 +21,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
-import urllib.request
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -52,7 +55,9 @@ class WeightsFile:
     sha256_prefix: str | None = None  # leading hex digits published in the file name (torch.hub convention)
 
 
-_VF = "https://github.com/v-iashin/video_features/raw/master/models"
+# v-iashin/video_features at a fixed commit (its extract_i3d.py there loads these very paths), not `master`.
+VIDEO_FEATURES_COMMIT = "d906a9ce50cb5a127f0092af35bc3c2fa5f03868"
+_VF = f"https://github.com/v-iashin/video_features/raw/{VIDEO_FEATURES_COMMIT}/models"
 _TV = "https://github.com/harritaylor/torchvggish/releases/download/v0.1"
 CATALOG: dict[str, WeightsFile] = {
     f.name: f
@@ -211,11 +216,6 @@ def _numpy_globals() -> list:
     return items
 
 
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (f"{type(err).__name__}: {text[0]}" if text else type(err).__name__)[:160]
-
-
 def _as_tensor_dict(obj: object, path: Path) -> dict[str, Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
@@ -262,49 +262,10 @@ def _shape(value: Tensor | torch.Size | tuple) -> tuple:
     return tuple(value.shape) if isinstance(value, Tensor) else tuple(value)
 
 
-def download(
-    name: str,
-    directory: str | Path | None = None,
-    *,
-    url: str | None = None,
-    expected_sha256: str | None = None,
-    timeout: float = 60.0,
-) -> Path:
-    """Fetch one canonical file into the weights directory: temp file, checksum, rename. Explicit calls only.
-
-    `url` overrides the canonical location (a mirror, or a file:// URL in tests). The digest of what was
-    fetched goes into the directory's `SHA256SUMS`, so later loads detect a corrupted or replaced file.
-    """
+def pinning(name: str) -> str:
+    """How a catalog file is pinned: "sha256" (full digest), "prefix" (published digest prefix) or "unpinned"."""
     entry = _entry(name)
-    folder = weights_dir(directory)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise WeightsError(f"cannot create the weights folder {folder}: {err.strerror}") from None
-    source = url or entry.url
-    log.info("downloading %s from %s", name, source)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310
-            shutil.copyfileobj(response, out)
-        # A fresh download is checked against published digests only, never against a stale SHA256SUMS line.
-        published = expected_sha256 or entry.sha256 or entry.sha256_prefix
-        digest = sha256_of(tmp)
-        if published and not digest.startswith(published.lower()):
-            raise WeightsError(
-                f"{name} downloaded from {source} has SHA-256 {digest[:16]}..., expected {published[:16]}...: "
-                "the download is corrupted or the file changed upstream"
-            )
-        os.replace(tmp, folder / name)
-        record_sum(folder, name, digest)
-    except WeightsError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except (OSError, ValueError) as err:  # URLError is an OSError; ValueError: malformed URL
-        tmp.unlink(missing_ok=True)
-        raise WeightsError(f"could not download {name} from {source}: {_short(err)}") from None
-    return folder / name
+    return "sha256" if entry.sha256 else "prefix" if entry.sha256_prefix else "unpinned"
 
 
 def files_for(extractor: str) -> list[str]:
@@ -313,23 +274,6 @@ def files_for(extractor: str) -> list[str]:
     if not names:
         raise WeightsError(f"no weights files are listed for extractor {extractor!r}")
     return names
-
-
-def download_weights(names: Iterable[str] | None = None, directory: str | Path | None = None) -> list[Path]:
-    """Download the named canonical files (all of them when `names` is None) unless present and valid."""
-    folder = weights_dir(directory)
-    paths = []
-    for name in list(names) if names is not None else list(CATALOG):
-        path = folder / name
-        if path.is_file():
-            try:
-                verify_checksum(path, name)
-                paths.append(path)
-                continue
-            except WeightsError as err:
-                log.warning("%s; downloading it again", err)
-        paths.append(download(name, folder))
-    return paths
 
 
 def weights_report(directory: str | Path | None = None) -> list[dict]:
@@ -358,6 +302,7 @@ def weights_report(directory: str | Path | None = None) -> list[dict]:
                 "used_by": entry.used_by,
                 "url": entry.url,
                 "source": entry.source,
+                "pinned": pinning(name),
                 "problem": problem,
             }
         )

@@ -18,7 +18,7 @@ import pytest
 import typer
 
 from avdet.cli import _ray_argv, app
-from avdet.entry import json_argv
+from avdet.console import json_argv
 from conftest import REPO
 
 try:  # Typer 0.2x carries its own copy of Click; older ones use Click itself

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from avdet.entry import fast_eval_args, json_argv
+from avdet.console import json_argv
+from avdet.entry import fast_eval_args
 
 TYPER = "import sys; sys.argv = ['avdet', *sys.argv[1:]]; from avdet.cli import main; main()"
 

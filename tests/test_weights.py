@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pytest
 import torch
+from fileserver import FileServer
 
 from avdet.errors import WeightsError
 from avdet.extractors import i3d, raft, vggish, weights
 from avdet.extractors.registry import build_extractor_set
+from avdet.pipeline import weights as fetch_weights
 
 SEED = 0
 
@@ -168,22 +171,32 @@ def test_weights_report(tmp_path: Path) -> None:
     assert all(r["url"].startswith("https://") for r in rows.values())
 
 
-# -- download (explicit only; file:// URLs stand in for the network) --------------------------------------------
-def test_download_records_digest_and_refuses_mismatch(tmp_path: Path) -> None:
-    source = tmp_path / "mirror" / "i3d_rgb.pt"
-    source.parent.mkdir()
-    torch.save(recipe_state("rgb"), source)
+# -- download (explicit only; a server on 127.0.0.1 stands in for the network) ----------------------------------
+def test_download_records_digest_and_refuses_mismatch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    torch.save(recipe_state("rgb"), mirror / "i3d_rgb.pt")
     folder = tmp_path / "weights"
-    got = weights.download("i3d_rgb.pt", folder, url=source.as_uri())
-    assert got == folder / "i3d_rgb.pt" and got.read_bytes() == source.read_bytes()
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    assert weights.read_sums(folder) == {"i3d_rgb.pt": digest}
-    assert {r["name"]: r["sha_ok"] for r in weights.weights_report(folder)}["i3d_rgb.pt"] is True
-    with pytest.raises(WeightsError, match="download is corrupted or the file changed upstream"):
-        weights.download("i3d_flow.pt", folder, url=source.as_uri(), expected_sha256="0" * 64)
-    assert sorted(p.name for p in folder.iterdir()) == ["SHA256SUMS", "i3d_rgb.pt"]  # no partial file left
-    with pytest.raises(WeightsError, match=r"could not download raft-sintel\.pth from file:"):
-        weights.download("raft-sintel.pth", folder, url=(tmp_path / "nothing-here").as_uri())
+    with FileServer(mirror) as server, caplog.at_level(logging.WARNING):
+        got = fetch_weights.download("i3d_rgb.pt", folder, url=server.url("i3d_rgb.pt"))
+        assert got == folder / "i3d_rgb.pt" and got.read_bytes() == (mirror / "i3d_rgb.pt").read_bytes()
+        digest = hashlib.sha256(got.read_bytes()).hexdigest()
+        assert weights.read_sums(folder) == {"i3d_rgb.pt": digest}
+        assert {r["name"]: r["sha_ok"] for r in weights.weights_report(folder)}["i3d_rgb.pt"] is True
+        unpinned = [r.getMessage() for r in caplog.records if "unpinned" in r.getMessage()]
+        assert len(unpinned) == 1 and "i3d_rgb.pt" in unpinned[0]  # one line at the first download
+        with pytest.raises(WeightsError, match="SHA-256 mismatch, expected 0000"):
+            fetch_weights.download("i3d_flow.pt", folder, url=server.url("i3d_rgb.pt"), expected_sha256="0" * 64)
+        assert sorted(p.name for p in folder.iterdir()) == ["SHA256SUMS", "i3d_rgb.pt"]  # no partial file left
+        with pytest.raises(WeightsError, match=r"raft-sintel\.pth: .*HTTP 404.*place it at"):
+            fetch_weights.download("raft-sintel.pth", folder, url=server.url("nothing-here"))
+
+
+def test_catalog_urls_are_pinned_not_moving_branches() -> None:
+    for entry in weights.CATALOG.values():
+        assert "/master/" not in entry.url and "/main/" not in entry.url, entry.url
+    assert {weights.pinning(n) for n in weights.CATALOG} <= {"sha256", "prefix", "unpinned"}
+    assert weights.pinning("i3d_rgb.pt") == "unpinned" and weights.pinning("vggish-10086976.pth") == "prefix"
 
 
 def test_download_weights_keeps_valid_files(tmp_path: Path) -> None:
@@ -191,9 +204,9 @@ def test_download_weights_keeps_valid_files(tmp_path: Path) -> None:
     folder.mkdir()
     torch.save({"a": torch.ones(1)}, folder / "i3d_rgb.pt")
     weights.record_sum(folder, "i3d_rgb.pt", weights.sha256_of(folder / "i3d_rgb.pt"))
-    assert weights.download_weights(["i3d_rgb.pt"], folder) == [folder / "i3d_rgb.pt"]  # nothing fetched
+    assert fetch_weights.download_weights(["i3d_rgb.pt"], folder) == [folder / "i3d_rgb.pt"]  # nothing fetched
     with pytest.raises(WeightsError, match="unknown weights file"):
-        weights.download_weights(["nope.pt"], folder)
+        fetch_weights.download_weights(["nope.pt"], folder)
 
 
 # -- RAFT: original checkpoints -> torchvision raft_large -------------------------------------------------------
