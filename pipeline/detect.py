@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,6 +21,7 @@ from avdet.pipeline.data.sources import VideoFeatures, to_video_features
 from avdet.pipeline.extract import ExtractOptions, extract_one
 from avdet.pipeline.io import media
 from avdet.pipeline.io.store import FeatureStore, default_cache_dir
+from avdet.pipeline.live import LiveOptions, LiveStream
 from avdet.pipeline.tasks import task_class
 from avdet.pipeline.types import Event, OperatingPoint
 
@@ -122,6 +124,12 @@ class Detector:
                 raise DataError(det.error or f"{video}: detection failed")
             return det.events
         return list(self.run([Path(v) for v in video]))
+
+    def stream(self, source: str | Path, **options: Any) -> LiveStream:
+        """Events of a live SOURCE (a file played at its speed, "-", a udp/rtp/rtsp/http URL, a device) as they
+        become final: `for ev in detector.stream("udp://127.0.0.1:5000"): ...`; `options` are `LiveOptions`
+        fields (hop_s, margin_s, retries, ...). See pipeline/live.py."""
+        return LiveStream(self, str(source), LiveOptions(**options))
 
     def run(self, paths: list[Path], batch_size: int | None = None) -> Iterator[Detection]:
         """Detections per video as they are ready, in input order; a failing video yields a Detection with its
