@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -187,33 +188,38 @@ def test_udp_source(trained_run: Path, sample_set: SampleSet, tmp_path: Path) ->
     assert out.read_text().count(" --> ") == len(events) == stats["events"]
 
 
-def test_sigint_mid_event_flushes_and_exits_0(trained_run: Path, sample_set: SampleSet, tmp_path: Path) -> None:
-    """The first part of a clip, cut inside an event, arrives through a pipe that stays open; SIGINT then: exit 0,
-    the event in progress is final (it ends at the stop) and the JSON file holds exactly the printed events."""
+def test_sigint_mid_stream_flushes_and_exits_0(trained_run: Path, sample_set: SampleSet, tmp_path: Path) -> None:
+    """The first part of a clip arrives through a pipe that stays open, cut 1 s after an event's end (with a 2 s
+    margin, not final while the stream plays); SIGINT then: exit 0, that event is emitted as final at the stop, and
+    the JSON file is valid and holds exactly the printed events."""
     from avdet.pipeline.detect import Detector
 
     video, ckpt = _test_videos(sample_set)[0], trained_run / "best.ckpt"
-    offline = max(Detector(ckpt, cache=sample_set.cache).detect(video), key=lambda e: e.end - e.start)
-    cut = (offline.start + offline.end) / 2
+    duration = probe(video).duration
+    best = max(
+        (e for e in Detector(ckpt, cache=sample_set.cache).detect(video) if e.end + 1 < duration), key=lambda e: e.score
+    )
+    cut = best.end + 1.0
     part = subprocess.run(
         ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(video), "-t", f"{cut:.2f}", "-f", "nut", "-"],
         check=True,
         capture_output=True,
     ).stdout
-    out = tmp_path / "live.json"
-    args = _live_cmd("-", "--checkpoint", ckpt, "--out", out, "--report-every", "0.2", "--stats", tmp_path / "s.json")
+    out, stats = tmp_path / "live.json", tmp_path / "stats.json"
+    args = _live_cmd("-", "--checkpoint", ckpt, "--out", out, "--margin", 2, "--report-every", 0.2, "--stats", stats)
     with _process(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV) as live:
         live.stdin.write(part)
         live.stdin.flush()  # and left open: the stream has not ended
-        seen = threading.Event()
+        through = threading.Event()
 
-        def watch() -> None:
+        def watch() -> None:  # the lag report says how much of the stream the model has seen
             for line in live.stderr:
-                if b"of stream" in line and float(line.split(b" s of stream")[0].split(b"at ")[-1]) >= cut - 1.5:
-                    seen.set()
+                found = re.search(rb"at ([0-9.]+) s of stream", line)
+                if found and float(found.group(1)) >= cut - 1.0:
+                    through.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        assert seen.wait(90), "the live process never got through the data"
+        assert through.wait(90), "the live process never got through the data"
         live.send_signal(signal.SIGINT)
         stdout = live.stdout.read().decode()
         live.wait(timeout=30)
@@ -221,13 +227,12 @@ def test_sigint_mid_event_flushes_and_exits_0(trained_run: Path, sample_set: Sam
     assert live.returncode == 0
     events = _lines(stdout)
     doc = json.loads(out.read_text())
-    assert [(e["label_id"], round(e["start"], 3)) for e in doc["events"]] == sorted(
-        [(e["label_id"], round(e["start"], 3)) for e in events], key=lambda k: (k[1], k[0])
-    ) or len(doc["events"]) == len(events)
-    stream_s = json.loads((tmp_path / "s.json").read_text())["stream_s"]
-    assert abs(stream_s - cut) < 0.5
-    ongoing = [e for e in events if e["label_id"] == offline.label_id and e["end"] > stream_s - 1.0]
-    assert ongoing, (offline, cut, events)  # the event in progress, cut at the stop, flushed as final
+    printed = sorted((e["label_id"], round(e["start"], 3), round(e["end"], 3)) for e in events)
+    assert sorted((e["label_id"], round(e["start"], 3), round(e["end"], 3)) for e in doc["events"]) == printed
+    run = json.loads(stats.read_text())
+    assert run["stopped"] and abs(run["stream_s"] - cut) < 0.5
+    flushed = [e for e in events if e["label_id"] == best.label_id and abs(e["end"] - best.end) < 1.0]
+    assert flushed and flushed[0]["emitted_at"] == pytest.approx(run["stream_s"], abs=0.01), (best, events)
 
 
 def test_stream_that_drops_and_returns(trained_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -238,7 +243,7 @@ def test_stream_that_drops_and_returns(trained_run: Path, tmp_path: Path, caplog
     clip_a, clip_b = make_clip(tmp_path / "a.mp4", 4.0), make_clip(tmp_path / "b.mp4", 2.0, frequency=880)
     port = _free_udp_port()
     stream = Detector(trained_run / "best.ckpt").stream(
-        f"udp://127.0.0.1:{port}", stall_s=0.8, retries=4, backoff_s=0.1
+        f"udp://127.0.0.1:{port}", stall_s=1.0, retries=4, backoff_s=0.1
     )
     errors: list[BaseException] = []
 
@@ -246,12 +251,12 @@ def test_stream_that_drops_and_returns(trained_run: Path, tmp_path: Path, caplog
         try:
             _wait_for_ffmpeg(os.getpid())
             with _process(_send_udp(clip_a, port)) as first:
-                time.sleep(2.0)
+                time.sleep(3.0)
                 first.kill()  # the stream drops
-            time.sleep(1.5)  # stall (0.8 s), then retries
+            time.sleep(2.0)  # a stall (1 s), then a reconnection waiting for data
             with _process(_send_udp(clip_b, port)) as second:
                 second.wait(timeout=30)
-            time.sleep(1.0)
+            time.sleep(1.5)
         except BaseException as err:  # reported by the test below
             errors.append(err)
         finally:
@@ -265,7 +270,7 @@ def test_stream_that_drops_and_returns(trained_run: Path, tmp_path: Path, caplog
     assert not errors, errors
     text = caplog.text
     assert "stream dropped" in text and "retry 1 of 4" in text and "stream back after" in text
-    assert 2.5 < stream.stats.stream_s < 5.0, stream.stats  # ~1.5-2 s of the first sender + 2 s of the second
+    assert 2.5 < stream.stats.stream_s < 6.0, stream.stats  # 1-3 s of the first sender, then up to 2 s more
     assert all(e.end <= stream.stats.stream_s + 1e-6 for e in events)
 
 
@@ -288,5 +293,5 @@ def test_falling_behind_is_reported_and_drops_no_rows(
     stats = stream.stats
     assert "falling behind" in caplog.text and "no rows dropped" in caplog.text
     assert stats.rows == num_grid_rows(probe(clips["av"]).duration, 0.96, 0.32)  # every row
-    assert stats.windows < stats.rows / 2  # the model ran less often than every row
+    assert stats.windows < stats.rows  # the model ran less often than every row (the last window included)
     assert stats.max_lag_s > 1.28  # hop + a row's window: behind

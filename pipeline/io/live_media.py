@@ -36,6 +36,7 @@ NETWORK_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps", "http", "http
 STEREO = 2  # channels ffmpeg delivers; averaged here (see the module docstring)
 READ_BYTES = 1 << 16  # one os.read: whatever the pipe holds, up to this
 NETWORK_PROBE_US = 500_000  # how much of a network stream ffmpeg analyses before decoding (its default: 5 s)
+START_GRACE_S = 2.0  # a reconnection's first data may take this much longer than the stall timeout
 POLL_S = 0.05  # how often the consumer looks at the stop flag and the stall clock
 
 
@@ -310,7 +311,9 @@ def live_media(
                     if stop.is_set():
                         break
                     # A stall is a drop once the stream has delivered (before that: waiting for a broadcast).
-                    if network and flowed and time.monotonic() - dec.last_data > retry.stall_s:
+                    # A new connection gets START_GRACE_S more for ffmpeg's start and probe.
+                    silent = time.monotonic() - dec.last_data
+                    if network and flowed and silent > retry.stall_s + (0.0 if got_data else START_GRACE_S):
                         stalled = True
                         break
                     continue
