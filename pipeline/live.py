@@ -339,6 +339,8 @@ class LiveStream:
                     next_report, window_lag = time.monotonic() + opts.report_every_s, 0.0
         except DecodeError as err:  # the events final so far still come out, then the error
             failure = err
+        finally:
+            media.close()  # ffmpeg ends here too when the consumer stops iterating early
         self.stats.stopped = self.stop_event.is_set()
         # The stream has ended (or was stopped): the rows left, then every shown event is final.
         t0 = time.perf_counter()
