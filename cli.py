@@ -570,7 +570,11 @@ def live(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A trained dense avdet checkpoint (lite features).")],
     out_path: Annotated[
         Path,
-        typer.Option("--out", help="Also keep the events in this .json/.srt/.vtt file, valid after every event."),
+        typer.Option(
+            "--out",
+            help="Also keep the events in this .json/.srt/.vtt file, valid after every event.",
+            show_default="stdout only",
+        ),
     ] = None,
     hop: Annotated[float, typer.Option(min=0.01, help="Run the model every this many seconds of stream.")] = 0.64,
     margin: Annotated[
@@ -590,7 +594,9 @@ def live(
     backoff: Annotated[float, typer.Option(min=0.0, help="Seconds before the first retry (doubling).")] = 1.0,
     stall: Annotated[float, typer.Option(min=0.1, help="Seconds without data that count as a drop.")] = 10.0,
     report_every: Annotated[float, typer.Option(min=0.1, help="Seconds between lag reports.")] = 60.0,
-    stats: Annotated[Path, typer.Option(help="Write the run's statistics (JSON) here at the end.")] = None,
+    stats: Annotated[
+        Path, typer.Option(help="Write the run's statistics (JSON) here at the end.", show_default="not written")
+    ] = None,
     device: Annotated[str, _device_option()] = "cpu",
     threads: Annotated[int, _threads_option()] = None,
 ) -> None:

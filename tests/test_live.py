@@ -160,7 +160,15 @@ def test_pipe_source_matches_offline_detect(trained_run: Path, sample_set: Sampl
     assert vtt.startswith("WEBVTT") and vtt.count(" --> ") == len(events)
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert abs(stats["stream_s"] - probe(video).duration) < 0.2 and stats["events"] == len(events)
-    offline = [e.__dict__ for e in Detector(ckpt, cache=sample_set.cache).detect(video)]
+    detector = Detector(ckpt, cache=sample_set.cache)
+    overlap = detector.operating_point.overlap_iou  # each event once: no two of a class overlap beyond it
+    assert all(
+        _tiou(a, b) <= overlap
+        for i, a in enumerate(events)
+        for b in events[i + 1 :]
+        if a["label_id"] == b["label_id"] and overlap is not None
+    ), events
+    offline = [e.__dict__ for e in detector.detect(video)]
     assert offline, "the fixture model finds nothing in this clip"
     found = [max((_tiou(o, e) for e in events if e["label_id"] == o["label_id"]), default=0.0) for o in offline]
     assert np.mean([f >= 0.5 for f in found]) >= 0.5, (offline, events)
