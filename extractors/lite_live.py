@@ -74,18 +74,18 @@ class LiveVisualRows:
         self.frames += len(frames)
         return self._rows(self.frames)
 
-    def _rows(self, upto_row_of: int, last_frame: int | None = None) -> np.ndarray:
-        """Rows whose last frame is below `upto_row_of` frames (all rows below row `upto_row_of` when
-        `last_frame` is given: frames past it read the last one, as offline at a video's end)."""
+    def _rows(self, limit: int, last_frame: int | None = None) -> np.ndarray:
+        """The next rows whose frames all lie below frame `limit`; with `last_frame`, every row below row `limit`
+        (frames past `last_frame` read it, as offline at a video's end)."""
         rows = []
         while True:
             start = row_start(self.done, self.step, self.fps)
             if last_frame is None:
-                if start + self.width > upto_row_of:
+                if start + self.width > limit:
                     break
                 idx = np.arange(start, start + self.width)
             else:
-                if self.done >= upto_row_of:
+                if self.done >= limit:
                     break
                 idx = np.minimum(np.arange(start, start + self.width), last_frame)
             rows.append(idx - self.offset)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,9 +21,11 @@ from avdet.pipeline.data.sources import VideoFeatures, to_video_features
 from avdet.pipeline.extract import ExtractOptions, extract_one
 from avdet.pipeline.io import media
 from avdet.pipeline.io.store import FeatureStore, default_cache_dir
-from avdet.pipeline.live import LiveOptions, LiveStream
 from avdet.pipeline.tasks import task_class
 from avdet.pipeline.types import Event, OperatingPoint
+
+if TYPE_CHECKING:
+    from avdet.pipeline.live import LiveStream
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ class Detector:
         """Events of a live SOURCE (a file played at its speed, "-", a udp/rtp/rtsp/http URL, a device) as they
         become final: `for ev in detector.stream("udp://127.0.0.1:5000"): ...`; `options` are `LiveOptions`
         fields (hop_s, margin_s, retries, ...). See pipeline/live.py."""
+        from avdet.pipeline.live import LiveOptions, LiveStream  # only live use loads the live modules
+
         return LiveStream(self, str(source), LiveOptions(**options))
 
     def run(self, paths: list[Path], batch_size: int | None = None) -> Iterator[Detection]:

@@ -164,7 +164,7 @@ class _Decoder:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 pass_fds=tuple(write_ends.values()),
-                process_group=0,  # a terminal's Ctrl-C reaches avdet, which ends ffmpeg after the final events
+                start_new_session=True,  # a terminal's Ctrl-C reaches avdet only; it ends ffmpeg after the final events
             )
         except FileNotFoundError:
             for r, w in fds.values():
