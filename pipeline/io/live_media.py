@@ -38,6 +38,7 @@ READ_BYTES = 1 << 16  # one os.read: whatever the pipe holds, up to this
 NETWORK_PROBE_US = 500_000  # how much of a network stream ffmpeg analyses before decoding (its default: 5 s)
 START_GRACE_S = 2.0  # a reconnection's first data may take this much longer than the stall timeout
 POLL_S = 0.05  # how often the consumer looks at the stop flag and the stall clock
+IDLE = np.zeros(0, np.float32)  # the data of an ("idle", ...) item: POLL_S passed without any
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,8 @@ def live_media(
     retry: RetryPolicy | None = None,
 ) -> Iterator[tuple[str, np.ndarray, Backlog]]:
     """("video", frames (n, H, W, 3) uint8) and ("audio", mono samples (n,) float32) as the stream delivers them,
-    each with the stream seconds already decoded and waiting behind it (the consumer's backlog),
+    and ("idle", empty, Backlog()) after every POLL_S without any; each with the stream seconds already decoded
+    and waiting behind it (the consumer's backlog),
     until it ends or `stop` is set (then what has arrived is still yielded). A source without an audio stream gets
     silence in step with its frames (as offline). A network stream that fails, ends or stalls is retried per
     `retry`; a DecodeError when it cannot be read (a file or pipe that fails, retries exhausted)."""
@@ -308,6 +310,7 @@ def live_media(
                 try:
                     kind, data = dec.items.get(timeout=POLL_S)
                 except queue.Empty:
+                    yield "idle", IDLE, Backlog()  # nothing new: the consumer's clock (lag reports) still runs
                     if stop.is_set():
                         break
                     # A stall is a drop once the stream has delivered (before that: waiting for a broadcast).
