@@ -600,6 +600,87 @@ def detect(
         raise typer.Exit(1)
 
 
+@app.command()
+def live(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A file (played at its own speed), - (standard input), a udp/rtp/rtsp/http URL or a device."
+        ),
+    ],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A trained dense avdet checkpoint (lite features).")],
+    out_path: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Also keep the events in this .json/.srt/.vtt file, valid after every event.",
+            show_default="stdout only",
+        ),
+    ] = None,
+    hop: Annotated[float, typer.Option(min=0.01, help="Run the model every this many seconds of stream.")] = 0.64,
+    margin: Annotated[
+        float, typer.Option(min=0.0, help="An event is final once its end lies this many seconds behind the stream.")
+    ] = 1.0,
+    threshold: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="One score threshold for every class.", show_default=FROM_CHECKPOINT),
+    ] = None,
+    realtime: Annotated[
+        bool, typer.Option(help="Read a file at its own speed (-re); --no-realtime: as fast as it decodes.")
+    ] = True,
+    input_format: Annotated[
+        str, typer.Option("--format", help="ffmpeg input format (e.g. v4l2, alsa, mpegts).", show_default="probed")
+    ] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Reconnections of a dropped network stream.")] = 5,
+    backoff: Annotated[float, typer.Option(min=0.0, help="Seconds before the first retry (doubling).")] = 1.0,
+    stall: Annotated[float, typer.Option(min=0.1, help="Seconds without data that count as a drop.")] = 10.0,
+    report_every: Annotated[float, typer.Option(min=0.1, help="Seconds between lag reports.")] = 60.0,
+    stats: Annotated[
+        Path, typer.Option(help="Write the run's statistics (JSON) here at the end.", show_default="not written")
+    ] = None,
+    device: Annotated[str, _device_option()] = "cpu",
+    threads: Annotated[int, _threads_option()] = None,
+) -> None:
+    """Detect events in a stream while it plays: one JSON line per event on stdout as soon as it is final
+    ({label, label_id, start, end, score, emitted_at}; seconds of stream). SIGINT / SIGTERM stop it; the events
+    final by then are printed and written, and it exits 0. See docs/live.md."""
+    from avdet.pipeline.detect import Detector
+    from avdet.pipeline.live import LiveOptions, run_live
+
+    _apply_threads(threads)
+    if logging.getLogger().level <= logging.WARNING:  # the lag report, once per --report-every
+        logging.getLogger("avdet.pipeline.live").setLevel(logging.INFO)
+    try:
+        detector = Detector(checkpoint, device=_resolve_device(device), threshold=threshold)
+        options = LiveOptions(
+            hop_s=hop,
+            margin_s=margin,
+            realtime=None if realtime else False,
+            input_format=input_format,
+            retries=retries,
+            backoff_s=backoff,
+            stall_s=stall,
+            report_every_s=report_every,
+        )
+        result = run_live(
+            detector,
+            source,
+            options,
+            on_event=lambda ev: print(ev.to_json(), flush=True),
+            out=out_path,
+            stats_path=stats,
+        )
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    console.print(
+        f"{escape(source)}: {result.events} events in {result.stream_s:.1f} s of stream"
+        f"{' (stopped)' if result.stopped else ''}; real-time factor {result.real_time_factor:.2f}, "
+        f"max lag {result.max_lag_s:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _model_checkpoints(names: list[str]) -> list[Path]:
     """`--model NAME`: the converted checkpoint of each named model, fetched and converted on first use."""
     from avdet.pipeline.models_zoo import model_checkpoint

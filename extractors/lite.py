@@ -113,8 +113,14 @@ def change_descriptors(fine: np.ndarray) -> np.ndarray:
     The change map (L1 colour distance to the background) pooled to a GRID layout (max and mean), the share of
     foreground cells, their mean colour and their chroma-weighted hue histogram: an object's colour even when it
     covers a few percent of the frame."""
+    return change_against(fine, background_of(fine))
+
+
+def change_against(fine: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """`change_descriptors` against a given background (N, FINE, FINE, 3) or (FINE, FINE, 3): live detection has
+    no future frames, so it passes a trailing one."""
     n = fine.shape[0]
-    change = np.abs(fine - background_of(fine)).sum(axis=3)  # (N, FINE, FINE)
+    change = np.abs(fine - background).sum(axis=3)  # (N, FINE, FINE)
     grid_max = pool(change, GRID, "max").reshape(n, -1)
     grid_mean = pool(change, GRID).reshape(n, -1)
     weight = np.where(change > CHANGE_THRESHOLD, change, 0.0)  # (N, FINE, FINE)

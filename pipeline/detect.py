@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +23,9 @@ from avdet.pipeline.io import media
 from avdet.pipeline.io.store import FeatureStore, default_cache_dir
 from avdet.pipeline.operating_point import apply_operating_point, operating_point_for
 from avdet.pipeline.types import Event, OperatingPoint
+
+if TYPE_CHECKING:
+    from avdet.pipeline.live import LiveStream
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,14 @@ class Detector:
                 raise DataError(det.error or f"{video}: detection failed")
             return det.events
         return list(self.run([Path(v) for v in video]))
+
+    def stream(self, source: str | Path, **options: Any) -> LiveStream:
+        """Events of a live SOURCE (a file played at its speed, "-", a udp/rtp/rtsp/http URL, a device) as they
+        become final: `for ev in detector.stream("udp://127.0.0.1:5000"): ...`; `options` are `LiveOptions`
+        fields (hop_s, margin_s, retries, ...). See pipeline/live.py."""
+        from avdet.pipeline.live import LiveOptions, LiveStream  # only live use loads the live modules
+
+        return LiveStream(self, str(source), LiveOptions(**options))
 
     def run(self, paths: list[Path], batch_size: int | None = None) -> Iterator[Detection]:
         """Detections per video as they are ready, in input order; a failing video yields a Detection with its
