@@ -11,7 +11,7 @@ from pathlib import Path
 from avdet.errors import DataError
 from avdet.pipeline.io.atomic import is_special
 from avdet.pipeline.io.media import video_id
-from avdet.pipeline.io.writers import STDOUT, output_format, write_events, write_events_file
+from avdet.pipeline.io.writers import FORMATS, STDOUT, output_format, write_events, write_events_file
 from avdet.pipeline.types import Event
 
 
@@ -32,6 +32,8 @@ def plan_outputs(paths: list[Path], out_path: Path | None, fmt: str | None, plot
     if len(paths) == 1 and (out_path.suffix or not out_path.is_dir()):
         if fmt is None:
             output_format(out_path)  # unknown suffix: fail before any work
+        _check_format_agrees(out_path, fmt)
+        out_path.parent.mkdir(parents=True, exist_ok=True)  # as `--out DIR` creates its folder
         _check_writable(out_path.parent)
         return {str(paths[0]): out_path}
     targets = {str(p): out_path / f"{video_id(p)}.{fmt or 'json'}" for p in paths}
@@ -39,6 +41,14 @@ def plan_outputs(paths: list[Path], out_path: Path | None, fmt: str | None, plot
     out_path.mkdir(parents=True, exist_ok=True)
     _check_writable(out_path)
     return targets
+
+
+def _check_format_agrees(out_path: Path, fmt: str | None) -> None:
+    """`--out x.json --format srt` would put SRT into a file named .json: refused. A suffix that names no format
+    (`--out events.txt --format srt`) is the user's choice."""
+    named = FORMATS.get(out_path.suffix.lower())
+    if fmt is not None and named is not None and named != fmt:
+        raise DataError(f"{out_path}: the suffix says {named} but --format says {fmt}; make them agree")
 
 
 def _refuse_shared_targets(targets: dict[str, Path]) -> None:
