@@ -240,7 +240,7 @@ def test_python_api_gives_the_cli_events(trained_run: Path, sample_set: SampleSe
         )
         assert res.exit_code == 0, res.output
         doc = json.loads((tmp_path / f"{name}.json").read_text())
-        events = avdet.load(ckpt, cache=sample_set.cache, **options).detect(video)
+        events = avdet.load(ckpt, cache=sample_set.cache, **options).detect(video).events
         assert _rows(doc["events"]) == _rows(events_document("v", 1.0, "m", events)["events"])
     point = json.loads((tmp_path / "default.json").read_text())["operating_point"]
     classes = torch.load(ckpt, weights_only=True)["classes"]
@@ -248,8 +248,8 @@ def test_python_api_gives_the_cli_events(trained_run: Path, sample_set: SampleSe
     assert json.loads((tmp_path / "global.json").read_text())["operating_point"]["thresholds"] == dict.fromkeys(
         classes, 0.2
     )
-    every = avdet.load(ckpt, cache=sample_set.cache, all_events=True).detect(video)
-    shown = avdet.load(ckpt, cache=sample_set.cache).detect(video)
+    every = avdet.load(ckpt, cache=sample_set.cache, all_events=True).detect(video).events
+    shown = avdet.load(ckpt, cache=sample_set.cache).detect(video).events
     assert len(every) > len(shown) and set(shown) <= set(every)
     assert all(e.score >= point["thresholds"][e.label] for e in shown)
 

@@ -104,7 +104,7 @@ def test_python_api_on_a_fixed_checkpoint_gives_the_cli_events(fixed: tuple[Path
     import avdet
 
     ckpt, clip, cache = fixed
-    events = avdet.load(ckpt, cache=cache).detect(clip)
+    events = avdet.load(ckpt, cache=cache, device="cpu").detect(clip).events
     want = json.loads(GOLDEN.read_text())["events"]
     got = sorted(events, key=lambda e: (e.label, e.start))
     want = sorted(want, key=lambda e: (e["label"], e["start"]))
@@ -113,3 +113,33 @@ def test_python_api_on_a_fixed_checkpoint_gives_the_cli_events(fixed: tuple[Path
         assert abs(e.start - w["start"]) <= 5e-4 and abs(e.end - w["end"]) <= 5e-4, (e, w)
         assert abs(e.score - w["score"]) <= 1e-9, (e, w)
     assert len({e.label for e in events}) >= 2, "the fixed checkpoint should show several classes"
+
+
+def test_python_api_result_is_the_cli_json(fixed: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """`avdet.load(...).detect(clip).to_dict()` is the file `avdet detect clip --out x.json` writes: same rounding,
+    event order and operating-point record; one result type for one path and for a list."""
+    from typer.testing import CliRunner
+
+    import avdet
+    from avdet.cli import app
+    from avdet.errors import AvdetError
+
+    ckpt, clip, cache = fixed
+    out = tmp_path / "events.json"
+    args = ["detect", str(clip), "--checkpoint", str(ckpt), "--cache", str(cache), "--device", "cpu"]
+    assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    det = avdet.load(ckpt, cache=cache)  # device="auto": the CPU here
+    result = det.detect(clip)
+    assert result.to_dict() == json.loads(out.read_text())
+    assert result.to_json() + "\n" == out.read_text()
+    assert [e.to_dict() for e in result.events] == json.loads(out.read_text())["events"]
+    assert json.dumps(result.events[0].to_dict())  # an event is JSON-serialisable through to_dict
+    (again,) = det.detect([clip])
+    assert again == result and again.error is None
+    missing = tmp_path / "nowhere.mp4"
+    with pytest.raises(AvdetError, match=str(missing)):
+        det.detect(missing)
+    gone, kept = det.detect([missing, clip])
+    assert (
+        gone.error and not gone.events and gone.to_dict()["path"] == str(missing) and kept.to_dict() == result.to_dict()
+    )
