@@ -34,6 +34,7 @@ from avdet.console import (
     write_json,
 )
 from avdet.errors import AvdetError
+from avdet.progress import VideoProgress, cpu_estimate
 from avdet.version import __version__
 
 # Fixed choices, listed in --help and checked by the parser. `onepeace` is not among the extractors: avdet reads
@@ -206,33 +207,22 @@ def extract(
         random_weights=random_weights,
         device=_resolve_device(device),
     )
-    progress = Progress(
-        TextColumn("[bold]extract"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("videos"),
-        TextColumn("{task.fields[speed]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-    media_seconds, failed = [0.0], []
-    with progress:
-        task = progress.add_task("extract", total=len(paths), speed="")
-        clock = progress.get_time()
+    estimate = cpu_estimate(extractor, options.device, paths)
+    if estimate:
+        console.print(escape(estimate), highlight=False, soft_wrap=True)
+    failed = []
+    shown = VideoProgress("extract", len(paths), console=console)
+    with shown:
 
         def on_result(res: ExtractResult) -> None:
-            media_seconds[0] += res.media_seconds
-            elapsed = max(progress.get_time() - clock, 1e-9)
-            progress.update(task, advance=1, speed=f"{media_seconds[0] / elapsed:.1f} media-s/s")
+            shown.video_done(res.media_seconds)
             if res.status == "failed":
                 failed.append(res)
-                progress.console.print(
+                shown.console.print(
                     f"[red]failed[/] {escape(res.path)}: {escape(res.reason or '')}", highlight=False, soft_wrap=True
                 )
             elif res.reason:  # done, with a warning (e.g. decode errors)
-                progress.console.print(
+                shown.console.print(
                     f"[yellow]warning[/] {escape(res.path)}: {escape(res.reason)}", highlight=False, soft_wrap=True
                 )
 
@@ -241,10 +231,18 @@ def extract(
                 address = None if ray == RAY_LOCAL else ray
                 results = extract_videos_ray(paths, cache, options, address=address, on_result=on_result)
             else:
-                results = extract_videos(paths, cache, options, workers=workers, threads=threads, on_result=on_result)
+                results = extract_videos(
+                    paths,
+                    cache,
+                    options,
+                    workers=workers,
+                    threads=threads,
+                    on_result=on_result,
+                    on_media=shown.on_media,  # within each video (one process: workers cannot call back)
+                )
         except AvdetError as err:
             raise fail(str(err)) from None
-    _extract_summary(results, progress.get_time() - clock, cache)
+    _extract_summary(results, shown.progress.get_time() - shown.clock, cache)
     if as_json:
         out.print_json(json_text(_extract_json(results, cache)))
     if failed:
@@ -523,8 +521,17 @@ def detect(
     combined = CombinedDetector(detectors)
     record = combined.operating_point_record()
     failures = 0
-    with console.status("detecting..."):
+    for estimate in dict.fromkeys(
+        cpu_estimate(d.checkpoint.extractor.get("name", ""), str(d.device), paths) for d in detectors
+    ):
+        if estimate:  # once per extractor, before the long part
+            console.print(escape(estimate), highlight=False, soft_wrap=True)
+    shown = VideoProgress("detect", len(paths), console=console)
+    for d in detectors:
+        d.media_progress = shown.on_media  # feature computation within each video, in media seconds
+    with shown:
         for det in combined.run(paths, batch_size):
+            shown.video_done(det.duration)
             if det.events is None:
                 failures += 1
                 console.print(

@@ -143,3 +143,35 @@ def test_python_api_result_is_the_cli_json(fixed: tuple[Path, Path, Path], tmp_p
     assert (
         gone.error and not gone.events and gone.to_dict()["path"] == str(missing) and kept.to_dict() == result.to_dict()
     )
+
+
+def test_progress_follows_media_seconds_within_a_video(fixed: tuple[Path, Path, Path], tmp_path: Path, capsys) -> None:
+    """Feature computation calls back in media seconds (the library draws nothing); `progress=True` draws videos
+    and media seconds on stderr; cached videos call nothing."""
+    import avdet
+
+    ckpt, clip, _ = fixed
+    det = avdet.load(ckpt, cache=tmp_path / "fresh")
+    calls: list[tuple[str, float, float]] = []
+    det.media_progress = lambda path, done, total: calls.append((path, done, total))
+    det.detect(clip)
+    assert calls and {c[0] for c in calls} == {str(clip)} and all(c[2] == calls[0][2] for c in calls)
+    done = [c[1] for c in calls]
+    assert len(done) >= 2 and done == sorted(done) and done[0] < calls[0][2] and abs(done[-1] - calls[0][2]) < 0.2
+    assert not capsys.readouterr().err  # no printing unless asked
+    calls.clear()
+    det.detect(clip)
+    assert not calls  # read from the cache: nothing to follow
+    det.media_progress = None
+    result = avdet.load(ckpt, cache=tmp_path / "fresh2").detect([clip], progress=True)
+    err = capsys.readouterr().err
+    assert result[0].events and "1/1 videos" in err and det.media_progress is None
+
+
+def test_cpu_estimate_before_a_long_i3d_run(fixed: tuple[Path, Path, Path]) -> None:
+    from avdet.progress import cpu_estimate
+
+    _, clip, _ = fixed
+    line = cpu_estimate("i3d_vggish", "cpu", [clip])
+    assert line and "8.0 media seconds" in line and "about 10 min" in line  # 8 s x 72 s per media second
+    assert cpu_estimate("i3d_vggish", "cuda", [clip]) is None and cpu_estimate("lite", "cpu", [clip]) is None
