@@ -33,12 +33,12 @@ def plan_outputs(paths: list[Path], out_path: Path | None, fmt: str | None, plot
         if fmt is None:
             output_format(out_path)  # unknown suffix: fail before any work
         _check_format_agrees(out_path, fmt)
-        out_path.parent.mkdir(parents=True, exist_ok=True)  # as `--out DIR` creates its folder
+        _make_folder(out_path.parent)  # as `--out DIR` creates its folder
         _check_writable(out_path.parent)
         return {str(paths[0]): out_path}
     targets = {str(p): out_path / f"{video_id(p)}.{fmt or 'json'}" for p in paths}
     _refuse_shared_targets(targets)
-    out_path.mkdir(parents=True, exist_ok=True)
+    _make_folder(out_path)
     _check_writable(out_path)
     return targets
 
@@ -61,6 +61,13 @@ def _refuse_shared_targets(targets: dict[str, Path]) -> None:
                 "with its own --out"
             )
         seen[target] = video
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission: one line, before any work
+        raise DataError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
 
 
 def _check_writable(folder: Path) -> None:

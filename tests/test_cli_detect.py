@@ -123,8 +123,9 @@ def test_detect_bad_video_in_batch_others_go_on(trained_run: Path, sample_set: S
     assert not (tmp_path / "out" / "bad.json").exists()
 
 
-@pytest.mark.parametrize("out", ["x.txt", "missing/x.json"])
+@pytest.mark.parametrize("out", ["x.txt", "a_file/x.json"])
 def test_detect_bad_output_path(trained_run: Path, sample_set: SampleSet, tmp_path: Path, out: str) -> None:
+    (tmp_path / "a_file").write_text("")  # a file where the output folder would go (a missing folder is created)
     video = _test_videos(sample_set)[0]
     res = _invoke("detect", video, "--checkpoint", trained_run / "best.ckpt", "--out", tmp_path / out)
     assert res.exit_code != 0

@@ -105,6 +105,9 @@ def test_out_file_in_a_new_folder_creates_it(tmp_path: Path) -> None:
     target = tmp_path / "new" / "deeper" / "x.json"
     assert plan_outputs([tmp_path / "a.mp4"], target, None, None) == {str(tmp_path / "a.mp4"): target}
     assert target.parent.is_dir()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match="cannot create the output folder"):
+        plan_outputs([tmp_path / "a.mp4"], tmp_path / "a_file" / "x.json", None, None)
 
 
 # -- calibrate / export: --checkpoint, --overwrite ----------------------------------------------------------------
