@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
+from avdet.cli_help import HELP_OPTIONS, hide_flag_types, polish, with_dash_hint
 from avdet.console import (
     STDOUT,
     configure_output,
@@ -33,6 +34,7 @@ from avdet.console import (
     write_json,
 )
 from avdet.errors import AvdetError
+from avdet.progress import VideoProgress, cpu_estimate
 from avdet.version import __version__
 
 # Fixed choices, listed in --help and checked by the parser. `onepeace` is not among the extractors: avdet reads
@@ -112,9 +114,21 @@ class AvdetGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for command in self.commands.values():
+        prefix = f"{self.name} " if self.name and self.name != "avdet" else ""
+        polish(self, prefix.strip())
+        for name, command in self.commands.items():
             if not isinstance(command, TyperGroup):  # a sub-group (cache) gives its own commands the options
                 command.params.extend(_verbosity_options())
+                polish(command, prefix + name)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        hide_flag_types(params)  # the root's --install-completion is added after __init__
+        return params
+
+    def invoke(self, ctx: Any) -> Any:
+        """A subcommand's `No such option: -clip.mp4` gets a hint about `--`."""
+        return with_dash_hint(super().invoke, ctx)
 
 
 app = typer.Typer(
@@ -123,6 +137,7 @@ app = typer.Typer(
     help="Find audio-visual events in raw video: features, training, detection and UnAV-100 evaluation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
 
 
@@ -193,33 +208,22 @@ def extract(
         random_weights=random_weights,
         device=_resolve_device(device),
     )
-    progress = Progress(
-        TextColumn("[bold]extract"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("videos"),
-        TextColumn("{task.fields[speed]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-    media_seconds, failed = [0.0], []
-    with progress:
-        task = progress.add_task("extract", total=len(paths), speed="")
-        clock = progress.get_time()
+    estimate = cpu_estimate(extractor, options.device, paths)
+    if estimate:
+        console.print(escape(estimate), highlight=False, soft_wrap=True)
+    failed = []
+    shown = VideoProgress("extract", len(paths), console=console)
+    with shown:
 
         def on_result(res: ExtractResult) -> None:
-            media_seconds[0] += res.media_seconds
-            elapsed = max(progress.get_time() - clock, 1e-9)
-            progress.update(task, advance=1, speed=f"{media_seconds[0] / elapsed:.1f} media-s/s")
+            shown.video_done(res.media_seconds)
             if res.status == "failed":
                 failed.append(res)
-                progress.console.print(
+                shown.console.print(
                     f"[red]failed[/] {escape(res.path)}: {escape(res.reason or '')}", highlight=False, soft_wrap=True
                 )
             elif res.reason:  # done, with a warning (e.g. decode errors)
-                progress.console.print(
+                shown.console.print(
                     f"[yellow]warning[/] {escape(res.path)}: {escape(res.reason)}", highlight=False, soft_wrap=True
                 )
 
@@ -228,10 +232,18 @@ def extract(
                 address = None if ray == RAY_LOCAL else ray
                 results = extract_videos_ray(paths, cache, options, address=address, on_result=on_result)
             else:
-                results = extract_videos(paths, cache, options, workers=workers, threads=threads, on_result=on_result)
+                results = extract_videos(
+                    paths,
+                    cache,
+                    options,
+                    workers=workers,
+                    threads=threads,
+                    on_result=on_result,
+                    on_media=shown.on_media,  # within each video (one process: workers cannot call back)
+                )
         except AvdetError as err:
             raise fail(str(err)) from None
-    _extract_summary(results, progress.get_time() - clock, cache)
+    _extract_summary(results, shown.progress.get_time() - shown.clock, cache)
     if as_json:
         out.print_json(json_text(_extract_json(results, cache)))
     if failed:
@@ -557,8 +569,17 @@ def detect(
     record = combined.operating_point_record()
     failures = 0
     pages: list = []  # what --report shows, per video
-    with console.status("detecting..."):
+    for estimate in dict.fromkeys(
+        cpu_estimate(d.checkpoint.extractor.get("name", ""), str(d.device), paths) for d in detectors
+    ):
+        if estimate:  # once per extractor, before the long part
+            console.print(escape(estimate), highlight=False, soft_wrap=True)
+    shown = VideoProgress("detect", len(paths), console=console)
+    for d in detectors:
+        d.media_progress = shown.on_media  # feature computation within each video, in media seconds
+    with shown:
         for det in combined.run(paths, batch_size):
+            shown.video_done(det.duration)
             if det.events is None:
                 failures += 1
                 console.print(
@@ -761,13 +782,13 @@ def eval_(
     """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
     if (predictions is None) == (checkpoint is None):
-        raise fail("give exactly one of --predictions and --checkpoint")
+        raise fail("give exactly one of --predictions and --checkpoint", 2)
     if report_dir is not None and checkpoint is None:
-        raise fail("--report needs --checkpoint (the pages show its events over the videos)")
+        raise fail("--report needs --checkpoint (the pages show its events over the videos)", 2)
     try:
         if predictions is not None:
             if annotations is None:
-                raise fail("--predictions needs --annotations")
+                raise fail("--predictions needs --annotations", 2)
             from avdet.pipeline.metrics.mean_ap import evaluate_files
 
             report = evaluate_files(predictions, annotations, split)
@@ -819,7 +840,13 @@ def _eval_cml(result, split: str, json_out: Path | None) -> None:
 # -- calibrate ---------------------------------------------------------------------------------------------------
 @app.command()
 def calibrate(
-    checkpoint: Annotated[Path, typer.Argument(help="A dense-task avdet checkpoint (rewritten in place).")],
+    positional: Annotated[
+        Path, typer.Argument(metavar="[CHECKPOINT]", help="Deprecated: give --checkpoint.", hidden=True)
+    ] = None,
+    checkpoint: Annotated[
+        Path,
+        typer.Option("--checkpoint", help="A dense-task avdet checkpoint (rewritten in place).", show_default="none"),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split whose events choose the thresholds.")] = "validation",
     annotations: Annotated[Path, typer.Option(help="Ground truth.", show_default="the checkpoint's")] = None,
     cache: Annotated[Path, typer.Option(help="Feature store folder.", show_default="the checkpoint's")] = None,
@@ -838,6 +865,7 @@ def calibrate(
     checkpoint. `avdet train` does this for best.ckpt at the end of a dense run."""
     from avdet.pipeline.calibrate import calibrate_checkpoint
 
+    checkpoint = _checkpoint_given(checkpoint, positional, "calibrate")
     data = {"annotations": annotations, "cache": cache, "released_root": released_root}
     _apply_threads(threads)
     try:
@@ -847,6 +875,24 @@ def calibrate(
     except AvdetError as err:
         raise fail(str(err)) from None
     _print_operating_point(point, classes, checkpoint)
+
+
+def _checkpoint_given(option: Path | None, positional: Path | None, command: str) -> Path:
+    """`--checkpoint CKPT` as detect and eval take it; the old positional still works for one release, with a
+    warning. Neither or both: a usage error (exit 2)."""
+    if option is not None and positional is not None:
+        raise fail(f"give the checkpoint once: --checkpoint {option} or {positional}", 2)
+    if positional is not None:
+        console.print(
+            f"[yellow]warning:[/] `avdet {command} CHECKPOINT` is deprecated and goes in the next release: "
+            f"give --checkpoint {escape(str(positional))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return positional
+    if option is None:
+        raise fail(f"{command} needs --checkpoint CHECKPOINT", 2)
+    return option
 
 
 def _print_operating_point(point, classes: list[str], checkpoint: Path) -> None:
@@ -1051,16 +1097,24 @@ def convert(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="An avdet checkpoint (best.ckpt).")],
-    dst: Annotated[Path, typer.Argument(help="The .safetensors file to write.")],
-    force: Annotated[bool, typer.Option(help="Replace DST if it exists.")] = False,
+    dst: Annotated[Path, typer.Argument(metavar="DST", help="The .safetensors file to write.")],
+    legacy_dst: Annotated[Path, typer.Argument(help="Deprecated form `export CHECKPOINT DST`.", hidden=True)] = None,
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="An avdet checkpoint (best.ckpt).", show_default="none")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace DST if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", hidden=True, help="The old name of --overwrite.")] = False,
 ) -> None:
     """Share a model without pickle: its weights and metadata (classes, config, extractor, post-processing) as
     safetensors, without the training state and the trainer's data paths. `detect` and `eval` load the file."""
     from avdet.pipeline.checkpoint import export_safetensors
 
-    if dst.exists() and not force:
-        raise fail(f"{dst}: already exists (use --force to replace it)")
+    if legacy_dst is not None:  # `export CKPT DST`: the first word was the checkpoint
+        checkpoint = _checkpoint_given(checkpoint, dst, "export")
+        dst = legacy_dst
+    checkpoint = _checkpoint_given(checkpoint, None, "export")
+    if dst.exists() and not (overwrite or force):
+        raise fail(f"{dst}: already exists (use --overwrite to replace it)")
     try:
         export_safetensors(checkpoint, dst)
     except AvdetError as err:
@@ -1103,7 +1157,10 @@ def data_fetch(
 
 # -- cache -------------------------------------------------------------------------------------------------------
 cache_app = typer.Typer(
-    cls=AvdetGroup, no_args_is_help=True, help="Inspect and tidy the feature store: list, failed, verify, prune."
+    cls=AvdetGroup,
+    no_args_is_help=True,
+    help="Inspect and tidy the feature store: list, failed, verify, prune.",
+    context_settings=HELP_OPTIONS,
 )
 app.add_typer(cache_app, name="cache")
 CacheOption = Annotated[Path, typer.Option("--cache", help="Feature store folder.", show_default=CACHE_DEFAULT)]

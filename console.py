@@ -18,12 +18,27 @@ out = Console()
 PIPE_WIDTH = 100_000  # columns of a console that is not a terminal: long rows stay whole
 
 
-def configure_output(verbose: int = 0, quiet: bool = False) -> None:
-    """Logging through Rich at the root options' level; consoles that are not terminals never cut long rows."""
-    from rich.logging import RichHandler
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"  # log records when stderr is a file, pipe or notebook
 
+
+def log_handler() -> logging.Handler:
+    """Rich's coloured, column-aligned records on a terminal; elsewhere (`2> log`, CI, nohup, notebooks) plain
+    lines: Rich lays a record out at the console's width, and a console that is not a terminal is PIPE_WIDTH wide
+    (so tables stay whole), which would pad every record to 100,000 columns."""
+    if console.is_terminal:
+        from rich.logging import RichHandler
+
+        return RichHandler(console=console, show_path=False)
+    handler = logging.StreamHandler(console.file)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+    return handler
+
+
+def configure_output(verbose: int = 0, quiet: bool = False) -> None:
+    """Logging at the root options' level (Rich on a terminal, plain lines elsewhere); consoles that are not
+    terminals never cut long table rows."""
     level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(level=level, format="%(message)s", handlers=[log_handler()])
     logging.getLogger().setLevel(level)
     for stream in (console, out):  # piped or redirected: never cut tables (URLs, paths) at 80 columns
         if not stream.is_terminal:
@@ -74,14 +89,35 @@ def print_report(report: Any, to_stdout: bool = True) -> None:
     (out if to_stdout else console).print(table)
 
 
+def command_index(argv: list[str]) -> int | None:
+    """Where the subcommand's name sits: the first word that is not a root option (the root's options, -v, -q,
+    --version, take no values), so a folder named `eval` later on the line is never taken for the command."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return i
+    return None
+
+
 def json_argv(argv: list[str]) -> list[str]:
-    """`avdet eval ... --json` with no file means stdout: give the option its `-` (Typer has no optional values)."""
+    """`--json` as documented on every command: `avdet eval ... --json` with no file means stdout, so the option
+    gets its `-` (Typer has no optional values); the other commands' `--json` is a switch that always means stdout,
+    so a `--json -` there drops the `-` (else: "unexpected extra argument")."""
     out = list(argv)
-    if "eval" not in out:
+    at = command_index(out)
+    if at is None:
         return out
-    for i in range(out.index("eval") + 1, len(out)):
-        nxt = out[i + 1] if i + 1 < len(out) else None
-        if out[i] == "--json" and (nxt is None or nxt.startswith("-")):
-            out.insert(i + 1, str(STDOUT))
+    is_eval = out[at] == "eval"
+    for i in range(at + 1, len(out)):
+        if out[i] == "--":
             break
+        if out[i] != "--json":
+            continue
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        if is_eval and (nxt is None or (nxt.startswith("-") and nxt != str(STDOUT))):
+            out.insert(i + 1, str(STDOUT))
+        elif not is_eval and nxt == str(STDOUT):
+            del out[i + 1]
+        break
     return out

@@ -12,6 +12,7 @@ adaptive), `window_size`, `lac_heads`; the LCF weight lambda is `loss.lcf_weight
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +28,8 @@ from avdet.models.lac import ATTENTION_TYPES, LACPyramid
 from avdet.models.lcf import LCF_TYPES, LCFModulation
 from avdet.models.pyramid import PyramidConfig, PyramidDetector, streams
 from avdet.models.spatial import SPATIAL_REDUCTIONS, AudioGuidedVisualAttention, reduce_visual, visual_map
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,10 +92,9 @@ class LoCoConfig(PyramidConfig):
         if self.embed_kernel % 2 == 0:
             raise ValueError("embed_kernel must be odd")
         if self.modality != "audio_visual":
-            if self.lcf != "none":
-                raise ValueError(
-                    f"a {self.modality}-only LoCo has no cross-modal parts: LCF needs both streams (set lcf: none)"
-                )
+            if self.lcf != "none":  # one switch is enough: a one-stream model has nothing for LCF to align
+                log.info("a %s-only LoCo has no cross-modal parts: LCF (%s) is not used", self.modality, self.lcf)
+                self.lcf = "none"
             if self.spatial == "audio_attention":
                 raise ValueError("spatial: audio_attention reads the audio stream; a unimodal LoCo needs mean")
 

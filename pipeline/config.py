@@ -203,7 +203,8 @@ def resolve_config_path(path: str | Path) -> Path:
     for candidate in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"{path}: no such config file")
+    names = ", ".join(sorted(c.stem for c in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"{path}: no such config file or shipped config name (shipped: {names})")
 
 
 def _read_tree(cfg_path: Path) -> dict:

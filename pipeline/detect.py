@@ -5,10 +5,11 @@ events in seconds -> the operating point (calibrated per-class thresholds and ov
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
@@ -26,6 +27,7 @@ from avdet.pipeline.types import Event, OperatingPoint
 
 if TYPE_CHECKING:
     from avdet.pipeline.live import LiveStream
+    from avdet.pipeline.results import DetectionResult
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +66,34 @@ def candidate_events(ckpt: Checkpoint, feats: list[VideoFeatures], device: torch
     return task_class(ckpt.task).events(ckpt, feats, device)
 
 
+def resolve_device(device: str) -> str:
+    """`auto` -> "cuda" when a GPU is there, else "cpu" (what the CLI's --device auto does); others as given."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class Detector:
     """A loaded checkpoint plus what it needs to turn video files into events: the extractor it was trained on,
-    the feature cache and the operating point. Prints nothing (logs only), so it suits notebooks and services.
+    the feature cache and the operating point. Prints nothing unless asked (`detect(..., progress=True)`), so it
+    suits notebooks and services.
 
     threshold: one score threshold for every class instead of the checkpoint's calibrated ones (0: every
     candidate); all_events: every ranked candidate (what mAP evaluation needs). postprocess: PostprocessConfig
-    overrides (e.g. {"sigma": 0.5}); cache: the feature store (default $AVDET_CACHE or ~/.cache/avdet/features)."""
+    overrides (e.g. {"sigma": 0.5}); cache: the feature store (default $AVDET_CACHE or ~/.cache/avdet/features);
+    device: "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N".
+
+    `media_progress(path, done_s, total_s)`, when set, follows feature computation within each video in media
+    seconds (cached videos call nothing): what `avdet detect` and `progress=True` draw."""
+
+    media_progress: Callable[[str, float, float], None] | None = None
 
     def __init__(
         self,
         checkpoint: str | Path,
         *,
         cache: str | Path | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         threshold: float | None = None,
         all_events: bool = False,
         batch_size: int = 1,
@@ -88,6 +104,7 @@ class Detector:
     ) -> None:
         if threshold is not None and not 0 <= threshold <= 1:
             raise DataError(f"threshold {threshold} is not a score in [0, 1]")
+        device = resolve_device(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.checkpoint = load_checkpoint(checkpoint, self.device, postprocess=postprocess)
@@ -118,7 +135,8 @@ class Detector:
 
     def features(self, path: Path) -> VideoFeatures:
         """Features of one video from the cache (read once), computing them first when missing."""
-        res = extract_one(path, self.store, self.extractors, self.options, keep_features=True)
+        follow = None if self.media_progress is None else partial(self.media_progress, str(path))
+        res = extract_one(path, self.store, self.extractors, self.options, keep_features=True, on_media=follow)
         if res.status == "failed":
             raise DataError(f"{path}: {res.reason}")
         stored = res.features
@@ -127,15 +145,59 @@ class Detector:
         self.checkpoint.check_compatible(self.checkpoint.classes, (feats.visual.shape[1], feats.audio.shape[1]))
         return feats
 
-    def detect(self, video: str | Path | list[str | Path]) -> list[Event] | list[Detection]:
-        """The shown events of one video (an `AvdetError` if it fails), or for a list of videos one `Detection`
-        each, in input order (a failing video carries its error and the rest go on)."""
-        if isinstance(video, (str, Path)):
-            (det,) = self.run([Path(video)])
-            if det.events is None:
-                raise DataError(det.error or f"{video}: detection failed")
-            return det.events
-        return list(self.run([Path(v) for v in video]))
+    @overload
+    def detect(self, video: str | Path, *, progress: bool = False) -> DetectionResult: ...
+
+    @overload
+    def detect(self, video: list[str | Path], *, progress: bool = False) -> list[DetectionResult]: ...
+
+    def detect(
+        self, video: str | Path | list[str | Path], *, progress: bool = False
+    ) -> DetectionResult | list[DetectionResult]:
+        """Events of one video, or of each video of a list, as `DetectionResult`s: `.events` (sorted by start,
+        rounded as the JSON), `.video`, `.duration`, `.error`, `to_dict()` / `to_json()` (the JSON `avdet detect`
+        writes for the same clip). One video that fails raises an `AvdetError` naming its path; in a list, a
+        failing video carries its `.error` and the rest go on. progress: draw videos done and media seconds
+        computed (with an ETA) on stderr, e.g. in a notebook."""
+        single = isinstance(video, (str, Path))
+        paths = [Path(video)] if single else [Path(v) for v in video]
+        results = self._results(paths, progress)
+        if single:
+            (result,) = results
+            if result.error is not None:
+                raise DataError(f"{result.path}: {result.error}")
+            return result
+        return results
+
+    def result(self, det: Detection) -> DetectionResult:
+        """A `Detection` of `run` as the API's documented result (the JSON's events, model and operating point)."""
+        # the API's result type and the JSON writer it shares with the CLI, loaded by the API's first result:
+        # `import avdet.pipeline.detect` stays within the detection path's module budget (tests/test_layering.py)
+        from avdet.pipeline.results import DetectionResult, as_written
+
+        if det.events is None:
+            return DetectionResult(det.path, det.video_id, det.duration, [], self.checkpoint.name, None, det.error)
+        record = self.operating_point.record(self.checkpoint.classes)
+        return DetectionResult(
+            det.path, det.video_id, det.duration, as_written(det.events), self.checkpoint.name, record
+        )
+
+    def _results(self, paths: list[Path], progress: bool) -> list[DetectionResult]:
+        if not progress:
+            return [self.result(d) for d in self.run(paths)]
+        from avdet.progress import VideoProgress  # the console layer draws; the library only calls back
+
+        shown = VideoProgress("detect", len(paths))
+        self.media_progress = shown.on_media
+        try:
+            with shown:
+                results = []
+                for det in self.run(paths):
+                    results.append(self.result(det))
+                    shown.video_done(det.duration)
+        finally:
+            self.media_progress = None
+        return results
 
     def stream(self, source: str | Path, **options: Any) -> LiveStream:
         """Events of a live SOURCE (a file played at its speed, "-", a udp/rtp/rtsp/http URL, a device) as they

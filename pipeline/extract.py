@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # A decode that yields less than this share of the probed duration is a truncated or corrupt file.
 MIN_DECODED_SHARE = 0.9
+MediaCallback = Callable[[float, float], None]  # (media seconds done, the video's media seconds)
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,22 @@ def compute_features(
     backend: media.Backend = "ffmpeg",
     modality: str = "audio_visual",
     problems: list[str] | None = None,
+    on_media: MediaCallback | None = None,
 ) -> StoredFeatures:
     """Decode one video and run the extractors it needs on it (no caching): both, or for a unimodal model only
     that stream's (audio-only never decodes a frame; then an audio file without video is fine). ffmpeg's decode
-    errors go to `problems`."""
+    errors go to `problems`; `on_media(done_s, total_s)` follows the work in media seconds (the mean over the
+    streams computed, visual first), called as decoded chunks go to the extractors."""
     info = media.probe(path)
     visual = audio = None
+    streams = 2 if modality == "audio_visual" else 1
+    seen = {"visual": 0.0, "audio": 0.0}  # media seconds handed to each extractor so far
+
+    def advanced(stream: str, seconds: float) -> None:
+        seen[stream] += seconds
+        if on_media is not None:
+            on_media(min(sum(seen.values()) / streams, info.duration), info.duration)
+
     if modality != "audio":
         if not info.has_video:
             raise DecodeError(path, "no video stream (audio-only file)")
@@ -154,6 +166,7 @@ def compute_features(
                 problems=problems,
             ):
                 counted[0] += len(chunk)
+                advanced("visual", len(chunk) / req.fps)
                 yield chunk
 
         visual = extractors.visual(VisualInput(frames(), req.fps, info.duration))
@@ -164,9 +177,13 @@ def compute_features(
             )
     if modality != "visual":
         rate = extractors.media.sample_rate
-        audio = streamed_audio_features(
-            media.stream_audio(path, rate, info=info, problems=problems), extractors.audio, rate, info.duration
-        )
+
+        def samples() -> Iterator[np.ndarray]:
+            for chunk in media.stream_audio(path, rate, info=info, problems=problems):
+                advanced("audio", len(chunk) / rate)
+                yield chunk
+
+        audio = streamed_audio_features(samples(), extractors.audio, rate, info.duration)
     visual = _empty_like(audio) if visual is None else visual
     audio = _empty_like(visual) if audio is None else audio
     return StoredFeatures(visual=visual, audio=audio, duration=info.duration)
@@ -197,9 +214,11 @@ def extract_one(
     options: ExtractOptions,
     *,
     keep_features: bool = False,
+    on_media: MediaCallback | None = None,
 ) -> ExtractResult:
     """Extract one video into the store unless it is there already; never raises for a bad video. With
-    `keep_features` the result carries the features (read once, from the cache or just computed)."""
+    `keep_features` the result carries the features (read once, from the cache or just computed); `on_media`
+    follows a computation in media seconds (`compute_features`)."""
     path = Path(path)
     vid = media.video_id(path)
     key = store.register_spec(modality_spec(extractors.spec, options.modality))
@@ -221,7 +240,7 @@ def extract_one(
                 full = _cached(store, video_key, full_key)  # a full extraction serves a unimodal model
                 stored = None if full is None else only(full, options.modality)
             if stored is None:
-                stored = compute_features(path, extractors, options.backend, options.modality, problems)
+                stored = compute_features(path, extractors, options.backend, options.modality, problems, on_media)
                 store.save(video_key, key, stored, video_id=vid, path=os.path.abspath(path))
                 status = "done"
         warning = _decode_warning(problems)
@@ -318,9 +337,12 @@ def extract_videos(
     workers: int = 1,
     threads: int | None = None,
     on_result: Callable[[ExtractResult], None] | None = None,
+    on_media: Callable[[str, float, float], None] | None = None,
 ) -> list[ExtractResult]:
     """Extract every video; results arrive through `on_result` as they finish, in completion order. Each process
-    runs `threads` torch threads (default: `pipeline.threads` policy for `workers` processes)."""
+    runs `threads` torch threads (default: `pipeline.threads` policy for `workers` processes). `on_media(path,
+    done_s, total_s)` follows each video's computation in media seconds (one process only: workers cannot call
+    back)."""
     paths = [str(p) for p in paths]
     media.require_ffmpeg()  # one line for the batch, not one failed video each
     warn_duplicate_ids(paths)
@@ -336,7 +358,8 @@ def extract_videos(
     if workers <= 1:
         apply_threads(1, threads)
         for p in paths:
-            done(extract_one(p, store, extractors, options))
+            follow = None if on_media is None else partial(on_media, p)
+            done(extract_one(p, store, extractors, options, on_media=follow))
         return results
     threads = decide_threads(workers, threads)
     with ProcessPoolExecutor(

@@ -11,7 +11,7 @@ from pathlib import Path
 from avdet.errors import DataError
 from avdet.pipeline.io.atomic import is_special
 from avdet.pipeline.io.media import video_id
-from avdet.pipeline.io.writers import STDOUT, output_format, write_events, write_events_file
+from avdet.pipeline.io.writers import FORMATS, STDOUT, output_format, write_events, write_events_file
 from avdet.pipeline.types import Event
 
 
@@ -32,13 +32,23 @@ def plan_outputs(paths: list[Path], out_path: Path | None, fmt: str | None, plot
     if len(paths) == 1 and (out_path.suffix or not out_path.is_dir()):
         if fmt is None:
             output_format(out_path)  # unknown suffix: fail before any work
+        _check_format_agrees(out_path, fmt)
+        _make_folder(out_path.parent)  # as `--out DIR` creates its folder
         _check_writable(out_path.parent)
         return {str(paths[0]): out_path}
     targets = {str(p): out_path / f"{video_id(p)}.{fmt or 'json'}" for p in paths}
     _refuse_shared_targets(targets)
-    out_path.mkdir(parents=True, exist_ok=True)
+    _make_folder(out_path)
     _check_writable(out_path)
     return targets
+
+
+def _check_format_agrees(out_path: Path, fmt: str | None) -> None:
+    """`--out x.json --format srt` would put SRT into a file named .json: refused. A suffix that names no format
+    (`--out events.txt --format srt`) is the user's choice."""
+    named = FORMATS.get(out_path.suffix.lower())
+    if fmt is not None and named is not None and named != fmt:
+        raise DataError(f"{out_path}: the suffix says {named} but --format says {fmt}; make them agree")
 
 
 def _refuse_shared_targets(targets: dict[str, Path]) -> None:
@@ -51,6 +61,13 @@ def _refuse_shared_targets(targets: dict[str, Path]) -> None:
                 "with its own --out"
             )
         seen[target] = video
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission: one line, before any work
+        raise DataError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
 
 
 def _check_writable(folder: Path) -> None:

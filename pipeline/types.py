@@ -20,6 +20,20 @@ class Event:
     score: float
     modality: str | None = None  # set when a unimodal model (audio | visual) found it, or in a combined timeline
 
+    def to_dict(self) -> dict:
+        """The event as `avdet detect`'s JSON holds it: times rounded to the millisecond, the score to 9 digits
+        (float32 exactly, so a ranked list scores the same mAP as in memory); `modality` only when set."""
+        out: dict = {
+            "label": self.label,
+            "label_id": int(self.label_id),
+            "start": round(float(self.start), 3),
+            "end": round(float(self.end), 3),
+            "score": float(f"{self.score:.9g}"),
+        }
+        if self.modality is not None:
+            out["modality"] = self.modality
+        return out
+
 
 MODALITY_TEXT = {"audio_visual": "audio-visual", "audio": "audio only", "visual": "visual only"}
 

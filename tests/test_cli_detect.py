@@ -123,8 +123,9 @@ def test_detect_bad_video_in_batch_others_go_on(trained_run: Path, sample_set: S
     assert not (tmp_path / "out" / "bad.json").exists()
 
 
-@pytest.mark.parametrize("out", ["x.txt", "missing/x.json"])
+@pytest.mark.parametrize("out", ["x.txt", "a_file/x.json"])
 def test_detect_bad_output_path(trained_run: Path, sample_set: SampleSet, tmp_path: Path, out: str) -> None:
+    (tmp_path / "a_file").write_text("")  # a file where the output folder would go (a missing folder is created)
     video = _test_videos(sample_set)[0]
     res = _invoke("detect", video, "--checkpoint", trained_run / "best.ckpt", "--out", tmp_path / out)
     assert res.exit_code != 0
@@ -240,7 +241,7 @@ def test_python_api_gives_the_cli_events(trained_run: Path, sample_set: SampleSe
         )
         assert res.exit_code == 0, res.output
         doc = json.loads((tmp_path / f"{name}.json").read_text())
-        events = avdet.load(ckpt, cache=sample_set.cache, **options).detect(video)
+        events = avdet.load(ckpt, cache=sample_set.cache, **options).detect(video).events
         assert _rows(doc["events"]) == _rows(events_document("v", 1.0, "m", events)["events"])
     point = json.loads((tmp_path / "default.json").read_text())["operating_point"]
     classes = torch.load(ckpt, weights_only=True)["classes"]
@@ -248,8 +249,8 @@ def test_python_api_gives_the_cli_events(trained_run: Path, sample_set: SampleSe
     assert json.loads((tmp_path / "global.json").read_text())["operating_point"]["thresholds"] == dict.fromkeys(
         classes, 0.2
     )
-    every = avdet.load(ckpt, cache=sample_set.cache, all_events=True).detect(video)
-    shown = avdet.load(ckpt, cache=sample_set.cache).detect(video)
+    every = avdet.load(ckpt, cache=sample_set.cache, all_events=True).detect(video).events
+    shown = avdet.load(ckpt, cache=sample_set.cache).detect(video).events
     assert len(every) > len(shown) and set(shown) <= set(every)
     assert all(e.score >= point["thresholds"][e.label] for e in shown)
 

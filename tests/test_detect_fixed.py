@@ -104,7 +104,7 @@ def test_python_api_on_a_fixed_checkpoint_gives_the_cli_events(fixed: tuple[Path
     import avdet
 
     ckpt, clip, cache = fixed
-    events = avdet.load(ckpt, cache=cache).detect(clip)
+    events = avdet.load(ckpt, cache=cache, device="cpu").detect(clip).events
     want = json.loads(GOLDEN.read_text())["events"]
     got = sorted(events, key=lambda e: (e.label, e.start))
     want = sorted(want, key=lambda e: (e["label"], e["start"]))
@@ -113,3 +113,65 @@ def test_python_api_on_a_fixed_checkpoint_gives_the_cli_events(fixed: tuple[Path
         assert abs(e.start - w["start"]) <= 5e-4 and abs(e.end - w["end"]) <= 5e-4, (e, w)
         assert abs(e.score - w["score"]) <= 1e-9, (e, w)
     assert len({e.label for e in events}) >= 2, "the fixed checkpoint should show several classes"
+
+
+def test_python_api_result_is_the_cli_json(fixed: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """`avdet.load(...).detect(clip).to_dict()` is the file `avdet detect clip --out x.json` writes: same rounding,
+    event order and operating-point record; one result type for one path and for a list."""
+    from typer.testing import CliRunner
+
+    import avdet
+    from avdet.cli import app
+    from avdet.errors import AvdetError
+
+    ckpt, clip, cache = fixed
+    out = tmp_path / "events.json"
+    args = ["detect", str(clip), "--checkpoint", str(ckpt), "--cache", str(cache), "--device", "cpu"]
+    assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    det = avdet.load(ckpt, cache=cache)  # device="auto": the CPU here
+    result = det.detect(clip)
+    assert result.to_dict() == json.loads(out.read_text())
+    assert result.to_json() + "\n" == out.read_text()
+    assert [e.to_dict() for e in result.events] == json.loads(out.read_text())["events"]
+    assert json.dumps(result.events[0].to_dict())  # an event is JSON-serialisable through to_dict
+    (again,) = det.detect([clip])
+    assert again == result and again.error is None
+    missing = tmp_path / "nowhere.mp4"
+    with pytest.raises(AvdetError, match=str(missing)):
+        det.detect(missing)
+    gone, kept = det.detect([missing, clip])
+    assert (
+        gone.error and not gone.events and gone.to_dict()["path"] == str(missing) and kept.to_dict() == result.to_dict()
+    )
+
+
+def test_progress_follows_media_seconds_within_a_video(fixed: tuple[Path, Path, Path], tmp_path: Path, capsys) -> None:
+    """Feature computation calls back in media seconds (the library draws nothing); `progress=True` draws videos
+    and media seconds on stderr; cached videos call nothing."""
+    import avdet
+
+    ckpt, clip, _ = fixed
+    det = avdet.load(ckpt, cache=tmp_path / "fresh")
+    calls: list[tuple[str, float, float]] = []
+    det.media_progress = lambda path, done, total: calls.append((path, done, total))
+    det.detect(clip)
+    assert calls and {c[0] for c in calls} == {str(clip)} and all(c[2] == calls[0][2] for c in calls)
+    done = [c[1] for c in calls]
+    assert len(done) >= 2 and done == sorted(done) and done[0] < calls[0][2] and abs(done[-1] - calls[0][2]) < 0.2
+    assert not capsys.readouterr().err  # no printing unless asked
+    calls.clear()
+    det.detect(clip)
+    assert not calls  # read from the cache: nothing to follow
+    det.media_progress = None
+    result = avdet.load(ckpt, cache=tmp_path / "fresh2").detect([clip], progress=True)
+    err = capsys.readouterr().err
+    assert result[0].events and "1/1 videos" in err and det.media_progress is None
+
+
+def test_cpu_estimate_before_a_long_i3d_run(fixed: tuple[Path, Path, Path]) -> None:
+    from avdet.progress import cpu_estimate
+
+    _, clip, _ = fixed
+    line = cpu_estimate("i3d_vggish", "cpu", [clip])
+    assert line and "8.0 media seconds" in line and "about 10 min" in line  # 8 s x 72 s per media second
+    assert cpu_estimate("i3d_vggish", "cuda", [clip]) is None and cpu_estimate("lite", "cpu", [clip]) is None

@@ -32,7 +32,7 @@ def test_checkpoint_records_data_paths_relative_to_the_run(trained_run: Path, tm
 
 def test_export_safetensors_round_trip(trained_run: Path, tmp_path: Path) -> None:
     dst = tmp_path / "model.safetensors"
-    res = CliRunner().invoke(app, ["export", str(trained_run / "best.ckpt"), str(dst)])
+    res = CliRunner().invoke(app, ["export", "--checkpoint", str(trained_run / "best.ckpt"), str(dst)])
     assert res.exit_code == 0, res.output
     header_len = int.from_bytes(dst.read_bytes()[:8], "little")
     assert dst.read_bytes()[8 : 8 + header_len].startswith(b"{")  # safetensors, no pickle
@@ -47,6 +47,7 @@ def test_export_safetensors_round_trip(trained_run: Path, tmp_path: Path) -> Non
 
 def test_export_refuses_other_suffixes_and_foreign_files(trained_run: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["export", str(trained_run / "best.ckpt"), str(tmp_path / "model.ckpt")])
+    assert "deprecated" in res.output  # the positional form, kept for one release
     assert res.exit_code == 1 and ".safetensors" in res.output and not (tmp_path / "model.ckpt").exists()
     bogus = tmp_path / "bogus.safetensors"
     bogus.write_bytes(b"\x00" * 32)
@@ -60,7 +61,7 @@ def test_detect_runs_an_exported_model_and_logs_with_v_after_the_command(
     from conftest import make_clip
 
     dst = tmp_path / "model.safetensors"
-    assert CliRunner().invoke(app, ["export", str(trained_run / "best.ckpt"), str(dst)]).exit_code == 0
+    assert CliRunner().invoke(app, ["export", "--checkpoint", str(trained_run / "best.ckpt"), str(dst)]).exit_code == 0
     clip = make_clip(tmp_path / "clip.mp4", 4.0)
     args = ["detect", str(clip), "--checkpoint", str(dst), "--cache", str(tmp_path / "cache"), "--out"]
     res = CliRunner().invoke(app, [*args, str(tmp_path / "events.json"), "-v"])

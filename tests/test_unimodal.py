@@ -79,8 +79,8 @@ def test_audio_visual_models_read_both_streams() -> None:
 
 
 def test_cross_modal_parts_are_refused_for_one_stream() -> None:
-    with pytest.raises(ValueError, match="LCF needs both streams"):
-        LoCoConfig(**TINY, modality="audio")  # lcf defaults to adaptive_gaussian
+    # LCF aligns two streams: a one-stream LoCo drops it (one switch, `modality`, is enough; issue 27)
+    assert LoCoConfig(**TINY, modality="audio").lcf == "none"  # lcf defaults to adaptive_gaussian
     with pytest.raises(ValueError, match="modality must be audio_visual"):
         CCNetConfig(**TINY, modality="visual")
     with pytest.raises(ValueError, match="modality must be one of"):

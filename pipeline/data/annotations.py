@@ -195,10 +195,16 @@ def ground_truth(annotations: dict, video_id: str) -> GroundTruth:
     return GroundTruth(segments, labels)
 
 
+def _splits_text(annotations: dict) -> str:
+    """`splits: test, train, validation`: the subsets the annotations do have, for an error about a missing one."""
+    names = sorted({str(d.get("subset")) for d in annotations["database"].values() if d.get("subset")})
+    return f"splits: {', '.join(names)}" if names else "no video has a subset"
+
+
 def split_ids(annotations: dict, split: str) -> list[str]:
     ids = sorted(v for v, d in annotations["database"].items() if d.get("subset") == split)
     if not ids:
-        raise DataError(f"no videos in split {split!r} of the annotations")
+        raise DataError(f"no videos in split {split!r} of the annotations ({_splits_text(annotations)})")
     return ids
 
 

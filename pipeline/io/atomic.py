@@ -69,6 +69,13 @@ def is_special(target: str | Path) -> bool:
     return (not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)) or _through_descriptor(str(target))
 
 
+def _file_mode() -> int:
+    """The mode `open()` gives a new file: 0666 less the process's umask (read by setting it and putting it back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, error: type[AvdetError] = DataError) -> Iterator[Path]:
     """Yield a temp path beside `target` to write to; on success it is fsynced and renamed over `target` (over the
@@ -89,6 +96,7 @@ def atomic_path(target: str | Path, error: type[AvdetError] = DataError) -> Iter
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())  # whatever the writer used (safetensors: 0600), a normal file's mode
         os.replace(tmp, target)
     except OSError as err:
         raise error(f"{target}: cannot write ({err.strerror or err})") from None

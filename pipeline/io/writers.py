@@ -75,16 +75,7 @@ def events_document(
 
 
 def _event_dict(e: Event) -> dict:
-    out = {
-        "label": e.label,
-        "label_id": int(e.label_id),
-        "start": round(e.start, 3),
-        "end": round(e.end, 3),
-        "score": float(f"{e.score:.9g}"),
-    }
-    if e.modality is not None:
-        out["modality"] = e.modality
-    return out
+    return e.to_dict()  # one rounding rule for the file and the Python API
 
 
 def _timestamp(seconds: float, sep: str) -> str:

@@ -411,7 +411,8 @@ def evaluate(
     n_cls = len(class_ids)
     ap = np.zeros((n_thr, n_cls))
     if n_cls == 0:
-        raise DataError(f"no ground-truth events in split {split!r}")
+        names = sorted({str(v.get("subset")).lower() for v in database_of(annotations).values() if v.get("subset")})
+        raise DataError(f"no ground-truth events in split {split!r} (splits: {', '.join(names) or 'none'})")
     g_cls = np.searchsorted(class_ids, g_label)
     # pandas-replace semantics: known ids -> their index, unknown ids keep their value
     pos = np.searchsorted(class_ids, p_label).clip(max=n_cls - 1)

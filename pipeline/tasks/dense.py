@@ -40,6 +40,8 @@ class DenseTask(Task):
 
     def __init__(self, cfg: ExperimentConfig, model_cfg: Any, dist: DistributedContext) -> None:
         self.cfg = cfg
+        if not cfg.data.annotations:  # say which setting, not ": annotations file not found"
+            raise ConfigError("data.annotations is empty: set it with --set data.annotations=FILE or in the config")
         self.annotations = load_annotations(cfg.data.annotations)
         self.classes = read_classes(self.annotations, cfg.data.classes or None)
         source = make_source(cfg.data, self.annotations)
