@@ -72,8 +72,9 @@ class Checkpoint:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically (temp + rename): an interrupted save never replaces a good checkpoint with half a file."""
     payload = {"format": FORMAT, "version": VERSION, "avdet_version": __version__, **payload}
-    with atomic_path(path, CheckpointError) as tmp:
-        torch.save(payload, tmp)
+    # through a Python file: a full disk is then an OSError (one line), not torch's RuntimeError from its own writer
+    with atomic_path(path, CheckpointError) as tmp, open(tmp, "xb") as f:
+        torch.save(payload, f)
 
 
 # What an exported (shared) checkpoint keeps besides the weights: no training state, no local data paths.
