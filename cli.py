@@ -1052,6 +1052,9 @@ def _ray_argv(argv: list[str]) -> list[str]:
 def main() -> None:
     try:
         app(args=json_argv(_ray_argv(sys.argv[1:])), prog_name="avdet")
+    except AvdetError as err:  # one a command did not catch (e.g. a full disk mid-way through detect): one line
+        print_error(str(err))
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from avdet.errors import AvdetError, CheckpointError, DataError
+from avdet.errors import AvdetError, CheckpointError, DataError, StoreWriteError
 from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS
 from avdet.pipeline.calibrate import apply_operating_point, operating_point_for
@@ -146,6 +146,8 @@ class Detector:
                 pending.append((path, self.features(path)))
             except AvdetError as err:
                 yield from flush() if pending else ()
+                if isinstance(err, StoreWriteError):  # the cache's disk is full or read-only: so for every video
+                    raise
                 reason = str(err).removeprefix(f"{path}: ")  # the caller names the video once
                 yield Detection(str(path), media.video_id(path), 0.0, None, reason)
                 continue

@@ -19,7 +19,7 @@ import avdet.pipeline.io.store as store_mod
 from avdet.extractors.base import Features, grid_times
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.extract import ExtractOptions, extract_videos
-from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint, is_legacy_key, spec_hash
+from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint, spec_hash
 
 
 def _sampled_fingerprint(path: Path) -> str:
@@ -75,7 +75,7 @@ def test_content_key_is_sha256_of_every_byte(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     path.write_bytes(data)
     assert fingerprint(path) == hashlib.sha256(data).hexdigest()
-    assert not is_legacy_key(fingerprint(path))
+    assert not store_mod.is_legacy_key(fingerprint(path))
 
 
 def test_videos_differing_outside_the_old_samples_get_their_own_features(
