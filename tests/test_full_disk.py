@@ -115,6 +115,7 @@ def test_open_index_on_a_full_disk_is_not_damage(disk: Callable[..., Path]) -> N
     assert not list((where / "cache").glob("index.sqlite.damaged-*"))
 
 
+@pytest.mark.slow  # extracts videos
 def test_extract_on_a_full_disk_stops_at_the_first_video(disk: Callable[..., Path], clips: dict[str, Path]) -> None:
     where = disk("1m")
     cache = where / "cache"

@@ -78,6 +78,7 @@ def test_content_key_is_sha256_of_every_byte(tmp_path: Path) -> None:
     assert not store_mod.is_legacy_key(fingerprint(path))
 
 
+@pytest.mark.slow  # extracts videos
 def test_videos_differing_outside_the_old_samples_get_their_own_features(
     twins: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -90,6 +91,7 @@ def test_videos_differing_outside_the_old_samples_get_their_own_features(
     assert not np.array_equal(_visual(shared, "plain"), _visual(shared, "boxed"))
 
 
+@pytest.mark.slow  # extracts videos
 def test_ids_with_identical_content_each_have_features(clips: dict[str, Path], tmp_path: Path) -> None:
     first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
     shutil.copy(clips["av"], first)
@@ -148,6 +150,7 @@ def _version1_store(root: Path, video: Path, features: StoredFeatures, video_id:
     return npz
 
 
+@pytest.mark.slow  # extracts videos
 def test_store_of_an_older_version_heals_instead_of_serving_wrong_features(
     twins: tuple[Path, Path], tmp_path: Path
 ) -> None:
