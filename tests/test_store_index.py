@@ -387,3 +387,182 @@ def test_lock_and_folders_on_a_blocked_path_are_store_write_errors(store: Featur
         store_mod.exclusive_lock(blocker / "x.lock", StoreWriteError),
     ):
         pass
+
+
+def test_read_errors_name_the_file_and_the_reason(store: FeatureStore, tmp_path: Path) -> None:
+    with pytest.raises(DecodeError) as info:
+        store_mod.fingerprint(tmp_path)  # a folder
+    assert info.value.path == str(tmp_path) and info.value.reason == "cannot read (Is a directory)"
+    with pytest.raises(DecodeError) as info:
+        store_mod.fingerprint(tmp_path / "gone.mp4")
+    assert info.value.path == str(tmp_path / "gone.mp4") and info.value.reason == "no such file"
+
+
+def test_file_removed_while_hashed_is_a_decode_error(
+    store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"a" * 1000)
+    real = store_mod.fingerprint
+    monkeypatch.setattr(store_mod, "fingerprint", lambda p: (real(p), p.unlink())[0])
+    with pytest.raises(DecodeError) as info:
+        store.content_key(video)
+    assert info.value.path == str(video) and info.value.reason == "no such file"
+
+
+def test_sample_digest_is_exactly_size_and_samples(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.write_bytes(b"0123456789")  # every offset is 0: read once
+    want = hashlib.blake2b(b"10" + b"0123456789", digest_size=16).hexdigest()
+    assert store_mod.sample_digest(small, 10) == want and len(want) == 32
+    size = 300_000
+    data = os.urandom(size)
+    big = tmp_path / "big"
+    big.write_bytes(data)
+    mid = size // 2 - (1 << 15)
+    samples = data[: 1 << 16] + data[mid : mid + (1 << 16)] + data[size - (1 << 16) :]
+    assert store_mod.sample_digest(big, size) == hashlib.blake2b(b"300000" + samples, digest_size=16).hexdigest()
+    zeros, more = tmp_path / "zeros", tmp_path / "more"
+    zeros.write_bytes(bytes(size))
+    more.write_bytes(bytes(size + 1))  # equal samples, other size
+    assert store_mod.sample_digest(zeros, size) != store_mod.sample_digest(more, size + 1)
+
+
+def test_remembered_key_boundary_is_strict(store: FeatureStore, tmp_path: Path, monkeypatch) -> None:
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    changed = max(video.stat().st_mtime_ns, video.stat().st_ctime_ns)
+    monkeypatch.setattr(store_mod.time, "time_ns", lambda: changed + store_mod._RACY_NS)
+    store.content_key(video)
+    with sqlite3.connect(store.root / "index.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM content_keys").fetchone()[0] == 0
+
+
+def test_damaged_index_error_message() -> None:
+    err = store_mod._index_error(Path("/c/i"), sqlite3.DatabaseError("file is not a database"))
+    assert str(err) == "/c/i: damaged feature index (file is not a database)" and err.reason == "file is not a database"
+
+
+def _exact_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == store_mod.log.name]
+
+
+def test_migration_log_counts_removed_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "cache"
+    _version1_index(root)
+    for key in (LEGACY, LEGACY.replace("0", "f")):
+        (root / "e" / key[:2]).mkdir(parents=True)
+        (root / "e" / key[:2] / f"{key}.npz").write_bytes(b"old")
+    with caplog.at_level(logging.WARNING):
+        FeatureStore(root)
+    assert _exact_log(caplog) == [
+        f"{root / 'index.sqlite'}: feature index of an older avdet (videos keyed by sampled bytes, which two videos "
+        "can share); its 2 feature files were removed: `avdet extract` computes them again"
+    ]
+
+
+def test_rebuild_moves_wal_and_shm_aside_and_logs_exactly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = FeatureStore(tmp_path)
+    ext = store.register_spec({"name": "toy"})
+    store.save(_key(1), ext, _features(3), video_id="v", path="/v/v.mp4")
+    index = tmp_path / "index.sqlite"
+    index.write_bytes(b"garbage" * 1000)
+    Path(f"{index}-wal").write_bytes(b"old wal")
+    Path(f"{index}-shm").write_bytes(b"old shm")
+    with caplog.at_level(logging.WARNING):
+        store._rebuild_index("file is not a database")
+    (aside,) = tmp_path.glob("index.sqlite.damaged-*[0-9]")
+    assert aside.read_bytes() == b"garbage" * 1000
+    assert Path(f"{aside}-wal").read_bytes() == b"old wal" and Path(f"{aside}-shm").read_bytes() == b"old shm"
+    assert _exact_log(caplog) == [
+        f"{index}: damaged feature index (file is not a database), moved to {aside.name} and rebuilt from 1 "
+        "feature files"
+    ]
+
+
+def test_index_that_cannot_be_moved_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    FeatureStore(tmp_path)
+    (tmp_path / "index.sqlite").write_bytes(b"garbage" * 1000)
+
+    def refuse(self: Path, target: Path) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    with pytest.raises(StoreWriteError) as info:
+        FeatureStore(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'index.sqlite'}: damaged feature index, cannot move it aside ([Errno 30] Read-only file system)"
+    )
+
+
+def test_damaged_spec_warning_text(store: FeatureStore, caplog: pytest.LogCaptureFixture) -> None:
+    key = store.register_spec({"name": "a"})
+    (store.root / key / "spec.json").write_text("{")
+    with caplog.at_level(logging.WARNING):
+        store.specs("a")
+    assert _exact_log(caplog) == [
+        f"{store.root / key / 'spec.json'}: damaged extractor spec, skipped (the next `avdet extract` rewrites it)"
+    ]
+
+
+def test_save_without_id_or_path_stores_empty_ones(store: FeatureStore) -> None:
+    ext = store.register_spec({"name": "toy"})
+    with np.load(store.save(_key(1), ext, _features())) as z:
+        assert str(z["video_id"]) == "" and str(z["path"]) == ""
+
+
+def test_npz_members_are_zip64_and_pickle_free() -> None:
+    data = store_mod.npz_bytes({"a": np.arange(3)})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        (info,) = archive.infolist()
+    # the local header carries a zip64 field (id 0x0001), so members over 4 GiB (hours of features) can be written
+    header_extra = data[30 + len(info.filename) : 30 + len(info.filename) + 4]
+    assert header_extra[:2] == b"\x01\x00"
+    with pytest.raises(ValueError, match="pickle"):
+        store_mod.npz_bytes({"a": np.array([object()], dtype=object)})
+
+
+def test_pickled_feature_file_is_not_indexed(store: FeatureStore) -> None:
+    """A feature file holding pickled objects is refused like a damaged one (never unpickled) when rebuilding."""
+    ext = store.register_spec({"name": "toy"})
+    target = store.path_for(_key(1), ext)
+    target.parent.mkdir(parents=True)
+    with open(target, "wb") as f:
+        np.savez(f, visual=np.array([object()], dtype=object), video_id=np.str_("v"), path=np.str_("/v"), duration=1.0)
+    assert store_mod._feature_meta(target) is None
+
+
+def test_nested_root_and_unregistered_recipe_folders_are_made(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "a" / "b" / "cache")
+    assert store.save(_key(1), "recipe", _features()).is_file()  # no spec folder yet: made with its parents
+
+
+def test_spec_file_text_and_write_error(store: FeatureStore) -> None:
+    spec = {"name": "toy", "b": [1, 2], "a": 1}
+    key = store.register_spec(spec)
+    assert (store.root / key / "spec.json").read_text() == json.dumps(spec, sort_keys=True, indent=2)
+    other = spec_hash({"name": "other"})
+    (store.root / other / "spec.json").mkdir(parents=True)  # a folder where the file goes
+    with pytest.raises(StoreWriteError, match="is a folder"):
+        store.register_spec({"name": "other"})
+
+
+def test_unreadable_feature_file_reasons(store: FeatureStore) -> None:
+    ext = store.register_spec({"name": "toy"})
+    path = store.save(_key(1), ext, _features())
+    path.write_bytes(b"\x80garbage, not an archive")
+    with pytest.raises(StoreError) as info:
+        store.load_key(_key(1), ext)
+    assert "(empty file)" not in str(info.value) and "pickled data" in str(info.value)
+    with open(path, "wb") as f:  # pickled objects are never loaded
+        np.savez(f, visual=np.array([object()], dtype=object), visual_times=np.zeros(1), audio=np.zeros((1, 1)))
+    with pytest.raises(StoreError, match="unreadable feature file"):
+        store.load_key(_key(1), ext)
+
+
+def test_folder_error_names_the_reason(store: FeatureStore) -> None:
+    ext = store.register_spec({"name": "toy"})
+    (store.root / ext / _key(1)[:2]).write_text("a file")
+    with pytest.raises(StoreWriteError) as info:
+        store.save(_key(1), ext, _features())
+    assert str(info.value) == f"{store.root / ext / _key(1)[:2]}: cannot create the folder (File exists)"

