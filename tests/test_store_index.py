@@ -553,7 +553,7 @@ def test_unreadable_feature_file_reasons(store: FeatureStore) -> None:
     path.write_bytes(b"\x80garbage, not an archive")
     with pytest.raises(StoreError) as info:
         store.load_key(_key(1), ext)
-    assert "(empty file)" not in str(info.value) and "pickled data" in str(info.value)
+    assert "(empty file)" not in str(info.value) and "contains pickled (object) data" in str(info.value)
     with open(path, "wb") as f:  # pickled objects are never loaded
         np.savez(f, visual=np.array([object()], dtype=object), visual_times=np.zeros(1), audio=np.zeros((1, 1)))
     with pytest.raises(StoreError, match="unreadable feature file"):
