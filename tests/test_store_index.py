@@ -566,3 +566,57 @@ def test_folder_error_names_the_reason(store: FeatureStore) -> None:
     with pytest.raises(StoreWriteError) as info:
         store.save(_key(1), ext, _features())
     assert str(info.value) == f"{store.root / ext / _key(1)[:2]}: cannot create the folder (File exists)"
+
+
+def test_unwritable_root_and_lock_messages(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError) as info:
+        FeatureStore(blocker / "cache")
+    assert str(info.value) == f"{blocker / 'cache'}: cache folder is not writable (Not a directory)"
+    (tmp_path / "c" / "index.lock").mkdir(parents=True)  # the lock file cannot be made
+    with pytest.raises(StoreWriteError) as info:
+        FeatureStore(tmp_path / "c")
+    assert type(info.value) is StoreWriteError
+    assert str(info.value) == f"{tmp_path / 'c' / 'index.lock'}: cannot create the lock file (Is a directory)"
+
+
+def test_failed_quick_check_is_damage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index that opens but fails SQLite's quick_check is damaged: moved aside (and, failing again, one line)."""
+    FeatureStore(tmp_path)
+    monkeypatch.setattr(store_mod, "_CHECK", "SELECT 'row 3 missing from index x'")
+    with pytest.raises(StoreError) as info:
+        FeatureStore(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'index.sqlite'}: damaged feature index (row 3 missing from index x)"
+    assert len(list(tmp_path.glob("index.sqlite.damaged-*[0-9]"))) == 1
+
+
+def test_damaged_index_warning_names_the_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    FeatureStore(tmp_path)
+    (tmp_path / "index.sqlite").write_bytes(b"garbage" * 1000)
+    with caplog.at_level(logging.WARNING):
+        FeatureStore(tmp_path)
+    (aside,) = tmp_path.glob("index.sqlite.damaged-*[0-9]")
+    assert _exact_log(caplog) == [
+        f"{tmp_path / 'index.sqlite'}: damaged feature index (file is not a database), moved to {aside.name} and "
+        "rebuilt from 0 feature files"
+    ]
+
+
+def test_legacy_file_gone_meanwhile_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process removed a version-1 file between listing and removing it: the migration goes on."""
+    root = tmp_path / "cache"
+    _version1_index(root)
+    (root / "e" / LEGACY[:2]).mkdir(parents=True)
+    (root / "e" / LEGACY[:2] / f"{LEGACY}.npz").write_bytes(b"old")
+    real_unlink = Path.unlink
+
+    def gone(self: Path, missing_ok: bool = False) -> None:
+        real_unlink(self, missing_ok)
+        if self.suffix == ".npz":
+            raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(Path, "unlink", gone)
+    FeatureStore(root)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert not (root / "e" / LEGACY[:2] / f"{LEGACY}.npz").exists()
