@@ -1324,7 +1324,7 @@ def _ray_argv(argv: list[str]) -> list[str]:
 def main() -> None:
     try:
         app(args=json_argv(_ray_argv(sys.argv[1:])), prog_name="avdet")
-    except AvdetError as err:  # one a command did not catch itself (e.g. ffmpeg missing): one line, no traceback
+    except AvdetError as err:  # one a command did not catch (ffmpeg missing, a full disk mid-way): one line
         print_error(str(err))
         sys.exit(1)
     except KeyboardInterrupt:

@@ -34,6 +34,11 @@ class StoreError(AvdetError):
     """The feature store cannot be used (unwritable folder, mismatched features, ...)."""
 
 
+class StoreWriteError(StoreError):
+    """The store's disk refused a write (full, read-only, I/O error): no later video can succeed either, so a
+    command stops at the first one (one line naming the path and the reason) instead of failing every video."""
+
+
 class DataError(AvdetError):
     """Annotations, predictions or feature files are malformed."""
 

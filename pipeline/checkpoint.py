@@ -72,8 +72,13 @@ class Checkpoint:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically (temp + rename): an interrupted save never replaces a good checkpoint with half a file."""
     payload = {"format": FORMAT, "version": VERSION, "avdet_version": __version__, **payload}
-    with atomic_path(path, CheckpointError) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path, CheckpointError) as tmp, open(tmp, "xb") as f:
+        try:
+            torch.save(payload, f)  # a Python file: a full disk is an OSError, which atomic_path makes one line
+        except RuntimeError as err:  # torch's zip writer, closing after that OSError, raises its own error
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
 
 
 # What an exported (shared) checkpoint keeps besides the weights: no training state, no local data paths.

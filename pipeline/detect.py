@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
-from avdet.errors import AvdetError, CheckpointError, DataError
+from avdet.errors import AvdetError, CheckpointError, DataError, StoreWriteError
 from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS
 from avdet.pipeline.checkpoint import Checkpoint, load_checkpoint
@@ -231,6 +231,8 @@ class Detector:
                 pending.append((path, self.features(path)))
             except AvdetError as err:
                 yield from flush() if pending else ()
+                if isinstance(err, StoreWriteError):  # the cache's disk is full or read-only: so for every video
+                    raise
                 reason = str(err).removeprefix(f"{path}: ")  # the caller names the video once
                 yield Detection(str(path), media.video_id(path), 0.0, None, reason)
                 continue

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avdet.errors import AvdetError, DecodeError, StoreError
+from avdet.errors import AvdetError, DecodeError, StoreError, StoreWriteError
 from avdet.extractors.base import AudioInput, Extractor, ExtractorSet, Features, VisualInput, num_grid_rows
 from avdet.extractors.registry import build_extractor_set
 from avdet.pipeline.io import media
-from avdet.pipeline.io.store import FeatureStore, StoredFeatures, fingerprint, spec_hash
+from avdet.pipeline.io.store import FeatureStore, StoredFeatures, spec_hash
 from avdet.pipeline.threads import apply_threads, decide_threads
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def extract_one(
 
     try:
         media.check_media_file(path)  # before anything opens it (a named pipe would block)
-        video_key = fingerprint(path)
+        video_key = store.content_key(path)  # every byte: two videos never share features
         with store.lock(video_key, key):
             stored = _cached(store, video_key, key) if not options.overwrite else None
             status = "cached"
@@ -251,6 +251,8 @@ def extract_one(
         record(status="done", reason=warning, rows=rows, media_seconds=stored.duration, wall_seconds=wall)
         kept = stored if keep_features else None
         return ExtractResult(str(path), vid, status, warning, rows, stored.duration, wall, kept)
+    except StoreWriteError:  # the store's disk, not this video: every other video would fail the same way
+        raise
     except AvdetError as err:
         reason = err.reason if isinstance(err, DecodeError) else str(err)
         wall = time.perf_counter() - start
@@ -372,6 +374,9 @@ def extract_videos(
         for fut in as_completed(futures):
             try:
                 done(fut.result())
+            except StoreWriteError:  # full or read-only disk: stop here, one line, instead of failing every video
+                pool.shutdown(cancel_futures=True)
+                raise
             except Exception as err:  # a crashed worker process: report the video, keep the others going
                 p = futures[fut]
                 done(ExtractResult(p, media.video_id(p), "failed", f"worker crashed ({type(err).__name__}: {err})"))
@@ -436,7 +441,10 @@ def extract_videos_ray(
             path = pending.pop(ref)
             try:
                 res = ray.get(ref)
-            except Exception as err:  # retries exhausted: report the video, keep the others going
+            except Exception as err:
+                if isinstance(getattr(err, "cause", None), StoreWriteError):  # a full or read-only disk: stop
+                    raise err.cause from None
+                # retries exhausted: report the video, keep the others going
                 res = ExtractResult(path, media.video_id(path), "failed", f"ray task failed ({type(err).__name__})")
             results.append(res)
             if on_result:

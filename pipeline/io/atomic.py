@@ -101,6 +101,14 @@ def atomic_path(target: str | Path, error: type[AvdetError] = DataError) -> Iter
     except OSError as err:
         raise error(f"{target}: cannot write ({err.strerror or err})") from None
     finally:
+        _remove_temp(tmp)
+
+
+def _remove_temp(tmp: Path) -> None:
+    """Remove a temp file that may never have been made. Its removal must not replace the error that ended the
+    write: on a read-only filesystem unlink fails (EROFS) even for a missing file; a temp left behind (never the
+    target) is removed by `clean_stale_temps` once this process is gone."""
+    with contextlib.suppress(OSError):
         tmp.unlink(missing_ok=True)
 
 
