@@ -281,6 +281,16 @@ def make_sample(
             "(not an event).",
         ),
     ] = 0.0,
+    visual_info: Annotated[
+        str,
+        typer.Option(
+            help="How much the picture tells: full, weak (half the objects at random classes/times), unrelated, "
+            "crowded (every class all the time) or static (one frame); the ground truth stays the plan's."
+        ),
+    ] = "full",
+    audio_info: Annotated[
+        str, typer.Option(help="How much the sound tells: full, weak, unrelated, crowded or silent.")
+    ] = "full",
     ave: Annotated[
         bool, typer.Option(help="Write an AVE-style set instead (10 s clips, Annotations.txt and split files).")
     ] = False,
@@ -322,6 +332,8 @@ def make_sample(
             object_scale=object_scale,
             busy_background=busy_background,
             mismatched=mismatched,
+            visual_info=visual_info,
+            audio_info=audio_info,
         )
         run = partial(make_dense, cfg=cfg)
     with Progress(
