@@ -377,7 +377,8 @@ def main() -> None:
     text = (
         f"{args.videos} generated clips of {args.classes} classes (data seed {args.data_seed}, object scale "
         f"{args.object_scale:g}{', busy backgrounds' if args.busy_background else ''}, mismatched pairs in "
-        f"{args.mismatched:.0%} of the clips; visual {args.visual_info}, audio {args.audio_info}; split {'/'.join(f'{x:g}' for x in args.split)}), lite features; "
+        f"{args.mismatched:.0%} of the clips; visual {args.visual_info}, audio {args.audio_info}; "
+        f"split {'/'.join(f'{x:g}' for x in args.split)}), lite features; "
         f"{cfg0.train.warmup_epochs} + {cfg0.train.epochs} epochs, batch {cfg0.train.batch_size}, "
         f"{args.seeds} training seed(s) from {args.seed}; test split, mAP in % (Avg. over tIoU {result_tious(rows)}); "
         f"FLOPs at T = "
