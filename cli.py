@@ -410,6 +410,24 @@ def train(
             f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
             f"checkpoints in {escape(str(result.run_dir))}"
         )
+        _print_stream_report(result.run_dir)
+
+
+def _print_stream_report(run_dir: Path) -> None:
+    """An audio-visual LoCo trained with modality dropout: each stream's validation floor against chance and
+    whether fusion beats the better one (pipeline/stream_report.py); other models: nothing."""
+    from avdet.pipeline.checkpoint import load_checkpoint
+    from avdet.pipeline.stream_report import can_remove_streams, stream_report, write_stream_report
+
+    best = run_dir / "best.ckpt"
+    if not best.is_file() or can_remove_streams(load_checkpoint(best, "cpu")) is not None:
+        return
+    try:
+        report = stream_report(best)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    write_stream_report(run_dir, report)
+    out.print(escape(report.text()))
 
 
 def _metric_text(name: str, value: float) -> str:
@@ -479,6 +497,13 @@ def detect(
     ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
     threads: Annotated[int, _threads_option()] = None,
+    explain_streams: Annotated[
+        bool,
+        typer.Option(
+            help="Add each event's score with the audio alone and the visual alone, and which stream drove it, "
+            "to the JSON (a LoCo trained with model.modality_dropout > 0; see docs/fusion.md)."
+        ),
+    ] = False,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table).
 
@@ -511,6 +536,7 @@ def detect(
                 weights_dir=str(weights_dir or "") or None,
                 random_weights=random_weights,
                 postprocess={"sigma": sigma, "max_seg_num": max_events},
+                explain_streams=explain_streams,
             )
             for ckpt in checkpoint
         ]

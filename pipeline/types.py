@@ -19,6 +19,8 @@ class Event:
     end: float
     score: float
     modality: str | None = None  # set when a unimodal model (audio | visual) found it, or in a combined timeline
+    # (audio alone, visual alone): the event's score with only that stream (`detect --explain-streams`)
+    streams: tuple[float, float] | None = None
 
 
 MODALITY_TEXT = {"audio_visual": "audio-visual", "audio": "audio only", "visual": "visual only"}

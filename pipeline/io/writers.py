@@ -83,7 +83,21 @@ def _event_dict(e: Event) -> dict:
     }
     if e.modality is not None:
         out["modality"] = e.modality
+    if e.streams is not None:  # which stream drove it (docs/fusion.md)
+        audio, visual = e.streams
+        out["streams"] = {
+            "audio": float(f"{audio:.6g}"),
+            "visual": float(f"{visual:.6g}"),
+            "driven_by": stream_driver(e.score, audio, visual),
+        }
     return out
+
+
+def stream_driver(score: float, audio: float, visual: float) -> str:
+    """Which stream drove an event: the one that alone keeps more of the score, "both" when neither keeps half."""
+    if max(audio, visual) < 0.5 * score:
+        return "both"
+    return "audio" if audio >= visual else "visual"
 
 
 def _timestamp(seconds: float, sep: str) -> str:
