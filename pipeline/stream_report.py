@@ -96,7 +96,7 @@ def stream_report(checkpoint: str | Path, split: str = "validation", device: str
     scores = {}
     for name, removed in (("fused", None), ("audio", "visual"), ("visual", "audio")):
         with without_stream(ckpt.model, removed):
-            scores[name] = float(DenseTask.evaluate(ckpt, split, device=device).average_mAP)
+            scores[name] = float(DenseTask.evaluate(ckpt, split, device=device).result.average_mAP)
     annotations = load_annotations(ckpt.data.annotations)
     classes = read_classes(annotations, ckpt.data.classes or None)
     return StreamReport(split, chance=chance_map(annotations, split, classes), **scores)

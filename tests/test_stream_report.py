@@ -103,3 +103,30 @@ def test_detect_refuses_explain_streams_without_modality_dropout(trained_run: Pa
 
     with pytest.raises(DataError, match="modality dropout"):
         Detector(trained_run / "best.ckpt", cache=sample_set.cache, explain_streams=True)
+
+
+@pytest.mark.slow
+def test_trained_with_modality_dropout_reports_floors_and_explains_events(sample_set, tmp_path: Path) -> None:
+    """End to end: the trainer switches LCF on at lcf_start_epoch, the run's stream report scores each stream
+    alone against chance, and detect explains its events."""
+    from avdet.pipeline.config import load_config
+    from avdet.pipeline.detect import Detector
+    from avdet.pipeline.stream_report import stream_report
+    from avdet.pipeline.train import train
+
+    overrides = sample_set.overrides(
+        train__warmup_epochs=1, train__epochs=2, train__eval_start=0, model__modality_dropout=0.5
+    )
+    cfg = load_config("tiny", [*overrides, "model.lcf_start_epoch=2"])
+    result = train(cfg, tmp_path / "run")
+    lcf = [h["loss_lcf"] for h in result.history]
+    assert lcf[0] == 0 and lcf[1] == 0 and lcf[2] > 0  # the trainer calls set_epoch: LCF from epoch 2 on
+    report = stream_report(tmp_path / "run" / "best.ckpt")
+    assert 0 <= report.chance < 0.2 and {report.fused, report.audio, report.visual} != {report.fused}
+    video = sorted((sample_set.root / "videos").glob("*.mp4"))[0]
+    events = Detector(tmp_path / "run" / "best.ckpt", cache=sample_set.cache, threshold=0.0).detect(video)
+    explained = Detector(
+        tmp_path / "run" / "best.ckpt", cache=sample_set.cache, threshold=0.0, explain_streams=True
+    ).detect(video)
+    assert [(e.label, e.start, e.score) for e in explained] == [(e.label, e.start, e.score) for e in events]
+    assert all(e.streams is not None and len(e.streams) == 2 for e in explained) and explained
