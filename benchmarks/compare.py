@@ -101,6 +101,9 @@ FUSION = (
     Variant("LoCo, modality dropout", "tiny", ("model.modality_dropout=0.5",)),
     Variant("LoCo, modality dropout + gates", "tiny", ("model.modality_dropout=0.5", "model.stream_gate=true")),
     Variant(
+        "LoCo, stream pyramids + modality dropout", "tiny", ("model.stream_pyramid=true", "model.modality_dropout=0.3")
+    ),
+    Variant(
         "LoCo, modality dropout + gates, LCF kept out of audio",
         "tiny",
         ("model.modality_dropout=0.5", "model.stream_gate=true", "model.lcf_stop_grad=audio"),

@@ -69,8 +69,12 @@ class LoCoConfig(PyramidConfig):
     # stream_gate: a learned per-clip sigmoid gate on each stream's encoder output, initialised open;
     # lcf_stop_grad: keep LCF's gradient out of this stream's encoder ("audio" / "visual"; "none": both get it);
     # lcf_start_epoch: LCF's loss counts only from this epoch on (0: from the start), once the encoders learned.
+    # stream_pyramid: each stream also gets the unimodal LoCo's self-attention pyramid, added to LAC's output level by
+    # level. LAC alone gives a stream temporal context only through the other stream's keys, so with a useless
+    # other stream it has none beyond its encoder (docs/fusion.md).
     modality_dropout: float = 0.0
     stream_gate: bool = False
+    stream_pyramid: bool = False
     lcf_stop_grad: Literal["none", "audio", "visual"] = "none"
     lcf_start_epoch: int = 0
 
@@ -105,9 +109,10 @@ class LoCoConfig(PyramidConfig):
         if self.lcf_start_epoch < 0:
             raise ValueError(f"lcf_start_epoch must be >= 0, got {self.lcf_start_epoch}")
         if self.modality != "audio_visual":
-            if self.modality_dropout > 0 or self.stream_gate:
+            if self.modality_dropout > 0 or self.stream_gate or self.stream_pyramid:
                 raise ValueError(
-                    f"a {self.modality}-only LoCo has one stream: modality_dropout and stream_gate need two"
+                    f"a {self.modality}-only LoCo has one stream: modality_dropout, stream_gate and stream_pyramid "
+                    "need two"
                 )
             if self.lcf != "none":
                 raise ValueError(
@@ -216,6 +221,10 @@ class LoCo(PyramidDetector):
         )
         self.decoder = FusionDecoder(cfg)
         two = len(used) == 2
+        own = two and cfg.stream_pyramid  # the unimodal pyramid of each stream, beside LAC
+        pyramid = lambda: SelfAttentionPyramid(cfg.embed_dim, cfg.num_heads, cfg.num_levels, cfg.dropout, cfg.drop_path)  # noqa: E731
+        self.audio_pyramid = pyramid() if own else None
+        self.visual_pyramid = pyramid() if own else None
         self.audio_gate = StreamGate(cfg.embed_dim) if two and cfg.stream_gate else None
         self.visual_gate = StreamGate(cfg.embed_dim) if two and cfg.stream_gate else None
         self.removed_stream: str | None = None  # set by models.fusion.without_stream (inference with one stream)
@@ -298,6 +307,9 @@ class LoCo(PyramidDetector):
                 aux["lcf"] = self._lcf_inputs(a, v, mask)
             a, v = self._fuse_streams(a, v, mask, aux)
             audios, visuals, masks = self.pyramid(a, v, mask)
+            if self.audio_pyramid is not None:
+                audios = [x + y for x, y in zip(audios, self.audio_pyramid(a, mask)[0], strict=True)]
+                visuals = [x + y for x, y in zip(visuals, self.visual_pyramid(v, mask)[0], strict=True)]
             feats = [torch.cat([fv, fa], dim=-1) for fv, fa in zip(visuals, audios, strict=True)]  # (B, T_l, 2D)
         elif self.cfg.modality == "audio":
             feats, masks = self.pyramid(self.audio_encoder(audio, mask), mask)

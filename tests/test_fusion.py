@@ -115,8 +115,24 @@ def test_lcf_warm_up_holds_the_loss_at_zero_until_its_epoch() -> None:
         {"lcf_start_epoch": -1},
         {"modality": "audio", "lcf": "none", "modality_dropout": 0.3},
         {"modality": "visual", "lcf": "none", "stream_gate": True},
+        {"modality": "audio", "lcf": "none", "stream_pyramid": True},
     ],
 )
 def test_bad_fusion_settings_are_config_errors(change: dict) -> None:
     with pytest.raises(ValueError):
         LoCoConfig(**change)
+
+
+def test_stream_pyramid_gives_each_stream_its_own_temporal_context() -> None:
+    batch = inputs()
+    plain, own = build(), build(stream_pyramid=True)
+    assert plain.audio_pyramid is None and own.audio_pyramid is not None
+    own.train()
+    _loss(own, batch)["total"].backward()
+    assert _grad_norm(own.audio_pyramid) > 0 and _grad_norm(own.visual_pyramid) > 0
+    # with the visual stream removed, what the audio stream's own pyramid adds still reaches the output
+    with without_stream(own, "visual"):
+        with_own = logits(own, *batch)
+        for p in own.audio_pyramid.parameters():
+            p.data.zero_()
+        assert not torch.allclose(with_own, logits(own, *batch))
