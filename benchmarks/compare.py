@@ -96,6 +96,7 @@ UNIMODAL = (
 # ground truth, so the one-stream rows are the floors the audio-visual model must beat; run with --visual-info /
 # --audio-info to make one stream weak or useless.
 FUSION = (
+    Variant("LoCo, no LCF", "tiny", ("model.lcf=none",)),  # also an ablation; listed once when both are asked for
     Variant("LoCo, audio stream only", "tiny", ("model.modality=audio", "model.lcf=none")),
     Variant("LoCo, visual stream only", "tiny", ("model.modality=visual", "model.lcf=none")),
     Variant("LoCo, modality dropout", "tiny", ("model.modality_dropout=0.5",)),
@@ -332,11 +333,15 @@ def main() -> None:
         *(UNIMODAL if args.unimodal else ()),
         *(FUSION if args.fusion else ()),
     ]
+    unique: dict[str, Variant] = {}
+    for variant in variants:  # each row once, in its first place (no LCF is an ablation and a fusion row)
+        unique.setdefault(variant.name, variant)
+    variants = list(unique.values())
     if args.only:
         wanted = {n.lower() for n in args.only}
         variants = [v for v in variants if v.name.lower() in wanted]
         if not variants:
-            names = ", ".join(v.name for v in (FLOOR, *MODELS, *ABLATIONS, *UNIMODAL, *FUSION))
+            names = ", ".join(dict.fromkeys(v.name for v in (FLOOR, *MODELS, *ABLATIONS, *UNIMODAL, *FUSION)))
             parser.error(f"--only matched no model (names: {names})")
     load_start = os.getloadavg()
     try:
