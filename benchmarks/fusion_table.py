@@ -40,13 +40,13 @@ def cell(runs: list[dict], key: str) -> str:
     return f"{mean:.1f} ± {std:.1f}" + (f" (n={len(runs)})" if len(runs) != 3 else "")
 
 
-def verdict(level_runs: dict[str, list[dict]], row: str) -> str:
-    """Is `row` within one spread of the better one-stream model (by test mean), or ahead of it?"""
+def verdict(level_runs: dict[str, list[dict]], row: str, key: str) -> str:
+    """Is `row` within one spread of the better one-stream model (by the mean of `key`), or ahead of it?"""
     fused, singles = level_runs.get(row), [(s, level_runs.get(s)) for s in SINGLE if level_runs.get(s)]
     if not fused or not singles:
         return "–"
-    name, best = max(singles, key=lambda s: statistics.fmean(r["test_avg"] for r in s[1]))
-    (fm, fs), (bm, bs) = stats([r["test_avg"] for r in fused]), stats([r["test_avg"] for r in best])
+    name, best = max(singles, key=lambda s: statistics.fmean(r[key] for r in s[1]))
+    (fm, fs), (bm, bs) = stats([r[key] for r in fused]), stats([r[key] for r in best])
     spread = max(fs, bs)
     word = "ahead" if fm > bm + spread else "within one spread" if fm >= bm - spread else "BEHIND"
     return f"{fm - bm:+.1f} vs {name.split(', ')[1]} (spread {spread:.1f}): {word}"
@@ -69,7 +69,7 @@ def main() -> None:
     for row in rows:
         if row in SINGLE:
             continue
-        print(f"- {row}: " + "; ".join(f"{lv}: {verdict(runs[lv], row)}" for lv in args.levels))
+        print(f"- {row}: " + "; ".join(f"{lv}: {verdict(runs[lv], row, args.key)}" for lv in args.levels))
 
 
 if __name__ == "__main__":
