@@ -420,13 +420,13 @@ def _print_stream_report(run_dir: Path) -> None:
     from avdet.pipeline.stream_report import can_remove_streams, stream_report, write_stream_report
 
     best = run_dir / "best.ckpt"
-    if not best.is_file() or can_remove_streams(load_checkpoint(best, "cpu")) is not None:
-        return
     try:
+        if not best.is_file() or can_remove_streams(load_checkpoint(best, "cpu")) is not None:
+            return
         report = stream_report(best)
+        write_stream_report(run_dir, report)
     except AvdetError as err:
         raise fail(str(err)) from None
-    write_stream_report(run_dir, report)
     out.print(escape(report.text()))
 
 

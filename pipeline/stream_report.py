@@ -32,6 +32,8 @@ def can_remove_streams(ckpt: Checkpoint) -> str | None:
     cfg = getattr(ckpt.model, "cfg", None)
     if ckpt.modality != "audio_visual" or not hasattr(ckpt.model, "removed_stream"):
         return f"a {ckpt.modality} {type(ckpt.model).__name__} has no second stream to remove"
+    if getattr(ckpt, "task", "dense") != "dense":
+        return f"the one-stream report covers dense detection, not a {ckpt.task} checkpoint"
     if getattr(cfg, "modality_dropout", 0.0) <= 0:
         return (
             "the model was trained without modality dropout, so it never saw a missing stream: train with "
