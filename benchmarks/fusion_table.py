@@ -18,7 +18,7 @@ from pathlib import Path
 
 from compare import FUSION, MODELS, slug
 
-ROWS = [MODELS[0].name, "LoCo, no LCF", *(v.name for v in FUSION)]
+ROWS = list(dict.fromkeys([MODELS[0].name, "LoCo, no LCF", *(v.name for v in FUSION)]))
 SINGLE = ("LoCo, audio stream only", "LoCo, visual stream only")
 
 

@@ -123,6 +123,11 @@ def test_trained_with_modality_dropout_reports_floors_and_explains_events(sample
     assert lcf[0] == 0 and lcf[1] == 0 and lcf[2] > 0  # the trainer calls set_epoch: LCF from epoch 2 on
     report = stream_report(tmp_path / "run" / "best.ckpt")
     assert 0 <= report.chance < 0.2 and {report.fused, report.audio, report.visual} != {report.fused}
+    from avdet import cli
+
+    cli._print_stream_report(tmp_path / "run")  # what `avdet train` ends with
+    written = json.loads((tmp_path / "run" / "streams.json").read_text())
+    assert written["fused"] == report.fused and "better single stream" in written["summary"]
     video = sorted((sample_set.root / "videos").glob("*.mp4"))[0]
     events = Detector(tmp_path / "run" / "best.ckpt", cache=sample_set.cache, threshold=0.0).detect(video)
     explained = Detector(
