@@ -366,7 +366,9 @@ def _level(cfg: SampleConfig, stream: str) -> str:
     return cfg.visual_info if stream == "visual" else cfg.audio_info
 
 
-def _moved(rng: np.random.Generator, occ: Occurrence, duration: float, fps: float, kind: Kind, classes: int):
+def _moved(
+    rng: np.random.Generator, occ: Occurrence, duration: float, fps: float, kind: Kind, classes: int
+) -> Occurrence:
     """`occ` as a random class at a random frame-aligned time of the clip (same length, path and loudness)."""
     length = occ.end - occ.start
     first = round(rng.uniform(0, max(0.0, duration - length)) * fps)
@@ -397,7 +399,10 @@ def shown_occurrences(plan: VideoPlan, cfg: SampleConfig, stream: str) -> tuple[
         return tuple(_occurrence(rng, label, kind, 0.0, plan.duration, cfg) for label in range(cfg.num_classes))
     share = WEAK_SHARE if level == "weak" else 1.0
     moved = rng.random(len(real)) < share
-    return tuple(_moved(rng, o, plan.duration, cfg.fps, kind, cfg.num_classes) if m else o for o, m in zip(real, moved))
+    return tuple(
+        _moved(rng, o, plan.duration, cfg.fps, kind, cfg.num_classes) if m else o
+        for o, m in zip(real, moved, strict=True)
+    )
 
 
 # -- pictures ------------------------------------------------------------------------------------------------------
