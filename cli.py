@@ -299,6 +299,16 @@ def make_sample(
             "(not an event).",
         ),
     ] = 0.0,
+    visual_info: Annotated[
+        str,
+        typer.Option(
+            help="How much the picture tells: full, weak (half the objects at random classes/times), unrelated, "
+            "crowded (every class all the time) or static (one frame); the ground truth stays the plan's."
+        ),
+    ] = "full",
+    audio_info: Annotated[
+        str, typer.Option(help="How much the sound tells: full, weak, unrelated, crowded or silent.")
+    ] = "full",
     ave: Annotated[
         bool, typer.Option(help="Write an AVE-style set instead (10 s clips, Annotations.txt and split files).")
     ] = False,
@@ -340,6 +350,8 @@ def make_sample(
             object_scale=object_scale,
             busy_background=busy_background,
             mismatched=mismatched,
+            visual_info=visual_info,
+            audio_info=audio_info,
         )
         run = partial(make_dense, cfg=cfg)
     from avdet.pipeline.io.media import require_ffmpeg
@@ -421,6 +433,24 @@ def train(
             f"best validation {_metric_text(result.metric, result.best_metric)} (epoch {result.best_epoch}); "
             f"checkpoints in {escape(str(result.run_dir))} (per-epoch metrics: metrics.jsonl, curves.png)"
         )
+        _print_stream_report(result.run_dir)
+
+
+def _print_stream_report(run_dir: Path) -> None:
+    """An audio-visual LoCo trained with modality dropout: each stream's validation floor against chance and
+    whether fusion beats the better one (pipeline/stream_report.py); other models: nothing."""
+    from avdet.pipeline.checkpoint import load_checkpoint
+    from avdet.pipeline.stream_report import can_remove_streams, stream_report, write_stream_report
+
+    best = run_dir / "best.ckpt"
+    try:
+        if not best.is_file() or can_remove_streams(load_checkpoint(best, "cpu")) is not None:
+            return
+        report = stream_report(best)
+        write_stream_report(run_dir, report)
+    except AvdetError as err:
+        raise fail(str(err)) from None
+    out.print(escape(report.text()))
 
 
 def _print_trained_operating_point(point, classes: list[str], checkpoint: Path) -> None:
@@ -522,6 +552,13 @@ def detect(
     ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
     threads: Annotated[int, _threads_option()] = None,
+    explain_streams: Annotated[
+        bool,
+        typer.Option(
+            help="Add each event's score with the audio alone and the visual alone, and which stream drove it, "
+            "to the JSON (a LoCo trained with model.modality_dropout > 0; see docs/fusion.md)."
+        ),
+    ] = False,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table).
 
@@ -560,6 +597,7 @@ def detect(
                 weights_dir=str(weights_dir or "") or None,
                 random_weights=random_weights,
                 postprocess={"sigma": sigma, "max_seg_num": max_events},
+                explain_streams=explain_streams,
             )
             for ckpt in checkpoint
         ]

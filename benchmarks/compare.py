@@ -92,6 +92,26 @@ UNIMODAL = (
 )
 
 
+# Fusion against its own streams (docs/fusion.md, issue 25): every row trains and is scored on the audio-visual
+# ground truth, so the one-stream rows are the floors the audio-visual model must beat; run with --visual-info /
+# --audio-info to make one stream weak or useless.
+FUSION = (
+    Variant("LoCo, no LCF", "tiny", ("model.lcf=none",)),  # also an ablation; listed once when both are asked for
+    Variant("LoCo, audio stream only", "tiny", ("model.modality=audio", "model.lcf=none")),
+    Variant("LoCo, visual stream only", "tiny", ("model.modality=visual", "model.lcf=none")),
+    Variant("LoCo, modality dropout", "tiny", ("model.modality_dropout=0.5",)),
+    Variant("LoCo, modality dropout + gates", "tiny", ("model.modality_dropout=0.5", "model.stream_gate=true")),
+    Variant(
+        "LoCo, stream pyramids + modality dropout", "tiny", ("model.stream_pyramid=true", "model.modality_dropout=0.3")
+    ),
+    Variant(
+        "LoCo, modality dropout + gates, LCF kept out of audio",
+        "tiny",
+        ("model.modality_dropout=0.5", "model.stream_gate=true", "model.lcf_stop_grad=audio"),
+    ),
+)
+
+
 SHOWN_TIOU = 0.5  # table columns from this tIoU up (UnAV-100 reports 0.5:0.9 and Avg. over 0.1:0.9)
 
 
@@ -275,6 +295,10 @@ def main() -> None:
     parser.add_argument(
         "--mismatched", type=float, default=0.5, help="make-sample's chance per clip of a mismatched pair"
     )
+    parser.add_argument(
+        "--visual-info", default="full", help="make-sample's visual informativeness: full, weak, unrelated, ..."
+    )
+    parser.add_argument("--audio-info", default="full", help="make-sample's audio informativeness: full, weak, ...")
     parser.add_argument("--data-seed", type=int, default=0, help="make-sample seed")
     parser.add_argument("--seed", type=int, default=1234, help="first training seed (the configs' default)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds to average over")
@@ -283,6 +307,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--unimodal", action="store_true", help="also audio-only / visual-only models and the cross-modality scores"
+    )
+    parser.add_argument(
+        "--fusion", action="store_true", help="also the one-stream floors and the safe-fusion variants (docs/fusion.md)"
     )
     parser.add_argument("--only", nargs="+", metavar="MODEL", help="only these rows (names as in the table)")
     parser.add_argument(
@@ -299,12 +326,22 @@ def main() -> None:
     if args.seeds < 1 or args.videos < 10:
         parser.error("--seeds must be >= 1 and --videos >= 10 (every split needs clips)")
 
-    variants = [FLOOR, *MODELS, *(ABLATIONS if args.ablations else ()), *(UNIMODAL if args.unimodal else ())]
+    variants = [
+        FLOOR,
+        *MODELS,
+        *(ABLATIONS if args.ablations else ()),
+        *(UNIMODAL if args.unimodal else ()),
+        *(FUSION if args.fusion else ()),
+    ]
+    unique: dict[str, Variant] = {}
+    for variant in variants:  # each row once, in its first place (no LCF is an ablation and a fusion row)
+        unique.setdefault(variant.name, variant)
+    variants = list(unique.values())
     if args.only:
         wanted = {n.lower() for n in args.only}
         variants = [v for v in variants if v.name.lower() in wanted]
         if not variants:
-            names = ", ".join(v.name for v in (FLOOR, *MODELS, *ABLATIONS, *UNIMODAL))
+            names = ", ".join(dict.fromkeys(v.name for v in (FLOOR, *MODELS, *ABLATIONS, *UNIMODAL, *FUSION)))
             parser.error(f"--only matched no model (names: {names})")
     load_start = os.getloadavg()
     try:
@@ -315,6 +352,8 @@ def main() -> None:
             object_scale=args.object_scale,
             busy_background=args.busy_background,
             mismatched=args.mismatched,
+            visual_info=args.visual_info,
+            audio_info=args.audio_info,
             split=tuple(args.split),
             workers=args.workers,
         )
@@ -346,7 +385,8 @@ def main() -> None:
     text = (
         f"{args.videos} generated clips of {args.classes} classes (data seed {args.data_seed}, object scale "
         f"{args.object_scale:g}{', busy backgrounds' if args.busy_background else ''}, mismatched pairs in "
-        f"{args.mismatched:.0%} of the clips; split {'/'.join(f'{x:g}' for x in args.split)}), lite features; "
+        f"{args.mismatched:.0%} of the clips; visual {args.visual_info}, audio {args.audio_info}; "
+        f"split {'/'.join(f'{x:g}' for x in args.split)}), lite features; "
         f"{cfg0.train.warmup_epochs} + {cfg0.train.epochs} epochs, batch {cfg0.train.batch_size}, "
         f"{args.seeds} training seed(s) from {args.seed}; test split, mAP in % (Avg. over tIoU {result_tious(rows)}); "
         f"FLOPs at T = "

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from avdet.models.base import DetectorOutput
 from avdet.models.blocks import LayerNorm, MaskedConv1d, SelfAttentionPyramid, TransformerBlock, sinusoid_encoding
+from avdet.models.fusion import StreamGate, apply_keep, dropout_keep
 from avdet.models.heads import detection_heads
 from avdet.models.lac import ATTENTION_TYPES, LACPyramid
 from avdet.models.lcf import LCF_TYPES, LCFModulation
@@ -66,6 +67,19 @@ class LoCoConfig(PyramidConfig):
     spatial: Literal["mean", "audio_attention"] = "mean"
     dropout: float = 0.0
     drop_path: float = 0.1
+    # Safe fusion (models.fusion; docs/fusion.md), each off by default so the paper's LoCo is unchanged:
+    # modality_dropout: chance per training clip of losing one whole stream (audio or visual, evenly);
+    # stream_gate: a learned per-clip sigmoid gate on each stream's encoder output, initialised open;
+    # lcf_stop_grad: keep LCF's gradient out of this stream's encoder ("audio" / "visual"; "none": both get it);
+    # lcf_start_epoch: LCF's loss counts only from this epoch on (0: from the start), once the encoders learned.
+    # stream_pyramid: each stream also gets the unimodal LoCo's self-attention pyramid, added to LAC's output level by
+    # level. LAC alone gives a stream temporal context only through the other stream's keys, so with a useless
+    # other stream it has none beyond its encoder (docs/fusion.md).
+    modality_dropout: float = 0.0
+    stream_gate: bool = False
+    stream_pyramid: bool = False
+    lcf_stop_grad: Literal["none", "audio", "visual"] = "none"
+    lcf_start_epoch: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,7 +105,18 @@ class LoCoConfig(PyramidConfig):
             raise ValueError(f"spatial must be one of {', '.join(SPATIAL_REDUCTIONS)}, not {self.spatial!r}")
         if self.embed_kernel % 2 == 0:
             raise ValueError("embed_kernel must be odd")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must lie in [0, 1), got {self.modality_dropout}")
+        if self.lcf_stop_grad not in ("none", "audio", "visual"):
+            raise ValueError(f"lcf_stop_grad must be none, audio or visual, not {self.lcf_stop_grad!r}")
+        if self.lcf_start_epoch < 0:
+            raise ValueError(f"lcf_start_epoch must be >= 0, got {self.lcf_start_epoch}")
         if self.modality != "audio_visual":
+            if self.modality_dropout > 0 or self.stream_gate or self.stream_pyramid:
+                raise ValueError(
+                    f"a {self.modality}-only LoCo has one stream: modality_dropout, stream_gate and stream_pyramid "
+                    "need two"
+                )
             if self.lcf != "none":  # one switch is enough: a one-stream model has nothing for LCF to align
                 log.info("a %s-only LoCo has no cross-modal parts: LCF (%s) is not used", self.modality, self.lcf)
                 self.lcf = "none"
@@ -196,6 +221,15 @@ class LoCo(PyramidDetector):
             else SelfAttentionPyramid(cfg.embed_dim, cfg.num_heads, cfg.num_levels, cfg.dropout, cfg.drop_path)
         )
         self.decoder = FusionDecoder(cfg)
+        two = len(used) == 2
+        own = two and cfg.stream_pyramid  # the unimodal pyramid of each stream, beside LAC
+        pyramid = lambda: SelfAttentionPyramid(cfg.embed_dim, cfg.num_heads, cfg.num_levels, cfg.dropout, cfg.drop_path)  # noqa: E731
+        self.audio_pyramid = pyramid() if own else None
+        self.visual_pyramid = pyramid() if own else None
+        self.audio_gate = StreamGate(cfg.embed_dim) if two and cfg.stream_gate else None
+        self.visual_gate = StreamGate(cfg.embed_dim) if two and cfg.stream_gate else None
+        self.removed_stream: str | None = None  # set by models.fusion.without_stream (inference with one stream)
+        self.lcf_on = cfg.lcf_start_epoch == 0  # set_epoch switches LCF's loss on at lcf_start_epoch
         segment = cfg.head == "segment"
         self.spatial = (
             AudioGuidedVisualAttention(cfg.visual_dim, cfg.audio_dim) if cfg.spatial == "audio_attention" else None
@@ -226,6 +260,34 @@ class LoCo(PyramidDetector):
         v = self.lcf.proj_visual(self.visual_encoder(visual, mask))
         return F.normalize(a.float(), dim=-1), F.normalize(v.float(), dim=-1)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of every epoch: LCF's loss counts from `lcf_start_epoch` on."""
+        self.lcf_on = epoch >= self.cfg.lcf_start_epoch
+
+    def _lcf_inputs(self, a: Tensor, v: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """LCF's loss inputs from the encoder outputs (B, T, D). The stopped stream's encoder gets no LCF gradient
+        (its projection still learns); before `lcf_start_epoch` the loss weight is 0 (the graph stays whole, so
+        DDP sees every parameter used)."""
+        stop = self.cfg.lcf_stop_grad
+        out = self.lcf(a.detach() if stop == "audio" else a, v.detach() if stop == "visual" else v, mask)
+        out["weight"] = torch.tensor(1.0 if self.lcf_on else 0.0, device=a.device)
+        return out
+
+    def _fuse_streams(self, a: Tensor, v: Tensor, mask: Tensor, aux: dict) -> tuple[Tensor, Tensor]:
+        """Encoder outputs (B, T, D) as the cross-modal pyramid gets them: gated (stream_gate), a stream dropped per
+        clip while training (modality_dropout), or one removed at inference (`fusion.without_stream`)."""
+        if self.audio_gate is not None:
+            a, aux["audio_gate"] = self.audio_gate(a, mask)
+            v, aux["visual_gate"] = self.visual_gate(v, mask)
+        if self.training and self.cfg.modality_dropout > 0:
+            keep_a, keep_v = dropout_keep(a.shape[0], self.cfg.modality_dropout)
+            a, v = apply_keep(a, keep_a), apply_keep(v, keep_v)
+        if self.removed_stream == "audio":
+            a = torch.zeros_like(a)
+        elif self.removed_stream == "visual":
+            v = torch.zeros_like(v)
+        return a, v
+
     def forward(self, audio: Tensor, visual: Tensor, mask: Tensor) -> DetectorOutput:
         """audio (B, T, Ca), visual (B, T, Cv) or a spatial map (B, T, H, W, Cv) / (B, T, L * Cv), mask (B, T)
         bool with T a multiple of the top stride. The segment head returns no offsets.
@@ -243,8 +305,12 @@ class LoCo(PyramidDetector):
             a = self.audio_encoder(audio, mask)
             v = self.visual_encoder(visual, mask)
             if self.training and self.lcf is not None:
-                aux["lcf"] = self.lcf(a, v, mask)
+                aux["lcf"] = self._lcf_inputs(a, v, mask)
+            a, v = self._fuse_streams(a, v, mask, aux)
             audios, visuals, masks = self.pyramid(a, v, mask)
+            if self.audio_pyramid is not None:
+                audios = [x + y for x, y in zip(audios, self.audio_pyramid(a, mask)[0], strict=True)]
+                visuals = [x + y for x, y in zip(visuals, self.visual_pyramid(v, mask)[0], strict=True)]
             feats = [torch.cat([fv, fa], dim=-1) for fv, fa in zip(visuals, audios, strict=True)]  # (B, T_l, 2D)
         elif self.cfg.modality == "audio":
             feats, masks = self.pyramid(self.audio_encoder(audio, mask), mask)

@@ -169,7 +169,8 @@ def detection_loss(
     total = cls + cfg.reg_weight * reg
     lcf = out.aux.get("lcf")
     if lcf is not None:
-        losses["lcf"] = lcf_loss(lcf["visual"], lcf["audio"], lcf["scale"], lcf["targets"])
+        # "weight" 0: LCF not switched on yet (LoCo's lcf_start_epoch); the term stays in the graph at zero
+        losses["lcf"] = lcf.get("weight", 1.0) * lcf_loss(lcf["visual"], lcf["audio"], lcf["scale"], lcf["targets"])
         total = total + cfg.lcf_weight * losses["lcf"]
     losses["total"] = total
     return losses

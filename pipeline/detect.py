@@ -101,6 +101,7 @@ class Detector:
         weights_dir: str | None = None,
         random_weights: bool = False,
         postprocess: dict | None = None,
+        explain_streams: bool = False,
     ) -> None:
         if threshold is not None and not 0 <= threshold <= 1:
             raise DataError(f"threshold {threshold} is not a score in [0, 1]")
@@ -126,6 +127,13 @@ class Detector:
             modality=self.checkpoint.modality,  # a unimodal model: only its stream is decoded and computed
         )
         self._extractors: ExtractorSet | None = None
+        self.explain_streams = explain_streams  # each event's score with one stream alone (docs/fusion.md)
+        if explain_streams:
+            from avdet.pipeline.stream_report import can_remove_streams
+
+            why = can_remove_streams(self.checkpoint)
+            if why is not None:
+                raise DataError(f"{checkpoint}: --explain-streams: {why}")
 
     @property
     def extractors(self) -> ExtractorSet:
@@ -220,8 +228,17 @@ class Detector:
                 events = {
                     vid: [replace(e, modality=self.checkpoint.modality) for e in evs] for vid, evs in events.items()
                 }
+            shown_by_id = {
+                f.video_id: apply_operating_point(events[f.video_id], self.operating_point) for _, f in pending
+            }
+            if self.explain_streams:
+                from avdet.pipeline.stream_report import explain_streams
+
+                shown_by_id = explain_streams(
+                    self.task, self.checkpoint, [f for _, f in pending], shown_by_id, self.device
+                )
             for p, f in pending:
-                shown = apply_operating_point(events[f.video_id], self.operating_point)
+                shown = shown_by_id[f.video_id]
                 log.info("%s: %d of %d candidate events at the operating point", p, len(shown), len(events[f.video_id]))
                 yield Detection(str(p), f.video_id, f.duration, shown)
             pending.clear()

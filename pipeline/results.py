@@ -8,7 +8,7 @@ No torch here: results can be read, compared and serialised without the model st
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from avdet.pipeline.io.writers import events_document, sorted_events
 from avdet.pipeline.types import Event
@@ -47,4 +47,5 @@ class DetectionResult:
 
 def as_written(events: list[Event]) -> list[Event]:
     """The events as the JSON holds them: sorted by start, each rounded by `Event.to_dict`'s rule."""
-    return [Event(**e.to_dict()) for e in sorted_events(events)]
+    rounded = [(e, e.to_dict()) for e in sorted_events(events)]
+    return [replace(e, start=d["start"], end=d["end"], score=d["score"]) for e, d in rounded]

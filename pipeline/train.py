@@ -299,6 +299,8 @@ def train(
         for epoch in range(start_epoch, total_epochs):
             task.set_epoch(epoch)
             sampler.set_epoch(epoch)
+            if hasattr(model, "set_epoch"):  # e.g. LoCo's LCF warm-up (model.lcf_start_epoch)
+                model.set_epoch(epoch)
             net.train()
             sums: dict[str, float] = {}
             for batch in loader:

@@ -19,6 +19,8 @@ class Event:
     end: float
     score: float
     modality: str | None = None  # set when a unimodal model (audio | visual) found it, or in a combined timeline
+    # (audio alone, visual alone): the event's score with only that stream (`detect --explain-streams`)
+    streams: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         """The event as `avdet detect`'s JSON holds it: times rounded to the millisecond, the score to 9 digits
@@ -32,7 +34,21 @@ class Event:
         }
         if self.modality is not None:
             out["modality"] = self.modality
+        if self.streams is not None:  # which stream drove it (`detect --explain-streams`, docs/fusion.md)
+            audio, visual = self.streams
+            out["streams"] = {
+                "audio": float(f"{audio:.6g}"),
+                "visual": float(f"{visual:.6g}"),
+                "driven_by": stream_driver(self.score, audio, visual),
+            }
         return out
+
+
+def stream_driver(score: float, audio: float, visual: float) -> str:
+    """Which stream drove an event: the one that alone keeps more of the score, "both" when neither keeps half."""
+    if max(audio, visual) < 0.5 * score:
+        return "both"
+    return "audio" if audio >= visual else "visual"
 
 
 MODALITY_TEXT = {"audio_visual": "audio-visual", "audio": "audio only", "visual": "visual only"}

@@ -104,6 +104,22 @@ class SampleConfig:
     # Chance that a clip gets a mismatched pair: one class's object on screen while another class is heard, over
     # the same span. Neither is an audio-visual event; only a model that checks the streams agree rejects it.
     mismatched: float = 0.0
+    # How much each stream tells about the events (`STREAM_LEVELS`): "full" renders what was planned; the others
+    # keep the plan and the ground truth but render the stream from something else, down to a useless stream, the
+    # regime of real footage whose features miss the classes (`shown_occurrences`).
+    visual_info: str = "full"
+    audio_info: str = "full"
+
+
+# Informativeness levels of a stream, from fully informative to useless. "weak": each planned object (sound) is,
+# with probability 1/2, shown (played) as a random class at a random time instead; "unrelated": all of them are;
+# "crowded": every class is on screen (audible) for the whole clip; "static" (visual): one noiseless frame without
+# objects; "silent" (audio): background hiss only.
+STREAM_LEVELS: dict[str, tuple[str, ...]] = {
+    "visual": ("full", "weak", "unrelated", "crowded", "static"),
+    "audio": ("full", "weak", "unrelated", "crowded", "silent"),
+}
+WEAK_SHARE = 0.5  # share of a "weak" stream's occurrences that are moved to a random class and time
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,14 @@ def validate(cfg: SampleConfig) -> None:
         (cfg.workers >= 0, f"workers must be >= 0, got {cfg.workers}"),
         (0.1 <= cfg.object_scale <= 2.0, f"object_scale must lie in [0.1, 2], got {cfg.object_scale}"),
         (0.0 <= cfg.mismatched <= 1.0, f"mismatched must be a probability in [0, 1], got {cfg.mismatched}"),
+        (
+            cfg.visual_info in STREAM_LEVELS["visual"],
+            f"visual_info must be one of {', '.join(STREAM_LEVELS['visual'])}, got {cfg.visual_info!r}",
+        ),
+        (
+            cfg.audio_info in STREAM_LEVELS["audio"],
+            f"audio_info must be one of {', '.join(STREAM_LEVELS['audio'])}, got {cfg.audio_info!r}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -338,6 +362,50 @@ def plan_dataset(cfg: SampleConfig) -> list[VideoPlan]:
     return plans
 
 
+# -- what each stream shows -----------------------------------------------------------------------------------------
+def _level(cfg: SampleConfig, stream: str) -> str:
+    return cfg.visual_info if stream == "visual" else cfg.audio_info
+
+
+def _moved(
+    rng: np.random.Generator, occ: Occurrence, duration: float, fps: float, kind: Kind, classes: int
+) -> Occurrence:
+    """`occ` as a random class at a random frame-aligned time of the clip (same length, path and loudness)."""
+    length = occ.end - occ.start
+    first = round(rng.uniform(0, max(0.0, duration - length)) * fps)
+    start = first / fps
+    return dataclasses.replace(
+        occ, label_id=int(rng.integers(classes)), kind=kind, start=start, end=min(duration, start + length)
+    )
+
+
+def shown_occurrences(plan: VideoPlan, cfg: SampleConfig, stream: str) -> tuple[Occurrence, ...]:
+    """What the `stream` ("visual" or "audio") of a clip renders at the configured informativeness level.
+
+    "full" is every planned visible (audible) occurrence, so default clips render exactly as before. The other
+    levels draw from a child seed of their own (never from the plan's or the renderer's draws), so the plan, the
+    ground truth and the other stream stay the same clip for clip; only this stream stops telling the truth.
+    """
+    if stream not in STREAM_LEVELS:
+        raise ValueError(f"stream must be 'visual' or 'audio', not {stream!r}")
+    real = [o for o in plan.occurrences if (o.visible if stream == "visual" else o.audible)]
+    level = _level(cfg, stream)
+    if level == "full":
+        return tuple(real)
+    if level in ("static", "silent"):
+        return ()
+    kind: Kind = "visual_only" if stream == "visual" else "audio_only"
+    rng = np.random.default_rng(np.random.SeedSequence(plan.render_seed).spawn(4)[2 if stream == "visual" else 3])
+    if level == "crowded":  # every class all the time: presence says nothing about any event
+        return tuple(_occurrence(rng, label, kind, 0.0, plan.duration, cfg) for label in range(cfg.num_classes))
+    share = WEAK_SHARE if level == "weak" else 1.0
+    moved = rng.random(len(real)) < share
+    return tuple(
+        _moved(rng, o, plan.duration, cfg.fps, kind, cfg.num_classes) if m else o
+        for o, m in zip(real, moved, strict=True)
+    )
+
+
 # -- pictures ------------------------------------------------------------------------------------------------------
 def shape_mask(shape: str, size: float) -> np.ndarray:
     """Boolean (2r+1, 2r+1) mask of a shape with half-size r = round(size)."""
@@ -410,9 +478,11 @@ def render_frames(plan: VideoPlan, cfg: SampleConfig, chunk: int = 25) -> Iterat
     # A bank of noisy backgrounds, cycled at random: per-frame sensor noise without drawing it per frame.
     bank = np.clip(bg[None] + rng.normal(0, 5, size=(8, h, w, 3)), 0, 255).astype(np.uint8)  # (8, H, W, 3)
     pick = rng.integers(0, len(bank), size=plan.num_frames)
+    if cfg.visual_info == "static":  # one frame throughout: no sensor noise either, nothing moves
+        bank, pick = np.clip(bg, 0, 255).astype(np.uint8)[None], np.zeros_like(pick)
     times = np.arange(plan.num_frames) / cfg.fps
     tracks = []
-    for occ in (o for o in plan.occurrences if o.visible):
+    for occ in shown_occurrences(plan, cfg, "visual"):
         spec = CATALOGUE[occ.label_id]
         mask = shape_mask(spec.shape, occ.size)
         r = mask.shape[0] // 2
@@ -485,7 +555,7 @@ def render_audio(plan: VideoPlan, cfg: SampleConfig) -> np.ndarray:
     num = int(round(plan.duration * sr))
     mix = rng.normal(0, 0.004, size=(num, cfg.channels))  # (samples, channels) background hiss
     fade = int(0.01 * sr)  # 10 ms ramps: no clicks at the boundaries
-    for occ in (o for o in plan.occurrences if o.audible):
+    for occ in shown_occurrences(plan, cfg, "audio"):
         a, b = int(round(occ.start * sr)), min(num, int(round(occ.end * sr)))
         wave = occ.gain * sound(CATALOGUE[occ.label_id].sound, b - a, sr, rng)
         ramp = np.minimum(1.0, np.minimum(np.arange(b - a) + 1, np.arange(b - a)[::-1] + 1) / fade)
@@ -610,18 +680,22 @@ ANNOTATION_FILES = {
 
 def annotations(plans: list[VideoPlan], cfg: SampleConfig, modality: str = "audio_visual") -> dict:
     """Ground truth in the UnAV-100 format, derived exactly from what was placed: the audio-visual events (never
-    the distractors), or every stretch where a class is audible (`modality="audio"`) or visible ("visual")."""
+    the distractors), or every stretch where a class is audible (`modality="audio"`) or visible ("visual"). The
+    audio-visual events are the plan's at every informativeness level; the unimodal truths are what the stream
+    shows (`shown_occurrences`)."""
     names = class_names(cfg.num_classes)
-    keep = GROUND_TRUTHS[modality]
     database = {}
     for plan in plans:
+        if modality == "audio_visual":
+            kept = [o for o in plan.occurrences if GROUND_TRUTHS[modality](o)]
+        else:
+            kept = sorted(shown_occurrences(plan, cfg, modality), key=lambda o: (o.start, o.end, o.label_id))
         database[plan.video_id] = {
             "duration": round(plan.duration, 4),
             "subset": plan.subset,
             "annotations": [
                 {"segment": [round(o.start, 4), round(o.end, 4)], "label": names[o.label_id], "label_id": o.label_id}
-                for o in plan.occurrences
-                if keep(o)
+                for o in kept
             ],
         }
     return {"version": "avdet-sample-v1", "database": database}
@@ -640,6 +714,9 @@ def clip_fingerprint(plan: VideoPlan, cfg: SampleConfig) -> str:
     render = {k: getattr(cfg, k) for k in ("width", "height", "fps", "sample_rate", "channels", "audio_bitrate")}
     if cfg.busy_background:  # only when set, so clips made before the option keep their fingerprints
         render["busy_background"] = True
+    for key in ("visual_info", "audio_info"):  # likewise only when not "full"
+        if getattr(cfg, key) != "full":
+            render[key] = getattr(cfg, key)
     blob = json.dumps(
         {"version": GENERATOR_VERSION, "plan": dataclasses.asdict(plan), "render": render}, sort_keys=True
     )
