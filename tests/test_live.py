@@ -170,7 +170,7 @@ def test_pipe_source_matches_offline_detect(trained_run: Path, sample_set: Sampl
         for b in events[i + 1 :]
         if a["label_id"] == b["label_id"] and overlap is not None
     ), events
-    offline = [e.__dict__ for e in detector.detect(video)]
+    offline = [e.__dict__ for e in detector.detect(video).events]
     assert offline, "the fixture model finds nothing in this clip"
     found = [max((_tiou(o, e) for e in events if e["label_id"] == o["label_id"]), default=0.0) for o in offline]
     assert np.mean([f >= 0.5 for f in found]) >= 0.5, (offline, events)
@@ -207,7 +207,8 @@ def test_sigint_mid_stream_flushes_and_exits_0(trained_run: Path, sample_set: Sa
     video, ckpt = _test_videos(sample_set)[0], trained_run / "best.ckpt"
     duration = probe(video).duration
     best = max(
-        (e for e in Detector(ckpt, cache=sample_set.cache).detect(video) if e.end + 1 < duration), key=lambda e: e.score
+        (e for e in Detector(ckpt, cache=sample_set.cache).detect(video).events if e.end + 1 < duration),
+        key=lambda e: e.score,
     )
     cut = best.end + 1.0
     part = subprocess.run(

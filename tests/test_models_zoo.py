@@ -163,7 +163,7 @@ def test_detect_model_name_and_avdet_load_give_the_same_events(zoo_env: Path, tm
     assert written["events"], "the model found no event above its threshold"
     assert {e["label"] for e in written["events"]} <= set(CLASSES)
     detector = avdet.load("tiny-unav-lite", threshold=0.02)
-    events = detector.detect(clip)
+    events = detector.detect(clip).events
     # the same events (the file lists them by time with rounded seconds, the API by score)
     api = sorted((e.label, e.start, e.end, e.score) for e in events)
     cli = sorted((e["label"], e["start"], e["end"], e["score"]) for e in written["events"])

@@ -96,7 +96,7 @@ def test_install_list_models_detect_and_load(fresh_venv: Path, served: FileServe
 
     code = (
         "import avdet, json; d = avdet.load('tiny-unav-lite', threshold=0.02); "
-        "print(json.dumps([[e.label, e.start, e.end] for e in d.detect('clip.mp4')]))"
+        "print(json.dumps([[e.label, e.start, e.end] for e in d.detect('clip.mp4').events]))"
     )
     api = _run([python, "-c", code], env, tmp_path)
     assert api.returncode == 0, api.stderr
