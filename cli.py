@@ -30,6 +30,7 @@ from avdet.console import (
     out,
     print_error,
     print_report,
+    visible,
     write_json,
 )
 from avdet.errors import AvdetError
@@ -56,12 +57,13 @@ def _parse_device(value: str) -> str:
 
 
 def _resolve_device(value: str) -> str:
-    """`auto` -> the first GPU when there is one, else the CPU; other values as they are."""
-    if value != "auto":
-        return value
-    import torch  # only here: the CUDA question needs it
+    """`auto` -> the first GPU when there is one, else the CPU; a CUDA device that is not there: one line."""
+    from avdet.pipeline.devices import resolve_device_name
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return resolve_device_name(value)
+    except AvdetError as err:
+        raise fail(str(err)) from None
 
 
 def _threads_option() -> Any:
@@ -215,11 +217,15 @@ def extract(
             if res.status == "failed":
                 failed.append(res)
                 progress.console.print(
-                    f"[red]failed[/] {escape(res.path)}: {escape(res.reason or '')}", highlight=False, soft_wrap=True
+                    f"[red]failed[/] {escape(visible(res.path))}: {escape(visible(res.reason or ''))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
             elif res.reason:  # done, with a warning (e.g. decode errors)
                 progress.console.print(
-                    f"[yellow]warning[/] {escape(res.path)}: {escape(res.reason)}", highlight=False, soft_wrap=True
+                    f"[yellow]warning[/] {escape(visible(res.path))}: {escape(visible(res.reason))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
 
         try:
@@ -296,6 +302,9 @@ def make_sample(
             "(N, 10, 7, 7, 512), audio_feature.h5, labels.h5, orders, weak-setting files) instead of clips."
         ),
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace annotation, class and clip files in OUT_DIR that make-sample did not make.")
+    ] = False,
 ) -> None:
     """Synthesise clips with overlapping audio-visual events (and distractors) plus UnAV-100-style ground truth."""
     from functools import partial
@@ -316,7 +325,11 @@ def make_sample(
         out.print(f"wrote AVE-layout features of {videos} videos to {escape(str(out_dir))}")
         return
     if ave:
-        run = partial(make_ave_sample, cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes))
+        run = partial(
+            make_ave_sample,
+            cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes),
+            overwrite=overwrite,
+        )
     else:
         cfg = SampleConfig(
             num_videos=videos,
@@ -328,7 +341,7 @@ def make_sample(
             busy_background=busy_background,
             mismatched=mismatched,
         )
-        run = partial(make_dense, cfg=cfg)
+        run = partial(make_dense, cfg=cfg, overwrite=overwrite)
     with Progress(
         TextColumn("[bold]make-sample"),
         BarColumn(),
@@ -471,6 +484,9 @@ def detect(
     ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
     threads: Annotated[int, _threads_option()] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing --out / --plot files that avdet did not write.")
+    ] = False,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table).
 
@@ -489,7 +505,7 @@ def detect(
         raise fail("no video files found in " + ", ".join(map(str, videos)))
     _apply_threads(threads)
     try:
-        targets = plan_outputs(paths, out_path, fmt, plot)
+        targets = plan_outputs(paths, out_path, fmt, plot, checkpoints=checkpoint, overwrite=overwrite)
         detectors = [
             Detector(
                 ckpt,
@@ -514,7 +530,7 @@ def detect(
             if det.events is None:
                 failures += 1
                 console.print(
-                    f"[red]failed[/] {escape(det.path)}: {escape(str(det.error))}", highlight=False, soft_wrap=True
+                    f"[red]failed[/] {escape(visible(det.path))}: {escape(visible(str(det.error)))}", highlight=False, soft_wrap=True
                 )
                 continue
             target = targets.get(det.path)
@@ -534,7 +550,7 @@ def detect(
                     )
                     if target != STDOUT:
                         console.print(
-                            f"{escape(det.path)}: {len(det.events)} events -> {escape(str(target))}",
+                            f"{escape(visible(det.path))}: {len(det.events)} events -> {escape(visible(str(target)))}",
                             highlight=False,
                             soft_wrap=True,
                         )
@@ -542,9 +558,15 @@ def detect(
                     from avdet.pipeline.io.plots import plot_timeline  # matplotlib only when asked
 
                     plot_timeline(det.events, det.duration, plot, classes=combined.classes, title=det.video_id)
+            except BrokenPipeError:
+                raise  # the reader of --out - is gone: stop at once (click exits 1 quietly), no line per video
             except (AvdetError, OSError) as err:
                 failures += 1
-                console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"[red]failed[/] {escape(visible(det.path))}: {escape(visible(str(err)))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
     if failures:
         raise typer.Exit(1)
 
@@ -595,15 +617,27 @@ def eval_(
     device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
     threads: Annotated[int, _threads_option()] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace --save-predictions / --confusion files that avdet did not write.")
+    ] = False,
 ) -> None:
     """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
     if (predictions is None) == (checkpoint is None):
         raise fail("give exactly one of --predictions and --checkpoint")
+    from avdet.pipeline.io.guard import check_eval_paths
+
     try:
+        if predictions is not None and annotations is None:
+            raise fail("--predictions needs --annotations")
+        check_eval_paths(
+            predictions=predictions,
+            checkpoint=checkpoint,
+            annotations=annotations,
+            outputs={"--save-predictions": save_predictions, "--confusion": confusion, "--json": json_out},
+            overwrite=overwrite,
+        )
         if predictions is not None:
-            if annotations is None:
-                raise fail("--predictions needs --annotations")
             from avdet.pipeline.metrics.mean_ap import evaluate_files
 
             report = evaluate_files(predictions, annotations, split)

@@ -16,6 +16,7 @@ from avdet.extractors.base import ExtractorSet
 from avdet.extractors.registry import EXTRACTORS
 from avdet.pipeline.checkpoint import Checkpoint, load_checkpoint
 from avdet.pipeline.data.sources import VideoFeatures, to_video_features
+from avdet.pipeline.devices import resolve_device_name
 from avdet.pipeline.extract import ExtractOptions, extract_one
 from avdet.pipeline.inference import video_candidates
 from avdet.pipeline.io import media
@@ -84,6 +85,7 @@ class Detector:
     ) -> None:
         if threshold is not None and not 0 <= threshold <= 1:
             raise DataError(f"threshold {threshold} is not a score in [0, 1]")
+        device = resolve_device_name(device)  # "auto" resolved; a missing GPU is one line, not a traceback
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.checkpoint = load_checkpoint(checkpoint, self.device, postprocess=postprocess)
@@ -105,6 +107,7 @@ class Detector:
             modality=self.checkpoint.modality,  # a unimodal model: only its stream is decoded and computed
         )
         self._extractors: ExtractorSet | None = None
+        self._told_silent = False  # an audio-visual model on a video without sound is told once per detector
 
     @property
     def extractors(self) -> ExtractorSet:
@@ -118,10 +121,25 @@ class Detector:
         if res.status == "failed":
             raise DataError(f"{path}: {res.reason}")
         stored = res.features
+        self._warn_if_silent(path)
         log.info("%s: features %s (%d rows, %.1f s)", path, res.status, res.rows, stored.duration)
         feats = to_video_features(res.video_id, stored.visual, stored.audio, stored.duration)
         self.checkpoint.check_compatible(self.checkpoint.classes, (feats.visual.shape[1], feats.audio.shape[1]))
         return feats
+
+    def _warn_if_silent(self, path: Path) -> None:
+        """An audio-visual model on a video without an audio track hears silence: its events then rest on the
+        picture alone. Said once (the first such video; probing stops after it)."""
+        if self._told_silent or self.checkpoint.modality != "audio_visual":
+            return
+        if not media.probe(path).has_audio:
+            self._told_silent = True
+            log.warning(
+                "%s: no audio track; the audio-visual model %s hears silence there, so its events rest on the "
+                "picture alone (said once: other videos without sound are not named)",
+                path,
+                self.checkpoint.name,
+            )
 
     def detect(self, video: str | Path | list[str | Path]) -> list[Event] | list[Detection]:
         """The shown events of one video (an `AvdetError` if it fails), or for a list of videos one `Detection`
