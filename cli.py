@@ -530,7 +530,9 @@ def detect(
             if det.events is None:
                 failures += 1
                 console.print(
-                    f"[red]failed[/] {escape(visible(det.path))}: {escape(visible(str(det.error)))}", highlight=False, soft_wrap=True
+                    f"[red]failed[/] {escape(visible(det.path))}: {escape(visible(str(det.error)))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
                 continue
             target = targets.get(det.path)

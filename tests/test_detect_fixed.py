@@ -113,3 +113,22 @@ def test_python_api_on_a_fixed_checkpoint_gives_the_cli_events(fixed: tuple[Path
         assert abs(e.start - w["start"]) <= 5e-4 and abs(e.end - w["end"]) <= 5e-4, (e, w)
         assert abs(e.score - w["score"]) <= 1e-9, (e, w)
     assert len({e.label for e in events}) >= 2, "the fixed checkpoint should show several classes"
+
+
+def test_overlap_suppression_changes_the_fixed_answer(fixed: tuple[Path, Path, Path]) -> None:
+    """Guards the two tests above: on this clip the checkpoint's overlap suppression removes events that pass the
+    thresholds, so a CLI or API path that skipped suppression (or suppressed at another level) would no longer
+    give the golden file's events."""
+    from dataclasses import replace
+
+    import avdet
+
+    ckpt, clip, cache = fixed
+    detector = avdet.load(ckpt, cache=cache)
+    shown = detector.detect(clip)
+    calibrated = detector.operating_point
+    detector.operating_point = replace(calibrated, overlap_iou=None)
+    unsuppressed = detector.detect(clip)
+    detector.operating_point = replace(calibrated, overlap_iou=0.5)
+    looser = detector.detect(clip)
+    assert len(unsuppressed) > len(shown) and len(looser) != len(shown), (len(shown), len(looser), len(unsuppressed))

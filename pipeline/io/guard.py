@@ -112,8 +112,9 @@ def refuse_foreign(targets: Iterable[Path | None], overwrite: bool, flag: str = 
         if target is None or str(target) == "-" or not os.path.isfile(target) or is_special(target):
             continue
         if not made_by_avdet(target):
-            raise DataError(f"{target}: exists and is not a file avdet wrote; give another path, or {flag} to replace it")
-
+            raise DataError(
+                f"{target}: exists and is not a file avdet wrote; give another path, or {flag} to replace it"
+            )
 
 
 def check_eval_paths(
