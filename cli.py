@@ -484,9 +484,7 @@ def detect(
     ] = None,
     random_weights: Annotated[bool, typer.Option(help="Random extractor weights (tests only).")] = False,
     threads: Annotated[int, _threads_option()] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace existing --out / --plot files that avdet did not write.")
-    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files that avdet did not write.")] = False,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table).
 
@@ -620,7 +618,7 @@ def eval_(
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
     threads: Annotated[int, _threads_option()] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace --save-predictions / --confusion files that avdet did not write.")
+        bool, typer.Option(help="Replace existing prediction and picture files that avdet did not write.")
     ] = False,
 ) -> None:
     """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a

@@ -61,7 +61,7 @@ def test_incompatible_version_is_a_clear_error(trained_run: Path, tmp_path: Path
 def test_mismatched_dims_are_a_clear_error(sample_set: SampleSet, tmp_path: Path) -> None:
     from avdet.pipeline.train import train
 
-    cfg = load_config("tiny", sample_set.overrides(model__visual_dim=100, train__epochs=1))
+    cfg = load_config("tiny", sample_set.overrides(model__visual_dim=100, train__epochs=1, train__eval_start=0))
     with pytest.raises(ConfigError, match="feature dims"):
         train(cfg, tmp_path / "run")
 

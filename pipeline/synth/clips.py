@@ -723,6 +723,8 @@ def check_sample_dir(out_dir: Path, video_ids: Iterable[str], names: Iterable[st
         return
     manifest_path = out_dir / MANIFEST
     made = set(_read_manifest(manifest_path))
+    if manifest_path.is_file() and not made:  # a damaged manifest: the folder is make-sample's, its clips unknown
+        made = set(video_ids)  # (re-rendering them only costs time; see write_clips)
     foreign = [out_dir / "videos" / f"{v}.mp4" for v in video_ids if v not in made]
     foreign = [p for p in foreign if p.exists()]
     for name in names:
