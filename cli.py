@@ -735,11 +735,15 @@ def plot(
     annotations: Annotated[
         Path, typer.Option(help="Draw this video's ground truth under the events.", show_default="none")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing PNG that avdet did not draw.")] = False,
 ) -> None:
     """Draw an event timeline: one lane per class, events as bars, ground truth under them."""
+    from avdet.pipeline.io.guard import refuse_foreign, refuse_inputs
     from avdet.pipeline.io.plots import plot_events_file
 
     try:
+        refuse_inputs([("--out", out_png)], [("events file", events_json), ("annotations", annotations)])
+        refuse_foreign([out_png], overwrite)
         database = None
         if annotations is not None:
             from avdet.pipeline.data.annotations import load_annotations
@@ -814,8 +818,10 @@ def convert(
 ) -> None:
     """Turn an officially released UnAV / CCNet checkpoint into an avdet checkpoint (documented key mapping)."""
     from avdet.pipeline.convert import convert_release
+    from avdet.pipeline.io.guard import refuse_inputs
 
     try:
+        refuse_inputs([("DST", dst)], [("checkpoint", src), ("class list", classes), ("config", config)])
         convert_release(src, dst, model, classes, extractor, config)
     except AvdetError as err:
         raise fail(str(err)) from None
@@ -831,10 +837,12 @@ def export(
     """Share a model without pickle: its weights and metadata (classes, config, extractor, post-processing) as
     safetensors, without the training state and the trainer's data paths. `detect` and `eval` load the file."""
     from avdet.pipeline.checkpoint import export_safetensors
+    from avdet.pipeline.io.guard import refuse_inputs
 
-    if dst.exists() and not force:
-        raise fail(f"{dst}: already exists (use --force to replace it)")
     try:
+        refuse_inputs([("DST", dst)], [("checkpoint", checkpoint)])  # even with --force
+        if dst.exists() and not force:
+            raise fail(f"{dst}: already exists (use --force to replace it)")
         export_safetensors(checkpoint, dst)
     except AvdetError as err:
         raise fail(str(err)) from None

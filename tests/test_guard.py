@@ -469,3 +469,23 @@ def test_an_audio_visual_model_on_a_silent_video_warns_once(fixed, tmp_path: Pat
     with caplog.at_level("WARNING"):
         detector.detect(fixed[1])
     assert not caplog.records
+
+
+def test_plot_convert_and_export_never_write_over_their_inputs(fixed, tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    assert _detect(fixed, fixed[1], "--out", events).exit_code == 0
+    before = events.read_text()
+    res = runner.invoke(app, ["plot", str(events), "--out", str(events)])
+    assert res.exit_code == 1 and "would replace the events file" in res.output, res.output
+    assert events.read_text() == before
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n my own picture")
+    res = runner.invoke(app, ["plot", str(events), "--out", str(photo)])
+    assert res.exit_code == 1 and "not a file avdet wrote" in res.output
+    assert runner.invoke(app, ["plot", str(events), "--out", str(photo), "--overwrite"]).exit_code == 0
+    src = _copy(fixed[0], tmp_path / "ref.safetensors")
+    res = runner.invoke(app, ["export", str(src), str(src), "--force"])
+    assert res.exit_code == 1 and "would replace the checkpoint" in res.output, res.output
+    res = runner.invoke(app, ["convert", str(src), str(src), "--classes", str(events)])
+    assert res.exit_code == 1 and "would replace the checkpoint" in res.output, res.output
+    assert src.read_bytes() == fixed[0].read_bytes()
