@@ -31,6 +31,7 @@ from avdet.console import (
     out,
     print_error,
     print_report,
+    visible,
     write_json,
 )
 from avdet.errors import AvdetError
@@ -58,12 +59,13 @@ def _parse_device(value: str) -> str:
 
 
 def _resolve_device(value: str) -> str:
-    """`auto` -> the first GPU when there is one, else the CPU; other values as they are."""
-    if value != "auto":
-        return value
-    import torch  # only here: the CUDA question needs it
+    """`auto` -> the first GPU when there is one, else the CPU; a CUDA device that is not there: one line."""
+    from avdet.pipeline.threads import resolve_device_name
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return resolve_device_name(value)
+    except AvdetError as err:
+        raise fail(str(err)) from None
 
 
 def _threads_option() -> Any:
@@ -220,11 +222,15 @@ def extract(
             if res.status == "failed":
                 failed.append(res)
                 shown.console.print(
-                    f"[red]failed[/] {escape(res.path)}: {escape(res.reason or '')}", highlight=False, soft_wrap=True
+                    f"[red]failed[/] {escape(visible(res.path))}: {escape(visible(res.reason or ''))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
             elif res.reason:  # done, with a warning (e.g. decode errors)
                 shown.console.print(
-                    f"[yellow]warning[/] {escape(res.path)}: {escape(res.reason)}", highlight=False, soft_wrap=True
+                    f"[yellow]warning[/] {escape(visible(res.path))}: {escape(visible(res.reason))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
 
         try:
@@ -319,6 +325,9 @@ def make_sample(
             "(N, 10, 7, 7, 512), audio_feature.h5, labels.h5, orders, weak-setting files) instead of clips."
         ),
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace annotation, class and clip files in OUT_DIR that make-sample did not make.")
+    ] = False,
 ) -> None:
     """Synthesise clips with overlapping audio-visual events (and distractors) plus UnAV-100-style ground truth."""
     from functools import partial
@@ -339,7 +348,11 @@ def make_sample(
         out.print(f"wrote AVE-layout features of {videos} videos to {escape(str(out_dir))}")
         return
     if ave:
-        run = partial(make_ave_sample, cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes))
+        run = partial(
+            make_ave_sample,
+            cfg=AveSampleConfig(num_videos=videos, seed=seed, num_classes=classes),
+            overwrite=overwrite,
+        )
     else:
         cfg = SampleConfig(
             num_videos=videos,
@@ -353,7 +366,7 @@ def make_sample(
             visual_info=visual_info,
             audio_info=audio_info,
         )
-        run = partial(make_dense, cfg=cfg)
+        run = partial(make_dense, cfg=cfg, overwrite=overwrite)
     from avdet.pipeline.io.media import require_ffmpeg
 
     require_ffmpeg()  # before the progress bar: one line
@@ -559,6 +572,7 @@ def detect(
             "to the JSON (a LoCo trained with model.modality_dropout > 0; see docs/fusion.md)."
         ),
     ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files that avdet did not write.")] = False,
 ) -> None:
     """Find audio-visual events in videos and write them as JSON, SRT or WebVTT (or print a table).
 
@@ -580,7 +594,7 @@ def detect(
     media.require_ffmpeg()  # before any progress bar: one line, not one failed video each
     _apply_threads(threads)
     try:
-        targets = plan_outputs(paths, out_path, fmt, plot)
+        targets = plan_outputs(paths, out_path, fmt, plot, checkpoints=checkpoint or [], overwrite=overwrite)
         if report_path is not None:
             from avdet.pipeline.report import check_report_target
 
@@ -621,7 +635,9 @@ def detect(
             if det.events is None:
                 failures += 1
                 console.print(
-                    f"[red]failed[/] {escape(det.path)}: {escape(str(det.error))}", highlight=False, soft_wrap=True
+                    f"[red]failed[/] {escape(visible(det.path))}: {escape(visible(str(det.error)))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
                 continue
             target = targets.get(det.path)
@@ -641,7 +657,7 @@ def detect(
                     )
                     if target != STDOUT:
                         console.print(
-                            f"{escape(det.path)}: {len(det.events)} events -> {escape(str(target))}",
+                            f"{escape(visible(det.path))}: {len(det.events)} events -> {escape(visible(str(target)))}",
                             highlight=False,
                             soft_wrap=True,
                         )
@@ -650,9 +666,15 @@ def detect(
 
                     plot_timeline(det.events, det.duration, plot, classes=combined.classes, title=det.video_id)
                 pages.append((det.video_id, det.duration, det.events, Path(det.path)))
+            except BrokenPipeError:
+                raise  # the reader of --out - is gone: stop at once (click exits 1 quietly), no line per video
             except (AvdetError, OSError) as err:
                 failures += 1
-                console.print(f"[red]failed[/] {escape(det.path)}: {escape(str(err))}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"[red]failed[/] {escape(visible(det.path))}: {escape(visible(str(err)))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
     if report_path is not None and pages:
         failures += not _write_detect_report(report_path, pages, combined.name, record, checkpoint)
     if failures:
@@ -816,6 +838,9 @@ def eval_(
     device: Annotated[str, _device_option()] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Videos per forward pass.")] = 16,
     threads: Annotated[int, _threads_option()] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing prediction and picture files that avdet did not write.")
+    ] = False,
 ) -> None:
     """UnAV-100 mAP at tIoU 0.5 ... 0.9 and Avg. (0.1 ... 0.9), identical to the reference evaluator; for a
     segment-task (AVE) checkpoint, segment accuracy with a per-class table and a confusion matrix."""
@@ -823,10 +848,19 @@ def eval_(
         raise fail("give exactly one of --predictions and --checkpoint", 2)
     if report_dir is not None and checkpoint is None:
         raise fail("--report needs --checkpoint (the pages show its events over the videos)", 2)
+    from avdet.pipeline.io.guard import check_eval_paths
+
     try:
+        if predictions is not None and annotations is None:
+            raise fail("--predictions needs --annotations", 2)
+        check_eval_paths(
+            predictions=predictions,
+            checkpoint=checkpoint,
+            annotations=annotations,
+            outputs={"--save-predictions": save_predictions, "--confusion": confusion, "--json": json_out},
+            overwrite=overwrite,
+        )
         if predictions is not None:
-            if annotations is None:
-                raise fail("--predictions needs --annotations", 2)
             from avdet.pipeline.metrics.mean_ap import evaluate_files
 
             report = evaluate_files(predictions, annotations, split)
@@ -960,11 +994,15 @@ def plot(
     annotations: Annotated[
         Path, typer.Option(help="Draw this video's ground truth under the events.", show_default="none")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing PNG that avdet did not draw.")] = False,
 ) -> None:
     """Draw an event timeline: one lane per class, events as bars, ground truth under them."""
+    from avdet.pipeline.io.guard import refuse_foreign, refuse_inputs
     from avdet.pipeline.io.plots import plot_events_file
 
     try:
+        refuse_inputs([("--out", out_png)], [("events file", events_json), ("annotations", annotations)])
+        refuse_foreign([out_png], overwrite)
         database = None
         if annotations is not None:
             from avdet.pipeline.data.annotations import load_annotations
@@ -1125,8 +1163,10 @@ def convert(
 ) -> None:
     """Turn an officially released UnAV / CCNet checkpoint into an avdet checkpoint (documented key mapping)."""
     from avdet.pipeline.convert import convert_release
+    from avdet.pipeline.io.guard import refuse_inputs
 
     try:
+        refuse_inputs([("DST", dst)], [("checkpoint", src), ("class list", classes), ("config", config)])
         convert_release(src, dst, model, classes, extractor, config)
     except AvdetError as err:
         raise fail(str(err)) from None
@@ -1146,14 +1186,16 @@ def export(
     """Share a model without pickle: its weights and metadata (classes, config, extractor, post-processing) as
     safetensors, without the training state and the trainer's data paths. `detect` and `eval` load the file."""
     from avdet.pipeline.checkpoint import export_safetensors
+    from avdet.pipeline.io.guard import refuse_inputs
 
     if legacy_dst is not None:  # `export CKPT DST`: the first word was the checkpoint
         checkpoint = _checkpoint_given(checkpoint, dst, "export")
         dst = legacy_dst
     checkpoint = _checkpoint_given(checkpoint, None, "export")
-    if dst.exists() and not (overwrite or force):
-        raise fail(f"{dst}: already exists (use --overwrite to replace it)")
     try:
+        refuse_inputs([("DST", dst)], [("checkpoint", checkpoint)])  # even with --overwrite
+        if dst.exists() and not (overwrite or force):
+            raise fail(f"{dst}: already exists (use --overwrite to replace it)")
         export_safetensors(checkpoint, dst)
     except AvdetError as err:
         raise fail(str(err)) from None

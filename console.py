@@ -45,8 +45,16 @@ def configure_output(verbose: int = 0, quiet: bool = False) -> None:
             stream.width = PIPE_WIDTH
 
 
+def visible(text: str) -> str:
+    """`text` on one line: control characters (a newline, a tab, an escape in a file name) written as Python
+    escapes (`\\n`, `\\x1b`), so a message stays one line and cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def print_error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(visible(message))}", highlight=False, soft_wrap=True)
 
 
 def json_value(value: Any, digits: int = 6) -> Any:

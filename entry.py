@@ -41,6 +41,7 @@ def fast_eval_args(argv: list[str]) -> dict[str, str] | None:
 def _fast_eval(options: dict[str, str]) -> None:
     """`avdet eval --predictions` as `cli.eval_` runs it, errors included."""
     from avdet.errors import AvdetError
+    from avdet.pipeline.io.guard import check_eval_paths
     from avdet.pipeline.metrics.mean_ap import evaluate_files
 
     # a short process that makes hardly any reference cycles: the collector would only walk the parsed JSON (a
@@ -50,6 +51,13 @@ def _fast_eval(options: dict[str, str]) -> None:
     configure_output()
     try:
         split = options.get("--split", "test")
+        check_eval_paths(
+            predictions=Path(options["--predictions"]),
+            checkpoint=None,
+            annotations=Path(options["--annotations"]),
+            outputs={"--json": json_out},
+            overwrite=False,
+        )
         report = evaluate_files(Path(options["--predictions"]), Path(options["--annotations"]), split)
         print_report(report, to_stdout=json_out != STDOUT)
         write_json(json_out, report.as_dict())

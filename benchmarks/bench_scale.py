@@ -109,7 +109,7 @@ def training(sample: Path, cache: Path, epochs: int, work: Path, threads: int) -
         "train.device=cpu",
         f"train.epochs={epochs}",
         "train.warmup_epochs=1",
-        "train.eval_start=100000",  # no validation inside the timed span
+        f"train.eval_start={epochs}",  # one validation, after the last timed step (1 warm-up + epochs - 1)
     ]
     ctx = multiprocessing.get_context("spawn")
     rows = {}

@@ -9,6 +9,7 @@ weights. A training checkpoint (`last.ckpt`) adds the optimiser, schedule, raw w
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,9 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
 def torch_load(path: Path, what: str) -> Any:
     """`torch.load(weights_only=True)`; any failure is one `CheckpointError` naming the file and the reason in words."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle before failing on foreign bytes: our line says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises many types (KeyError, UnpicklingError, ...) on foreign bytes
         raise CheckpointError(f"{path}: not {what} ({load_failure_reason(err)})") from None
 
@@ -173,7 +176,19 @@ def _check_envelope(path: Path, ckpt: Any) -> dict[str, Any]:
     for key in ("model", "classes", "extractor", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    classes = [str(c) for c in ckpt["classes"]]
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise CheckpointError(f"{path}: class name {repeated[0]!r} appears twice; class names must be unique")
     return ckpt
+
+
+def first_non_finite(state_dict: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity (a diverged or damaged model), or None."""
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
 
 
 def build_model_from(model_section: dict) -> tuple[nn.Module, str]:
@@ -209,6 +224,9 @@ def load_checkpoint(
     are ignored, so command-line options can be passed as they are."""
     path = Path(path)
     ckpt = read_checkpoint(path)
+    broken = first_non_finite(ckpt["state_dict"])
+    if broken is not None:
+        raise CheckpointError(f"{path}: weight {broken} holds NaN or infinite values (a diverged or damaged model)")
     try:
         model, name = build_model_from(ckpt["model"])
         model.load_state_dict(ckpt["state_dict"])

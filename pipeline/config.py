@@ -270,6 +270,7 @@ def check_task(cfg: ExperimentConfig) -> None:
     if cfg.data.source == "ave_h5" and not cfg.data.ave_root:
         raise ConfigError("data.ave_root is required when data.source is 'ave_h5'")
     check_values(cfg)
+    check_model_sizes(model_cfg)
     head = getattr(model_cfg, "head", None)
     if head is not None and (head == "segment") != (cfg.task == "segment"):
         raise ConfigError(f"task {cfg.task!r} needs model.head: {'segment' if cfg.task == 'segment' else 'detection'}")
@@ -296,6 +297,25 @@ _BOUNDS = (
 )
 
 
+# model config fields that count things: sizes, heads, kernels must be >= 1; layer and conv counts >= 0
+_POSITIVE_SUFFIXES = ("dim", "heads", "kernel", "hidden", "_att")
+_POSITIVE_NAMES = ("num_classes", "max_seq_len", "window_size", "d_model", "top_k", "num_levels")
+_COUNT_SUFFIXES = ("layers", "convs")
+
+
+def check_model_sizes(model_cfg: Any) -> None:
+    """Sizes a network cannot have are a config error here, not a traceback from torch at the first layer."""
+    for f in dataclasses.fields(model_cfg):
+        value = getattr(model_cfg, f.name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue  # floats, names, lists; `lcf_dim: null` means "derived"
+        if f.name.endswith(_POSITIVE_SUFFIXES) or f.name in _POSITIVE_NAMES:
+            if value < 1:
+                raise ConfigError(f"model.{f.name} must be >= 1, not {value}")
+        elif f.name.endswith(_COUNT_SUFFIXES) and value < 0:
+            raise ConfigError(f"model.{f.name} must be >= 0, not {value}")
+
+
 def check_values(cfg: ExperimentConfig) -> None:
     """Numbers a run cannot use are refused before it starts (not as a traceback, or a silent no-op, later)."""
     for dotted, low, inclusive in _BOUNDS:
@@ -303,6 +323,12 @@ def check_values(cfg: ExperimentConfig) -> None:
         value = getattr(getattr(cfg, section), name)
         if not math.isfinite(value) or value < low or (value == low and not inclusive):
             raise ConfigError(f"{dotted} must be {'>=' if inclusive else '>'} {low}, not {value}")
+    last_epoch = cfg.train.warmup_epochs + cfg.train.epochs - 1  # epochs count from 0, warm-up included
+    if cfg.train.eval_start > last_epoch:
+        raise ConfigError(
+            f"train.eval_start {cfg.train.eval_start} is past the last epoch ({last_epoch}, counting from 0 with "
+            "the warm-up): nothing would be validated and no best.ckpt written"
+        )
     if cfg.train.ema_decay >= 1:
         raise ConfigError(f"train.ema_decay must be < 1, not {cfg.train.ema_decay}")
     low, high = cfg.data.crop_ratio

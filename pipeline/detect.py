@@ -23,6 +23,7 @@ from avdet.pipeline.inference import video_candidates
 from avdet.pipeline.io import media
 from avdet.pipeline.io.store import FeatureStore, default_cache_dir
 from avdet.pipeline.operating_point import apply_operating_point, operating_point_for
+from avdet.pipeline.threads import resolve_device_name
 from avdet.pipeline.types import Event, OperatingPoint
 
 if TYPE_CHECKING:
@@ -66,13 +67,6 @@ def candidate_events(ckpt: Checkpoint, feats: list[VideoFeatures], device: torch
     return task_class(ckpt.task).events(ckpt, feats, device)
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> "cuda" when a GPU is there, else "cpu" (what the CLI's --device auto does); others as given."""
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class Detector:
     """A loaded checkpoint plus what it needs to turn video files into events: the extractor it was trained on,
     the feature cache and the operating point. Prints nothing unless asked (`detect(..., progress=True)`), so it
@@ -105,7 +99,7 @@ class Detector:
     ) -> None:
         if threshold is not None and not 0 <= threshold <= 1:
             raise DataError(f"threshold {threshold} is not a score in [0, 1]")
-        device = resolve_device(device)
+        device = resolve_device_name(device)  # "auto" resolved; a missing GPU is one line, not a traceback
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.checkpoint = load_checkpoint(checkpoint, self.device, postprocess=postprocess)
@@ -134,6 +128,7 @@ class Detector:
             why = can_remove_streams(self.checkpoint)
             if why is not None:
                 raise DataError(f"{checkpoint}: --explain-streams: {why}")
+        self._told_silent = False  # an audio-visual model on a video without sound is told once per detector
 
     @property
     def extractors(self) -> ExtractorSet:
@@ -148,10 +143,25 @@ class Detector:
         if res.status == "failed":
             raise DataError(f"{path}: {res.reason}")
         stored = res.features
+        self._warn_if_silent(path)
         log.info("%s: features %s (%d rows, %.1f s)", path, res.status, res.rows, stored.duration)
         feats = to_video_features(res.video_id, stored.visual, stored.audio, stored.duration)
         self.checkpoint.check_compatible(self.checkpoint.classes, (feats.visual.shape[1], feats.audio.shape[1]))
         return feats
+
+    def _warn_if_silent(self, path: Path) -> None:
+        """An audio-visual model on a video without an audio track hears silence: its events then rest on the
+        picture alone. Said once (the first such video; probing stops after it)."""
+        if self._told_silent or self.checkpoint.modality != "audio_visual":
+            return
+        if not media.probe(path).has_audio:
+            self._told_silent = True
+            log.warning(
+                "%s: no audio track; the audio-visual model %s hears silence there, so its events rest on the "
+                "picture alone (said once: other videos without sound are not named)",
+                path,
+                self.checkpoint.name,
+            )
 
     @overload
     def detect(self, video: str | Path, *, progress: bool = False) -> DetectionResult: ...

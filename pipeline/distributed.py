@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from avdet.errors import ConfigError
 from avdet.models.losses import PositiveNormaliser
+from avdet.pipeline.threads import resolve_device_name
 
 
 @dataclass
@@ -93,8 +93,5 @@ def count_replicated_once(losses: dict[str, torch.Tensor], lcf_weight: float, wo
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
-    return torch.device(name)
+    """train.device as a torch device (`threads.resolve_device_name`: auto resolved, a missing GPU one line)."""
+    return torch.device(resolve_device_name(name, "train.device"))

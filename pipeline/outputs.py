@@ -6,19 +6,39 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from avdet.errors import DataError
 from avdet.pipeline.io.atomic import is_special
+from avdet.pipeline.io.guard import refuse_foreign, refuse_inputs
 from avdet.pipeline.io.media import video_id
 from avdet.pipeline.io.writers import FORMATS, STDOUT, output_format, write_events, write_events_file
 from avdet.pipeline.types import Event
 
 
-def plan_outputs(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
+def plan_outputs(
+    paths: list[Path],
+    out_path: Path | None,
+    fmt: str | None,
+    plot: Path | None,
+    *,
+    checkpoints: Iterable[Path] = (),
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """{video path: where its events go}: one file, files in a folder, standard output (`--out -`, or `--format`
     without `--out`), or nothing at all (empty: a table). Fails (DataError) before any work on an output that
-    cannot be written."""
+    cannot be written, that is one of the inputs (a video, a checkpoint), or that is an existing file detect did not
+    write (unless `overwrite`; see io/guard.py)."""
+    targets = _plan(paths, out_path, fmt, plot)
+    outputs = [("--out", t) for t in targets.values() if t != STDOUT] + [("--plot", plot)]
+    inputs = [("video", p) for p in paths] + [("checkpoint", c) for c in checkpoints]
+    refuse_inputs(outputs, inputs)
+    refuse_foreign([t for _, t in outputs], overwrite)
+    return targets
+
+
+def _plan(paths: list[Path], out_path: Path | None, fmt: str | None, plot: Path | None) -> dict[str, Path]:
     if plot is not None and len(paths) > 1:
         raise DataError("--plot draws one video's timeline; give one video")
     if out_path is None and fmt is None:

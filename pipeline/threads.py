@@ -1,4 +1,6 @@
-"""How many intra-op threads torch gets in one process: one policy for every command.
+"""Where a process computes: how many intra-op threads torch gets (one policy for every command), and which
+device (`resolve_device_name`: `auto` resolved, a CUDA device that is not there refused in one line, not torch's
+traceback at the first `.to("cuda")`; shared by the CLI, the Python API and training).
 
 torch's default (one thread per core) assumes the process has the machine to itself. With several worker
 processes, or on a machine other jobs share, the threads wait on each other: on a shared 2-core machine the
@@ -72,3 +74,23 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# -- the device --------------------------------------------------------------------------------------------------
+def resolve_device_name(value: str, where: str = "--device") -> str:
+    """auto -> "cuda" when a GPU is visible, else "cpu"; cpu / cuda / cuda:N as given when usable, else
+    ConfigError naming `where` (the option or config key) and why."""
+    import torch  # only here: parsing a command line never needs it
+
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = value.partition(":")
+    if kind != "cuda":
+        return value
+    if not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise ConfigError(f"{where} {value}: CUDA is not available ({why}); use --device cpu")
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ConfigError(f"{where} {value}: there {'is' if count == 1 else 'are'} only {count} CUDA device(s)")
+    return value

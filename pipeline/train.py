@@ -29,6 +29,7 @@ from avdet.models.registry import model_entry
 from avdet.pipeline.checkpoint import DATA_PATH_KEYS, read_checkpoint, save_checkpoint
 from avdet.pipeline.config import ExperimentConfig, build_model_config, save_config, to_dict
 from avdet.pipeline.distributed import init_distributed
+from avdet.pipeline.run_lock import run_folder_lock
 from avdet.pipeline.run_log import MetricsLog, open_tensorboard, write_curves
 from avdet.pipeline.tasks import task_class
 from avdet.pipeline.types import OperatingPoint
@@ -227,7 +228,11 @@ def train(
     schedule, EMA, checkpoints and resume are shared. Under torchrun every rank trains on its share of each global
     batch (DistributedDataParallel); only rank 0 validates, writes checkpoints and logs.
     """
-    reporter = reporter or Reporter()
+    with run_folder_lock(run_dir, enabled=os.environ.get("RANK", "0") == "0"):  # one run per folder
+        return _train(cfg, run_dir, resume=resume, overwrite=overwrite, reporter=reporter or Reporter())
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: bool, reporter: Reporter) -> TrainResult:
     tc = cfg.train
     check_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
     dist, device = init_distributed(tc.device)

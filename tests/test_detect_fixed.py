@@ -175,3 +175,22 @@ def test_cpu_estimate_before_a_long_i3d_run(fixed: tuple[Path, Path, Path]) -> N
     line = cpu_estimate("i3d_vggish", "cpu", [clip])
     assert line and "8.0 media seconds" in line and "about 10 min" in line  # 8 s x 72 s per media second
     assert cpu_estimate("i3d_vggish", "cuda", [clip]) is None and cpu_estimate("lite", "cpu", [clip]) is None
+
+
+def test_overlap_suppression_changes_the_fixed_answer(fixed: tuple[Path, Path, Path]) -> None:
+    """Guards the two tests above: on this clip the checkpoint's overlap suppression removes events that pass the
+    thresholds, so a CLI or API path that skipped suppression (or suppressed at another level) would no longer
+    give the golden file's events."""
+    from dataclasses import replace
+
+    import avdet
+
+    ckpt, clip, cache = fixed
+    detector = avdet.load(ckpt, cache=cache)
+    shown = detector.detect(clip).events
+    calibrated = detector.operating_point
+    detector.operating_point = replace(calibrated, overlap_iou=None)
+    unsuppressed = detector.detect(clip).events
+    detector.operating_point = replace(calibrated, overlap_iou=0.5)
+    looser = detector.detect(clip).events
+    assert len(unsuppressed) > len(shown) and len(looser) != len(shown), (len(shown), len(looser), len(unsuppressed))

@@ -423,7 +423,7 @@ def test_a_run_that_cannot_finish_fails_before_its_first_step(sample_set, tmp_pa
     from avdet.pipeline.train import Reporter, train
 
     steps: list[int] = []
-    cfg = load_config("tiny_ccnet", sample_set.overrides(model__max_seq_len=16, train__epochs=1))
+    cfg = load_config("tiny_ccnet", sample_set.overrides(model__max_seq_len=16, train__epochs=1, train__eval_start=0))
     with pytest.raises(ConfigError, match=r"\((validation|test)\): CCNet takes at most max_seq_len=16"):
         train(cfg, tmp_path / "run", reporter=Reporter(step=lambda step, losses: steps.append(step)))
     assert not steps and not (tmp_path / "run" / "last.ckpt").exists()

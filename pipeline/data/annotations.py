@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,10 @@ from typing import Any
 import numpy as np
 
 from avdet.errors import DataError
+
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, str]] = set()  # (file, kind): each kind of doubt is told once per file and process
+DURATION_SLACK = 0.5  # seconds an event may end past the video's duration (rounding in released annotations)
 
 
 def read_json(path: str | Path, what: str) -> Any:
@@ -130,8 +135,48 @@ def _all_valid(db: dict, split: str | None) -> bool:
 
 def load_annotations(path: str | Path, split: str | None = None) -> dict:
     """The whole UnAV-100 annotation JSON (validated; with `split`, that subset's events only), with its "database"
-    key."""
-    return validate_annotations(read_json(path, "annotations"), str(path), split)
+    key. Doubtful but usable events are warned about once (`doubtful_events`)."""
+    data = validate_annotations(read_json(path, "annotations"), str(path), split)
+    for kind, message in doubtful_events(data["database"], split).items():
+        warn_once(str(path), kind, f"{path}: {message}")
+    return data
+
+
+def warn_once(source: str, kind: str, message: str) -> None:
+    """A warning of this kind about `source`, the first time only (a file is read once per split)."""
+    if (source, kind) not in _warned:
+        _warned.add((source, kind))
+        log.warning("%s", message)
+
+
+def doubtful_events(db: Mapping[str, Any], split: str | None = None) -> dict[str, str]:
+    """{kind: message naming the first case} for validated events that are usable but probably wrong: an event
+    ending past its video's duration (by more than DURATION_SLACK), and a label id whose label text differs
+    between events (the label text is then not the class the id trains)."""
+    found: dict[str, str] = {}
+    names: dict[int, tuple[str, str]] = {}  # label_id -> (its first label text, the video it came from)
+    for vid, video in db.items():
+        if split is not None and video.get("subset") != split:
+            continue
+        duration = video.get("duration")
+        for event in video.get("annotations", []):
+            end = float(event["segment"][1])
+            if "past_duration" not in found and duration is not None and end > float(duration) + DURATION_SLACK:
+                found["past_duration"] = (
+                    f"video {vid!r}: an event ends at {end:g} s, past the video's duration {float(duration):g} s "
+                    "(first of its kind; check the annotations)"
+                )
+            label = event.get("label")
+            if label is None:
+                continue
+            lid = int(event["label_id"])
+            first = names.setdefault(lid, (str(label), vid))
+            if "label_text" not in found and first[0] != str(label):
+                found["label_text"] = (
+                    f"video {vid!r}: label_id {lid} is labelled {str(label)!r}, but {first[0]!r} in video "
+                    f"{first[1]!r} (first of its kind; the label_id decides the class)"
+                )
+    return found
 
 
 def num_classes_of(annotations: dict) -> int:
@@ -159,10 +204,35 @@ def read_classes(annotations: dict, classes_tsv: str | Path | None = None) -> li
         source = "annotations"
     if sorted(table) != list(range(len(table))):
         raise DataError(f"{source}: class ids must be 0..N-1, got {sorted(table)[:5]}...")
+    seen: dict[str, int] = {}
+    for label_id in sorted(table):
+        if table[label_id] in seen:
+            raise DataError(
+                f"{source}: class name {table[label_id]!r} is given to label_id {seen[table[label_id]]} and "
+                f"{label_id}; class names must be unique"
+            )
+        seen[table[label_id]] = label_id
+    if classes_tsv:
+        _warn_label_texts(annotations, table, source)
     largest = num_classes_of(annotations) - 1
     if largest >= len(table):
         raise DataError(f"{source}: the annotations use label_id {largest} but the class list has {len(table)} classes")
     return [table[i] for i in range(len(table))]
+
+
+def _warn_label_texts(annotations: dict, table: Mapping[int, str], source: str) -> None:
+    """Once: the first event whose label text is not its label_id's class name in the class list."""
+    for vid, video in annotations["database"].items():
+        for ann in video.get("annotations", []):
+            label, lid = ann.get("label"), int(ann["label_id"])
+            if label is not None and lid in table and str(label) != table[lid]:
+                warn_once(
+                    source,
+                    "label_text",
+                    f"{source}: video {vid!r} labels label_id {lid} {str(label)!r}, but the class list calls it "
+                    f"{table[lid]!r} (first of its kind; the label_id decides the class)",
+                )
+                return
 
 
 def _read_class_table(path: Path) -> dict[int, str]:

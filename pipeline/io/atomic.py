@@ -23,9 +23,16 @@ from avdet.errors import AvdetError, DataError
 TEMP_MARK = ".tmp-"
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, tmpfs)
+
+
 def temp_path(target: Path) -> Path:
-    """A fresh temp name beside `target` carrying this process's pid."""
-    return target.with_name(f"{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    """A fresh temp name beside `target` carrying this process's pid; the target's name is cut (at a character
+    boundary) so the temp name stays within NAME_MAX bytes even when the target's own name nearly fills it."""
+    mark = f"{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    room = NAME_MAX - len(mark.encode())
+    name = target.name.encode()[:room].decode("utf-8", "ignore")
+    return target.with_name(f"{name}{mark}")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -105,6 +105,11 @@ def check_media_file(path: str | Path) -> None:
         raise DecodeError(path, f"not a regular file{f' ({found})' if found else ''}")
     if os.stat(path).st_size == 0:
         raise DecodeError(path, "empty file (0 bytes)")
+    try:
+        with open(path, "rb"):  # readable by this user (permissions, a file on a vanished mount): one line per file
+            pass
+    except OSError as err:
+        raise DecodeError(path, f"cannot read ({err.strerror or err})") from None
 
 
 def media_url(path: str | Path) -> str:
@@ -131,6 +136,11 @@ def _rotation(stream: dict) -> int:
     return int(stream.get("tags", {}).get("rotate", 0)) % 360
 
 
+# ffprobe's container names of single pictures (`image2`: a .jpg/.png/.bmp file; `<codec>_pipe`: a picture read by
+# content, whatever its suffix, e.g. a PNG renamed .mp4): a still image has no time, so it is no video
+STILL_IMAGE_CONTAINERS = frozenset({"image2", "image2pipe", "webp_pipe", "png_pipe", "jpeg_pipe"})
+
+
 def probe(path: str | Path) -> MediaInfo:
     """Streams, duration, frame rate and rotation of a media file."""
     path = Path(path)
@@ -148,6 +158,9 @@ def probe(path: str | Path) -> MediaInfo:
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if video is None and audio is None:
         raise DecodeError(path, "no audio or video stream")
+    container = str(meta.get("format", {}).get("format_name", ""))
+    if audio is None and (container in STILL_IMAGE_CONTAINERS or container.endswith("_pipe")):
+        raise DecodeError(path, f"a still image ({container}), not a video")
     durations = [float(x) for x in (meta.get("format", {}).get("duration"), (video or {}).get("duration")) if x]
     duration = durations[0] if durations else 0.0
     rotation = _rotation(video) if video else 0

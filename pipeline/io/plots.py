@@ -10,9 +10,11 @@ import numpy as np
 
 from avdet.errors import DataError
 from avdet.pipeline.io.atomic import write_bytes_atomic
+from avdet.pipeline.io.guard import PNG_SOFTWARE
 from avdet.pipeline.io.writers import one_line, read_events_file
 from avdet.pipeline.types import Event
 
+PNG_METADATA = {"Software": PNG_SOFTWARE}  # marks the PNG as avdet's: a later run may replace it (io/guard.py)
 LABEL_WIDTH = 26  # characters per line of a class name on the y axis (two lines at most)
 
 
@@ -156,7 +158,7 @@ def plot_timeline(
     bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata=PNG_METADATA)
     write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -214,8 +216,10 @@ def save_confusion_png(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata=PNG_METADATA)
     plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

@@ -18,6 +18,7 @@ from avdet.pipeline.synth.clips import (
     SampleConfig,
     VideoPlan,
     _occurrence,
+    check_sample_dir,
     class_names,
     classes_tsv,
     make_id,
@@ -165,7 +166,10 @@ def ave_annotation_lines(plans: list[VideoPlan], num_classes: int) -> list[str]:
 
 
 def make_ave_sample(
-    out_dir: Path, cfg: AveSampleConfig | None = None, progress: Callable[[int, int], None] | None = None
+    out_dir: Path,
+    cfg: AveSampleConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write an AVE-style set: out_dir/videos/<id>.mp4, Annotations.txt (with the header line), trainSet.txt,
     valSet.txt, testSet.txt and classes.tsv (label ids; background is the next id); return Annotations.txt's path.
@@ -176,6 +180,8 @@ def make_ave_sample(
     cfg = cfg or AveSampleConfig()
     plans = plan_ave_dataset(cfg)
     out_dir = Path(out_dir)
+    names = ["classes.tsv", "Annotations.txt", *AVE_SPLIT_FILES.values()]
+    check_sample_dir(out_dir, [p.video_id for p in plans], names, overwrite)
     videos = write_clips(out_dir, plans, cfg.clip_config(), progress)
     lines = ave_annotation_lines(plans, cfg.num_classes)
     for subset, name in AVE_SPLIT_FILES.items():

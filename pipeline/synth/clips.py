@@ -27,7 +27,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,9 +37,10 @@ from typing import Literal
 
 import numpy as np
 
-from avdet.errors import AvdetError, ConfigError
+from avdet.errors import AvdetError, ConfigError, DataError
 from avdet.pipeline.io import media
 from avdet.pipeline.io.atomic import atomic_path, clean_stale_temps, write_text_atomic
+from avdet.pipeline.io.guard import made_by_avdet
 
 log = logging.getLogger(__name__)
 
@@ -791,15 +792,44 @@ def write_clips(
     return videos
 
 
-def make_sample(out_dir: Path, cfg: SampleConfig, progress: Callable[[int, int], None] | None = None) -> Path:
+def check_sample_dir(out_dir: Path, video_ids: Iterable[str], names: Iterable[str], overwrite: bool) -> None:
+    """make-sample replaces only what make-sample made (unless `overwrite`): a clip videos/<id>.mp4 that its
+    manifest lists, annotations JSON it wrote (`made_by_avdet`), and other text files (classes.tsv, AVE lists) only
+    in a folder that holds its manifest. Anything else in `out_dir` under one of those names is a user's: refused
+    (DataError) before any clip is rendered."""
+    if overwrite:
+        return
+    manifest_path = out_dir / MANIFEST
+    made = set(_read_manifest(manifest_path))
+    if manifest_path.is_file() and not made:  # a damaged manifest: the folder is make-sample's, its clips unknown
+        made = set(video_ids)  # (re-rendering them only costs time; see write_clips)
+    foreign = [out_dir / "videos" / f"{v}.mp4" for v in video_ids if v not in made]
+    foreign = [p for p in foreign if p.exists()]
+    for name in names:
+        path = out_dir / name
+        if path.is_file() and not (made_by_avdet(path) if path.suffix == ".json" else manifest_path.is_file()):
+            foreign.append(path)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise DataError(
+            f"{foreign[0]}{more}: exists and was not made by make-sample; choose another folder, or --overwrite to "
+            "replace it"
+        )
+
+
+def make_sample(
+    out_dir: Path, cfg: SampleConfig, progress: Callable[[int, int], None] | None = None, overwrite: bool = False
+) -> Path:
     """Write out_dir/videos/<id>.mp4, out_dir/annotations.json (audio-visual events), annotations_audio.json and
     annotations_visual.json (every audible / visible stretch) and out_dir/classes.tsv; return annotations.json.
 
     The annotations and class list are written last, so they exist only when every clip does. Re-running with the
-    same configuration renders only what an interrupted run left out.
+    same configuration renders only what an interrupted run left out. Files of the same names that make-sample did
+    not make are refused unless `overwrite` (`check_sample_dir`).
     """
     plans = plan_dataset(cfg)
     out_dir = Path(out_dir)
+    check_sample_dir(out_dir, [p.video_id for p in plans], ["classes.tsv", *ANNOTATION_FILES.values()], overwrite)
     videos = write_clips(out_dir, plans, cfg, progress)
     write_text_atomic(out_dir / "classes.tsv", classes_tsv(plans, cfg))
     for modality in ("audio", "visual", "audio_visual"):  # the audio-visual one last: it marks a finished set
