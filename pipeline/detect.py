@@ -245,7 +245,7 @@ class Detector:
                 from avdet.pipeline.stream_report import explain_streams
 
                 shown_by_id = explain_streams(
-                    self.task, self.checkpoint, [f for _, f in pending], shown_by_id, self.device
+                    candidate_events, self.checkpoint, [f for _, f in pending], shown_by_id, self.device
                 )
             for p, f in pending:
                 shown = shown_by_id[f.video_id]

@@ -10,6 +10,7 @@ report says so instead of printing numbers that mean nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -123,13 +124,20 @@ def _best_match(event: Event, candidates: list[Event]) -> float:
     return best
 
 
-def explain_streams(task, ckpt: Checkpoint, feats: list, shown: dict[str, list[Event]], device) -> dict:
+def explain_streams(
+    candidates: Callable[[Checkpoint, list, torch.device], dict[str, list[Event]]],
+    ckpt: Checkpoint,
+    feats: list,
+    shown: dict[str, list[Event]],
+    device: torch.device,
+) -> dict:
     """`shown` events per video with `streams` set: each event's score with only the audio and only the visual
-    stream (the same class and span, tIoU >= 0.5, found with the other stream removed; 0 when not found)."""
+    stream (the same class and span, tIoU >= 0.5, among the `candidates` of the model with the other stream
+    removed; 0 when not found). `candidates` is detect's `candidate_events`."""
     alone = {}
     for name, removed in (("audio", "visual"), ("visual", "audio")):
         with without_stream(ckpt.model, removed):
-            alone[name] = task.events(ckpt, feats, device)
+            alone[name] = candidates(ckpt, feats, device)
     out = {}
     for vid, events in shown.items():
         out[vid] = [

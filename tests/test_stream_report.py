@@ -60,25 +60,22 @@ def test_only_a_two_stream_model_trained_with_modality_dropout_can_be_scored_one
     assert "no second stream" in can_remove_streams(ckpt(build(modality="audio", lcf="none")))
 
 
-class _FakeTask:
-    """events() as a LoCo would give them: what it finds depends on which stream was removed."""
-
-    @staticmethod
-    def events(ckpt, feats, device) -> dict[str, list[Event]]:
-        removed = ckpt.model.removed_stream
-        found = {
-            None: [Event("a", 0, 1.0, 5.0, 0.9), Event("b", 1, 8.0, 12.0, 0.8)],
-            "visual": [Event("a", 0, 1.2, 5.1, 0.85), Event("b", 1, 8.0, 12.0, 0.1)],  # audio alone
-            "audio": [Event("a", 0, 1.0, 5.0, 0.2), Event("b", 1, 14.0, 18.0, 0.7)],  # visual alone; b elsewhere
-        }[removed]
-        return {"v0": found}
+def _fake_candidates(ckpt, feats, device) -> dict[str, list[Event]]:
+    """Candidates as a LoCo would give them: what it finds depends on which stream was removed."""
+    removed = ckpt.model.removed_stream
+    found = {
+        None: [Event("a", 0, 1.0, 5.0, 0.9), Event("b", 1, 8.0, 12.0, 0.8)],
+        "visual": [Event("a", 0, 1.2, 5.1, 0.85), Event("b", 1, 8.0, 12.0, 0.1)],  # audio alone
+        "audio": [Event("a", 0, 1.0, 5.0, 0.2), Event("b", 1, 14.0, 18.0, 0.7)],  # visual alone; b elsewhere
+    }[removed]
+    return {"v0": found}
 
 
 def test_explain_streams_scores_each_event_with_one_stream_and_says_which_drove_it() -> None:
     model = build(modality_dropout=0.5)
     ckpt = SimpleNamespace(model=model, modality="audio_visual")
-    shown = {"v0": _FakeTask.events(ckpt, [], "cpu")["v0"]}
-    out = explain_streams(_FakeTask, ckpt, [], shown, "cpu")["v0"]
+    shown = {"v0": _fake_candidates(ckpt, [], "cpu")["v0"]}
+    out = explain_streams(_fake_candidates, ckpt, [], shown, "cpu")["v0"]
     assert model.removed_stream is None  # restored
     assert out[0].streams == (0.85, 0.2) and out[1].streams == (0.1, 0.0)  # b is not found by the visual alone
     buf = io.StringIO()
@@ -129,9 +126,11 @@ def test_trained_with_modality_dropout_reports_floors_and_explains_events(sample
     written = json.loads((tmp_path / "run" / "streams.json").read_text())
     assert written["fused"] == report.fused and "better single stream" in written["summary"]
     video = sorted((sample_set.root / "videos").glob("*.mp4"))[0]
-    events = Detector(tmp_path / "run" / "best.ckpt", cache=sample_set.cache, threshold=0.0).detect(video)
-    explained = Detector(
-        tmp_path / "run" / "best.ckpt", cache=sample_set.cache, threshold=0.0, explain_streams=True
-    ).detect(video)
+    events = Detector(tmp_path / "run" / "best.ckpt", cache=sample_set.cache, threshold=0.0).detect(video).events
+    explained = (
+        Detector(tmp_path / "run" / "best.ckpt", cache=sample_set.cache, threshold=0.0, explain_streams=True)
+        .detect(video)
+        .events
+    )
     assert [(e.label, e.start, e.score) for e in explained] == [(e.label, e.start, e.score) for e in events]
     assert all(e.streams is not None and len(e.streams) == 2 for e in explained) and explained
