@@ -119,6 +119,7 @@ def test_weak_training_reads_no_segment_label(release: Path, tmp_path: Path) -> 
         ave.AVEFeatureDataset(weak_root, "test")  # evaluation needs the segment labels
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_report_and_confusion_png(tmp_path: Path) -> None:
     target = np.array([[0, 0, 1, 2], [2, 2, 2, 1]])
     pred = np.array([[0, 1, 1, 2], [2, 2, 0, 1]])

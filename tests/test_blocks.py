@@ -30,6 +30,7 @@ def _pad(x: torch.Tensor, total: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(x.shape[0], total - x.shape[1], x.shape[2])], dim=1)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_sinusoid_encoding_matches_reference_formula() -> None:
     n, dim = 7, 10
     angles = np.array([[pos / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for pos in range(n)])

@@ -97,6 +97,7 @@ def test_verbosity_after_the_subcommand(tmp_path: Path, flags: list[str], level:
         root.setLevel(before)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_extract_json_summary_on_stdout(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", 2.0)
     (tmp_path / "broken.mp4").write_bytes(b"not a video")

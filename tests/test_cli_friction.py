@@ -50,6 +50,7 @@ def test_log_lines_are_not_padded_when_stderr_is_a_file(tmp_path: Path) -> None:
 
 
 # -- --json -------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_json_dash_is_accepted_by_every_command_that_has_json(tmp_path: Path) -> None:
     res = _avdet("weights", "--weights-dir", tmp_path, "--json", "-")
     assert res.returncode == 0, res.stderr
@@ -74,6 +75,7 @@ def test_json_argv_reads_the_command_not_any_word(argv: list[str], expected: lis
     assert json_argv(argv) == expected
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_extract_of_a_folder_named_eval_with_json(tmp_path: Path) -> None:
     folder = tmp_path / "eval"
     folder.mkdir()
@@ -118,6 +120,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _fixed_checkpoint(tmp_path_factory.mktemp("ckpt") / "fixed.ckpt")
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_export_takes_checkpoint_overwrite_and_writes_a_normal_file_mode(ckpt: Path, tmp_path: Path) -> None:
     dst = tmp_path / "model.safetensors"
     old = os.umask(0o022)

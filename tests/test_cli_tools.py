@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from avdet.pipeline.checkpoint import load_checkpoint
 runner = CliRunner()
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_convert_reference_unav_checkpoint_reproduces_golden(golden_dir: Path, tmp_path: Path) -> None:
     golden = torch.load(golden_dir / "unav_model.pt", weights_only=True)
     src = tmp_path / "unav_reference.pth.tar"

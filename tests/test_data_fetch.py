@@ -97,6 +97,7 @@ def _resolves(server: FileServer) -> list[str]:
     return [p for m, p, _ in server.requests if m == "GET" and "/resolve/" in p]
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_fetch_maps_the_snapshot_and_a_second_run_downloads_nothing(hub: FileServer, tmp_path: Path) -> None:
     fetched = data_fetch.fetch_dataset("unav100", progress=False)
     root = tmp_path / "avdet-home" / "data" / "unav100"
@@ -112,6 +113,7 @@ def test_fetch_maps_the_snapshot_and_a_second_run_downloads_nothing(hub: FileSer
     assert len(_resolves(hub)) == first  # complete files are not fetched again
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_a_cut_download_ends_complete_and_intact(hub: FileServer, tmp_path: Path) -> None:
     """huggingface_hub resumes an interrupted file itself (a few times in the call, else in the next run from its
     `.incomplete` file); whichever happens, the result is complete and intact, and a failure is one line."""
@@ -128,6 +130,7 @@ def test_a_cut_download_ends_complete_and_intact(hub: FileServer, tmp_path: Path
     assert (Path(fetched.features["i3d_vggish"]) / "vid2_rgb.npy").read_bytes() == served.read_bytes()
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_archives_are_unpacked_once_and_train_reads_the_layout_in_place(hub_archived: FileServer) -> None:
     fetched = data_fetch.fetch_dataset("unav100", progress=False)
     features = Path(fetched.features["i3d_vggish"])
@@ -147,6 +150,7 @@ def test_archives_are_unpacked_once_and_train_reads_the_layout_in_place(hub_arch
     assert features.stat().st_mtime_ns == mtime  # not unpacked again
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_cli_prints_the_layout_and_the_train_line(hub: FileServer, tmp_path: Path) -> None:
     res = runner.invoke(app, ["data", "fetch", "unav100", "--dir", str(tmp_path / "mine")])
     assert res.exit_code == 0, res.output

@@ -81,6 +81,7 @@ def _normalised(doc: dict, clip: Path, ckpt: Path) -> dict:
     return json.loads(text)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_detect_json_on_a_fixed_checkpoint_is_unchanged(fixed: tuple[Path, Path, Path], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -115,6 +116,7 @@ def test_python_api_on_a_fixed_checkpoint_gives_the_cli_events(fixed: tuple[Path
     assert len({e.label for e in events}) >= 2, "the fixed checkpoint should show several classes"
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_python_api_result_is_the_cli_json(fixed: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """`avdet.load(...).detect(clip).to_dict()` is the file `avdet detect clip --out x.json` writes: same rounding,
     event order and operating-point record; one result type for one path and for a list."""
@@ -145,6 +147,7 @@ def test_python_api_result_is_the_cli_json(fixed: tuple[Path, Path, Path], tmp_p
     )
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_progress_follows_media_seconds_within_a_video(fixed: tuple[Path, Path, Path], tmp_path: Path, capsys) -> None:
     """Feature computation calls back in media seconds (the library draws nothing); `progress=True` draws videos
     and media seconds on stderr; cached videos call nothing."""

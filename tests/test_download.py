@@ -36,6 +36,7 @@ def server(tmp_path: Path) -> Iterator[FileServer]:
         yield srv
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_download_checks_the_digest_and_leaves_no_part_file(server: FileServer, tmp_path: Path) -> None:
     dest = tmp_path / "out" / "model.pth"
     assert fetch(server.url("model.pth"), dest, sha256=DIGEST, progress=False) == dest
@@ -43,6 +44,7 @@ def test_download_checks_the_digest_and_leaves_no_part_file(server: FileServer, 
     assert [p.name for p in dest.parent.iterdir()] == ["model.pth"]
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_a_cut_connection_is_resumed_with_a_range_request(server: FileServer, tmp_path: Path) -> None:
     server.cut_once["model.pth"] = 1_000_000
     dest = tmp_path / "model.pth"
@@ -53,6 +55,7 @@ def test_a_cut_connection_is_resumed_with_a_range_request(server: FileServer, tm
     assert len(gets) == 2
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_a_part_file_left_by_an_earlier_run_is_resumed(server: FileServer, tmp_path: Path) -> None:
     dest = tmp_path / "model.pth"
     (tmp_path / "model.pth.part").write_bytes(PAYLOAD[:2_000_000])
@@ -61,6 +64,7 @@ def test_a_part_file_left_by_an_earlier_run_is_resumed(server: FileServer, tmp_p
     assert server.requests[-1][2] == "bytes=2000000-"
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_a_server_that_ignores_range_restarts_from_zero(server: FileServer, tmp_path: Path) -> None:
     server.ranges = False
     dest = tmp_path / "model.pth"
@@ -69,6 +73,7 @@ def test_a_server_that_ignores_range_restarts_from_zero(server: FileServer, tmp_
     assert dest.read_bytes() == PAYLOAD
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_checksum_mismatch_is_refused_and_the_part_file_removed(server: FileServer, tmp_path: Path) -> None:
     dest = tmp_path / "model.pth"
     wrong = "0" * 64
@@ -93,6 +98,7 @@ def test_offline_message_names_the_url_and_where_to_put_the_file(tmp_path: Path)
     assert not dest.exists()
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_http_error_is_one_line_with_the_manual_route(server: FileServer, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match=r"HTTP 404 .*by hand and place it at"):
         fetch(server.url("missing.pth"), tmp_path / "missing.pth", progress=False)

@@ -120,6 +120,7 @@ def _random_dataset(rng: np.random.Generator, n_videos: int, n_cls: int, ties: b
 
 
 # -- the published reference numbers --------------------------------------------------------------------------------
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_reproduces_reference_evaluator_on_unav100_test(golden_dir, shared_data_dir):
     ann = load_annotations(shared_data_dir / "unav100_annotations.json")
     preds = load_predictions(golden_dir / "eval_predictions.json", ann)
@@ -293,6 +294,7 @@ def test_bad_annotation_files(tmp_path):
 
 
 # -- the reference's tie order under numpy < 1.24 ------------------------------------------------------------------
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_reproduces_reference_evaluator_under_numpy123(golden_dir, shared_data_dir):
     """eval_expected_numpy123.json: the reference as it runs under the numpy it requires; avdet's default order."""
     ann = load_annotations(shared_data_dir / "unav100_annotations.json")

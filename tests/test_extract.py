@@ -117,6 +117,7 @@ def test_workers_match_a_single_process(batch: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 @pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver (Windows)")
 def test_workers_fork_from_a_server_that_imported_torch_once() -> None:
     """Workers are forked by a server that preloaded the extraction module (torch included), not fresh interpreters

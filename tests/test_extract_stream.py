@@ -40,6 +40,7 @@ def test_stream_audio_joins_to_load_audio(tone_clip: Path) -> None:
     np.testing.assert_array_equal(np.concatenate(chunks), media.load_audio(tone_clip, 16000))
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 @pytest.mark.parametrize("extractor", ["lite"])  # i3d_vggish (VGGish) checked identical too: 26 s
 def test_rows_in_calls_equal_one_call(tone_clip: Path, extractor: str) -> None:
     audio = ExtractOptions(extractor=extractor, random_weights=True).build().audio

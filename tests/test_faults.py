@@ -288,6 +288,7 @@ def test_fifo_and_looping_symlink_fail_alone(clips: dict[str, Path], tmp_path: P
     assert sorted(e.video_id for e in store.entries(key, "failed")) == ["fifo", "loop"]
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_corrupt_middle_is_counted_warned_and_recorded(clips: dict[str, Path], tmp_path: Path) -> None:
     import random
 
@@ -313,6 +314,7 @@ def test_duplicate_video_ids_in_one_batch_are_warned(tmp_path: Path, caplog: pyt
     assert "video id 'v' is shared by 2 files" in caplog.text
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_markup_in_paths_is_printed_not_parsed(clips: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
@@ -454,6 +456,7 @@ def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_detect_with_markup_in_paths(clips: dict[str, Path], untrained_checkpoint: Path, tmp_path: Path) -> None:
     import shutil
 

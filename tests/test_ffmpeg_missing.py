@@ -37,6 +37,7 @@ def _assert_one_install_line(res: subprocess.CompletedProcess) -> None:
     ],
     ids=["extract", "make-sample"],
 )
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_cli_says_how_to_install_ffmpeg(args: list[str], tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", 1.0)  # made while ffmpeg is still on PATH
     argv = [a.format(clip=clip, tmp=tmp_path) for a in args]

@@ -56,6 +56,7 @@ def test_count_params_of_unav_matches_state() -> None:
     assert count_params(model) == sum(v.numel() for v in model.state_dict().values())
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_count_flops_analytic() -> None:
     model = _LinearDetector()
     assert count_flops(model, 7) == 2 * 7 * (6 * 4 + 10 * 4)

@@ -68,6 +68,7 @@ def test_detect_refuses_to_write_over_its_checkpoint_even_through_a_link(fixed, 
     assert ckpt.read_bytes() == before
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_detect_replaces_its_own_outputs_but_not_a_users_file(fixed, tmp_path: Path) -> None:
     for name in ("events.json", "events.srt", "events.vtt"):
         out = tmp_path / name
@@ -166,6 +167,7 @@ def test_make_sample_keeps_a_users_annotations_and_classes(tmp_path: Path) -> No
     make_sample(ours, cfg)  # its own files: replaced (resumed) without a word
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_make_sample_cli_refuses_and_overwrite_replaces(tmp_path: Path) -> None:
     (tmp_path / "classes.tsv").write_text("0\tmine\n")
     argv = ["make-sample", str(tmp_path), "--videos", "2", "--min-duration", "2", "--max-duration", "2.5"]
@@ -203,6 +205,7 @@ def _hold(run_dir: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_second_train_into_a_locked_run_folder_is_refused(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     holder = _hold(run_dir)
@@ -356,6 +359,7 @@ def test_eval_annotations_that_do_not_exist_is_an_error(fixed, tmp_path: Path) -
 
 
 # -- item 6: inputs and streams ---------------------------------------------------------------------------------------
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_an_unreadable_file_fails_alone_and_the_batch_goes_on(fixed, tmp_path: Path, monkeypatch) -> None:
     import builtins
 
@@ -418,6 +422,7 @@ def test_control_characters_in_names_are_escaped_in_error_lines(fixed, tmp_path:
     assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_a_non_checkpoint_is_refused_in_one_line_without_torchs_warning(tmp_path: Path) -> None:
     import pickle
 
@@ -431,6 +436,7 @@ def test_a_non_checkpoint_is_refused_in_one_line_without_torchs_warning(tmp_path
     assert len(lines) == 1 and "junk.ckpt" in lines[0], res.stderr
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_out_to_a_closed_pipe_stops_at_once_quietly(fixed, tmp_path: Path) -> None:
     ckpt, clip, cache = fixed
     videos = [str(_copy(clip, tmp_path / f"v{i}.mp4")) for i in range(4)]
@@ -456,6 +462,7 @@ def test_cuda_without_cuda_is_one_line(fixed, monkeypatch) -> None:
         avdet.load(fixed[0], device="cuda")
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_an_audio_visual_model_on_a_silent_video_warns_once(fixed, tmp_path: Path, caplog) -> None:
     import avdet
 
@@ -471,6 +478,7 @@ def test_an_audio_visual_model_on_a_silent_video_warns_once(fixed, tmp_path: Pat
     assert not caplog.records
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_plot_convert_and_export_never_write_over_their_inputs(fixed, tmp_path: Path) -> None:
     events = tmp_path / "events.json"
     assert _detect(fixed, fixed[1], "--out", events).exit_code == 0

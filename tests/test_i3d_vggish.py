@@ -109,6 +109,7 @@ def frames() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (41, 40, 57, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 @pytest.mark.parametrize(("chunk", "flow_batch", "batch_size"), [(1, 3, 1), (7, 5, 2)])
 def test_streamed_windows_equal_the_reference_loop(frames: np.ndarray, chunk: int, flow_batch: int, batch_size: int):
     extractor = i3d_vggish.TwoStreamI3D(fake_net, fake_net, fake_flow, batch_size=batch_size, flow_batch=flow_batch)
@@ -180,6 +181,7 @@ def test_extract_one_gives_released_shapes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(audio_r.values, stored.audio.values[: len(audio_r)])
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_vggish_rows_follow_the_duration_not_the_track() -> None:
     model = VGGish().eval()
     short_track = np.zeros(16000, dtype=np.float32)  # 1 s of audio in a 3 s video: the rest is silence

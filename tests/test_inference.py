@@ -71,6 +71,7 @@ def test_windows_tile_the_video(length: int, size: int) -> None:
             assert nxt[1] == hi and 0 < nxt[0] - start <= size // 2  # owned parts meet; overlap >= half
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 @pytest.mark.parametrize("config", ["tiny", "tiny_unav", "tiny_ccnet"])
 def test_batched_equals_alone_with_mixed_lengths(config: str) -> None:
     """Videos below, at and above max_seq_len (64) get in a batch the events they get alone."""
@@ -98,6 +99,7 @@ def test_short_videos_as_one_forward_pass(config: str) -> None:
         assert got[video["video_id"]] == want
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_long_video_runs_in_forward_passes_of_the_trained_length() -> None:
     model = tiny_model("tiny")
     shapes: list[tuple[int, ...]] = []

@@ -147,6 +147,7 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_no_import_circles_lazy_imports_included() -> None:
     graph = import_graph()
     assert "avdet.pipeline.detect" in graph and graph["avdet.pipeline.detect"], "the graph found no imports"
@@ -172,6 +173,7 @@ IO_FORBIDDEN = ("avdet.pipeline.data", "avdet.pipeline.metrics", "avdet.pipeline
 IO_ALLOWED_EXTRACTORS = ("avdet.extractors.base", "avdet.extractors.recipes")
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_io_is_the_bottom_layer() -> None:
     graph = import_graph()
     offenders = [
@@ -202,6 +204,7 @@ TRAINING_SIDE = (
 )
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_detection_loads_no_training_side_module() -> None:
     code = (
         "import sys, json, avdet.pipeline.detect; "

@@ -134,6 +134,7 @@ def peak_bytes(frames: int, chunk: int = 64) -> int:
     return peak - values.nbytes
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_memory_is_bounded_by_a_block_not_the_video() -> None:
     """4x the video, the same working memory: before streaming every frame's statistics and fine map were held
     (about 10 KB a frame at their peak, +45 MB here)."""

@@ -104,6 +104,7 @@ def _tiou(a: dict, b: dict) -> float:
 
 
 # -- rows --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_live_rows_equal_offline_rows(clips: dict[str, Path]) -> None:
     """A file decoded live gives the offline audio rows exactly and the offline visual frame descriptors exactly;
     only the change against the background differs (trailing median instead of the 60 s block's)."""

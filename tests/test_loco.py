@@ -213,6 +213,7 @@ def test_config_is_primitives_only() -> None:
         assert value is None or isinstance(value, int | float | str | bool), f.name
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_a_few_steps_fit_a_fixed_batch() -> None:
     model = tiny().train()
     audio, visual, mask = batch(64, [64, 45])

@@ -35,6 +35,7 @@ def test_short_side_crop(tmp_path: Path) -> None:
     assert frames.shape == (25, 224, 224, 3)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_rotation_is_applied(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "rot.mp4", 1.0, size="160x90", audio=False)
     rotated = tmp_path / "rotated.mp4"
@@ -63,6 +64,7 @@ def test_rotation_is_applied(tmp_path: Path) -> None:
     assert min(diffs) < 8
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_decord_gives_the_same_frames(clips: dict[str, Path]) -> None:
     import decord  # noqa: F401  the dev extra installs it: a missing decord fails here, it is never skipped
 

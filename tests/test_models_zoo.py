@@ -48,6 +48,7 @@ def _gets(server: FileServer, name: str) -> int:
     return sum(1 for method, path, _ in server.requests if method == "GET" and path == name)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 @pytest.mark.parametrize("name", ["golden-unav", "golden-ccnet"])
 def test_download_once_and_strict_conversion_reproduces_the_golden_outputs(
     name: str, zoo_env: Path, served: FileServer, golden_dir: Path
@@ -142,6 +143,7 @@ def test_models_command_lists_the_index(zoo_env: Path) -> None:
     assert table.exit_code == 0 and "unpinned" in table.output and "tiny-unav-lite" in table.output
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_builtin_index_pins_what_can_be_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(models_zoo.INDEX_ENV, raising=False)
     index = models_zoo.load_index()

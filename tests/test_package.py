@@ -92,6 +92,7 @@ def slow_marks(tests: Path) -> tuple[set[str], set[str]]:
     return whole, single
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_slow_marker_is_used() -> None:
     """`pytest -m "not slow"` is the inner-loop subset: the `slow` marker is declared and marks the heavy tests
     (DDP, Ray, trained-model fixtures through conftest's SLOW_FIXTURES, heavy goldens and end-to-end runs)."""
@@ -123,6 +124,7 @@ def test_compat_defines_schemas_only_where_the_ops_are_missing() -> None:
     assert (tv_compat._lib is None) == tv.extension._has_ops()
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_cli_help() -> None:
     for args in (["--help"], ["extract", "--help"]):
         res = subprocess.run([sys.executable, "-m", "avdet", *args], capture_output=True, text=True, check=False)

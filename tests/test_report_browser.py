@@ -16,6 +16,8 @@ from avdet.pipeline.report import Meta, VideoReport, write_report, write_video_p
 from avdet.pipeline.types import Event
 from conftest import make_clip
 
+pytestmark = pytest.mark.slow  # a real headless Chromium per module: .ci/run runs them, the inner loop does not
+
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e '.[dev]')")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402

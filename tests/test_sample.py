@@ -221,6 +221,7 @@ def test_distractors_are_in_the_media_but_not_in_the_truth(made: Path) -> None:
     assert set(kinds) == {"audio_only", "visual_only"}
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_isolated_distractors_are_heard_or_seen_alone(tmp_path: Path) -> None:
     cfg = dataclasses.replace(TINY, num_videos=1)
     base = plan_dataset(cfg)[0]
@@ -283,6 +284,7 @@ def test_each_sound_peaks_in_its_own_band(kind: str, band: tuple[float, float]) 
     assert band[0] <= peak <= band[1]
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_failure_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = dataclasses.replace(TINY, workers=1)
     plans = plan_dataset(cfg)
@@ -385,6 +387,7 @@ def _ave_rows(path: Path, header: bool) -> list[list[str]]:
     return [line.split("&") for line in lines]
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_ave_files_follow_the_ave_format(made_ave: Path) -> None:
     rows = _ave_rows(made_ave / "Annotations.txt", header=True)
     names = class_names(AVE_TINY.num_classes)

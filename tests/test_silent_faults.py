@@ -146,6 +146,7 @@ def test_events_of_every_window_of_a_long_video_land_on_their_rows() -> None:
 
 
 # -- eval --predictions honours --split -------------------------------------------------------------------------------
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_eval_predictions_scores_only_the_split_asked_for(tmp_path: Path) -> None:
     """Fault: `eval --predictions` scoring another split (or all of them) than --split. One test and one validation
     event; the predictions find the test one only: test scores 100, validation 0 (all splits together: 50), on
@@ -210,6 +211,7 @@ def test_prune_keeps_failure_records_unless_asked(tmp_path: Path) -> None:
     assert cache_entries(root, status="failed") == []
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_a_repaired_video_leaves_no_failure_row(tmp_path: Path) -> None:
     """Fault: the old failure row of a video that failed, was repaired (same path, new content) and extracted,
     left in the index: `cache failed` would list a video that is fine, and `cache list` count it twice."""

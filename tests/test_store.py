@@ -52,6 +52,7 @@ def test_save_load_roundtrip_and_index(tmp_path: Path) -> None:
         store.load("other", key)
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_equal_features_give_equal_files(tmp_path: Path) -> None:
     """Feature files are byte-reproducible (fixed zip timestamps), so reruns and other hosts can compare files."""
     import time
@@ -113,6 +114,7 @@ def _writer(root: str, worker: int, n: int) -> None:
                 )
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_concurrent_writers_do_not_corrupt_or_duplicate(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, 30)) for w in range(3)]

@@ -65,6 +65,7 @@ def test_registry_i3d_vggish_without_weights_is_a_weights_error(tmp_path: Path) 
         build_extractor_set("i3d_vggish", weights_dir=str(tmp_path))
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_random_weights_never_read_the_weights_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "does-not-exist"))
     model = i3d.load_i3d("flow", random_weights=True)
@@ -88,6 +89,7 @@ def test_seeded_tensor_follows_the_recipe() -> None:
 
 
 # -- canonical files: good, corrupted, wrong, checksummed -------------------------------------------------------
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_i3d_canonical_file_loads(tmp_path: Path) -> None:
     state = recipe_state("rgb")
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # older exports lack them
@@ -97,6 +99,7 @@ def test_i3d_canonical_file_loads(tmp_path: Path) -> None:
     torch.testing.assert_close(model.state_dict()[key], state[key])
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_corrupted_file_is_a_one_line_error(tmp_path: Path) -> None:
     torch.save(recipe_state("flow"), tmp_path / "i3d_flow.pt")
     data = (tmp_path / "i3d_flow.pt").read_bytes()
@@ -106,6 +109,7 @@ def test_corrupted_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     torch.save(recipe_state("rgb"), tmp_path / "i3d_flow.pt")  # rgb weights under the flow name
     with pytest.raises(WeightsError, match=r"i3d_flow\.pt: not the expected checkpoint: .*wrong shape"):
@@ -125,6 +129,7 @@ def test_vggish_published_prefix_mismatch(tmp_path: Path) -> None:
         vggish.load_vggish(str(tmp_path))
 
 
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_sha256sums_file_catches_a_changed_file(tmp_path: Path) -> None:
     path = tmp_path / "i3d_rgb.pt"
     torch.save(recipe_state("rgb"), path)
@@ -172,6 +177,7 @@ def test_weights_report(tmp_path: Path) -> None:
 
 
 # -- download (explicit only; a server on 127.0.0.1 stands in for the network) ----------------------------------
+@pytest.mark.slow  # subprocesses / real servers: not for the inner loop
 def test_download_records_digest_and_refuses_mismatch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()
@@ -288,6 +294,7 @@ def test_raft_converter_maps_every_original_parameter() -> None:
         raft.convert_raft_checkpoint({"module.fnet.conv9.weight": torch.zeros(1)})
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_raft_loads_original_checkpoint_and_estimates_flow(tmp_path: Path) -> None:
     torch.save(original_raft_state(), tmp_path / raft.WEIGHTS_FILE)
     model = raft.load_raft(str(tmp_path))

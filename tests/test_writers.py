@@ -193,6 +193,7 @@ def _png(path: Path) -> np.ndarray:
     return matplotlib.image.imread(path)
 
 
+@pytest.mark.slow  # over half a second: .ci/run runs it, the inner loop does not
 def test_timeline_png_lanes_events_and_ground_truth(tmp_path):
     events = [Event("dog", 3, 1.0, 4.0, 0.9), Event("car", 7, 2.0, 9.0, 0.4), Event("dog", 3, 6.0, 6.0, 0.2)]
     truth = [Event("dog", 3, 1.2, 4.5, 1.0), Event("bird", 5, 0.0, 2.0, 1.0)]
